@@ -1,0 +1,26 @@
+"""World Models (Ha & Schmidhuber, 2018) in PyTorch.
+
+V: :class:`ConvVAE` compresses 64x64 frames to z. M: an MDN-RNN predicts the next z.
+C: a small controller evolved with CMA-ES, in the real environment or in M's dream.
+Public names are imported lazily so ``python -m world_models.models.vae`` stays clean.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "ConvVAE": "world_models.models.vae",
+    "VAEConfig": "world_models.models.vae",
+}
+
+__all__ = [*_PUBLIC, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'world_models' has no attribute {name!r}")

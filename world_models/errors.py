@@ -1,0 +1,40 @@
+"""Errors the command line turns into one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+
+class WorldModelsError(Exception):
+    """Base class of errors caused by the user's input or environment, not by a bug."""
+
+
+class ConfigError(WorldModelsError, ValueError):
+    """A config is invalid, or does not match the weights or data it is used with."""
+
+
+class CheckpointError(WorldModelsError):
+    """A checkpoint folder is missing, corrupt, or from another model or config."""
+
+
+class DataError(WorldModelsError):
+    """A data file is missing, truncated, corrupt, or has the wrong keys, shapes or dtypes."""
+
+
+class MissingDependencyError(WorldModelsError, ImportError):
+    """An optional dependency is needed for this feature but not installed."""
+
+
+class TrainingDivergedError(WorldModelsError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+def require(module: str, extra: str, feature: str):
+    """Import optional ``module`` or raise a :class:`MissingDependencyError` naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{feature} needs the optional package '{module}': "
+            f"pip install 'world_models[{extra}]'  ({exc})"
+        ) from None

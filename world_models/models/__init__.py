@@ -1,0 +1,1 @@
+"""The networks: V (vae), M (mdrnn) and C (controller), each with its config beside it."""
