@@ -139,7 +139,9 @@ def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], source
     if missing or unexpected or wrong:
         parts = []
         if wrong:
-            parts.append("shape mismatch " + "; ".join(wrong[:3]) + (" ..." if len(wrong) > 3 else ""))
+            parts.append(
+                "shape mismatch " + "; ".join(wrong[:3]) + (" ..." if len(wrong) > 3 else "")
+            )
         if missing:
             parts.append(f"missing in weights {missing[:3]}")
         if unexpected:
@@ -165,19 +167,28 @@ class PretrainedMixin:
         return cls(**dataclasses.asdict(config))  # type: ignore[call-arg]
 
     def save_pretrained(
-        self, path: str | os.PathLike, *, step: int = 0, meta: dict[str, Any] | None = None,
+        self,
+        path: str | os.PathLike,
+        *,
+        step: int = 0,
+        meta: dict[str, Any] | None = None,
         optimizer_state: dict[str, Any] | None = None,
     ) -> Path:
         """Save to folder ``path`` (config.json + model.safetensors + meta.json), atomically."""
         return save_checkpoint(
-            path, kind=type(self).__name__, config=to_dict(self.config),
+            path,
+            kind=type(self).__name__,
+            config=to_dict(self.config),
             state_dict=self.state_dict(),  # type: ignore[attr-defined]
-            step=step, meta=meta, optimizer_state=optimizer_state,
+            step=step,
+            meta=meta,
+            optimizer_state=optimizer_state,
         )
 
     @classmethod
-    def from_pretrained(cls: type[M], path: str | os.PathLike,
-                        map_location: str | torch.device = "cpu") -> M:
+    def from_pretrained(
+        cls: type[M], path: str | os.PathLike, map_location: str | torch.device = "cpu"
+    ) -> M:
         """Rebuild the model from ``path/config.json`` and load its weights; executes no code."""
         ckpt = read_checkpoint(path, expected_kind=cls.__name__)
         try:

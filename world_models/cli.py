@@ -34,9 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
         p = sub.add_parser(
-            name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
+            name,
+            help=module.HELP,
+            description=getattr(module, "DESCRIPTION", module.HELP),
             formatter_class=argparse.ArgumentDefaultsHelpFormatter
-            if getattr(module, "SHOW_DEFAULTS", False) else argparse.HelpFormatter,
+            if getattr(module, "SHOW_DEFAULTS", False)
+            else argparse.HelpFormatter,
         )
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
@@ -58,8 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("WM_DEBUG"):
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"error: {type(exc).__name__}: {msg} (WM_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        print(
+            f"error: {type(exc).__name__}: {msg} (WM_DEBUG=1 shows the traceback)", file=sys.stderr
+        )
         return 1
 
 

@@ -122,19 +122,30 @@ def add_config_args(
         flag = "--" + f.name.replace("_", "-")
         if base is bool:
             group.add_argument(
-                flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction,
+                flag,
+                dest=f.name,
+                default=None,
+                action=argparse.BooleanOptionalAction,
                 help=help_text,
             )
         else:
             metavar = base.__name__.upper() if isinstance(base, type) else "VALUE"
             group.add_argument(
-                flag, dest=f.name, default=None, metavar=metavar, help=help_text,
+                flag,
+                dest=f.name,
+                default=None,
+                metavar=metavar,
+                help=help_text,
                 type=functools.partial(_parse_value, tp),
             )
 
 
-def config_from_args(cls: type[C], args: argparse.Namespace, presets: dict[str, C] | None = None,
-                     default_preset: str | None = None) -> C:
+def config_from_args(
+    cls: type[C],
+    args: argparse.Namespace,
+    presets: dict[str, C] | None = None,
+    default_preset: str | None = None,
+) -> C:
     """Build a ``cls`` from parsed args: the preset's values, overridden by given flags."""
     name = getattr(args, "preset", None) or default_preset
     base = presets[name] if (presets and name) else cls()

@@ -1,1 +1,4 @@
-"""One module per ``world-models`` subcommand: ``HELP``, ``add_arguments(parser)``, ``run(args)``."""
+"""One module per ``world-models`` subcommand.
+
+Each has ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+"""

@@ -75,8 +75,7 @@ class ConvVAE(PretrainedMixin, nn.Module):
         super().__init__()
         if latent_size < 1 or input_channels < 1:
             raise ValueError(
-                f"latent_size and input_channels must be >= 1, got {latent_size}, "
-                f"{input_channels}"
+                f"latent_size and input_channels must be >= 1, got {latent_size}, {input_channels}"
             )
         if kl_tolerance < 0:
             raise ValueError(f"kl_tolerance must be >= 0, got {kl_tolerance}")
@@ -105,7 +104,9 @@ class ConvVAE(PretrainedMixin, nn.Module):
         self.fc_logvar = nn.Linear(FLAT_FEATURES, latent_size)
         self.decoder_input = nn.Linear(latent_size, FLAT_FEATURES)
         self.decoder = nn.Sequential(
-            *up(256, 128), *up(128, 64), *up(64, 32),
+            *up(256, 128),
+            *up(128, 64),
+            *up(64, 32),
             nn.ConvTranspose2d(32, input_channels, 4, 2, 1),
             nn.Sigmoid(),
         )
@@ -197,9 +198,7 @@ class ConvVAE(PretrainedMixin, nn.Module):
             reconstruction: (B, C, 64, 64) in (0, 1).
         """
         if z.dim() != 2 or z.shape[1] != self.latent_size:
-            raise ValueError(
-                f"expected z of shape (B, {self.latent_size}), got {tuple(z.shape)}"
-            )
+            raise ValueError(f"expected z of shape (B, {self.latent_size}), got {tuple(z.shape)}")
         h = self.decoder_input(z).view(-1, 256, 4, 4)  # (B, 256, 4, 4)
         return self.decoder(h)  # (B, C, 64, 64)
 
@@ -336,11 +335,17 @@ def self_check() -> int:
         problems.append(f"parameter count {total:,} != {SPEC_PARAMETERS_Z32:,}")
     shapes = {name: shape for name, _, shape, _ in rows}
     expected = {
-        "encoder.2": (2, 32, 32, 32), "encoder.5": (2, 64, 16, 16),
-        "encoder.8": (2, 128, 8, 8), "encoder.11": (2, 256, 4, 4),
-        "fc_mu": (2, 32), "fc_logvar": (2, 32), "decoder_input": (2, 4096),
-        "decoder.2": (2, 128, 8, 8), "decoder.5": (2, 64, 16, 16),
-        "decoder.8": (2, 32, 32, 32), "decoder.10": (2, 3, 64, 64),
+        "encoder.2": (2, 32, 32, 32),
+        "encoder.5": (2, 64, 16, 16),
+        "encoder.8": (2, 128, 8, 8),
+        "encoder.11": (2, 256, 4, 4),
+        "fc_mu": (2, 32),
+        "fc_logvar": (2, 32),
+        "decoder_input": (2, 4096),
+        "decoder.2": (2, 128, 8, 8),
+        "decoder.5": (2, 64, 16, 16),
+        "decoder.8": (2, 32, 32, 32),
+        "decoder.10": (2, 3, 64, 64),
     }
     for name, shape in expected.items():
         if shapes.get(name) != shape:
