@@ -20,7 +20,12 @@ from world_models.errors import WorldModelsError
 
 # name -> module; the order is the pipeline's, and is the order of ``--help``.
 COMMANDS: dict[str, str] = {
+    "demo": "world_models.commands.demo",
     "validate": "world_models.commands.validate",
+    "collect": "world_models.commands.collect",
+    "data": "world_models.commands.data",
+    "train-vae": "world_models.commands.train_vae",
+    "train-mdrnn": "world_models.commands.train_mdrnn",
 }
 
 

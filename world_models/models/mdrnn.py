@@ -112,8 +112,12 @@ class MDNRNN(PretrainedMixin, nn.Module):
         done_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        for name, value in (("latent_size", latent_size), ("action_size", action_size),
-                            ("hidden_size", hidden_size), ("num_gaussians", num_gaussians)):
+        for name, value in (
+            ("latent_size", latent_size),
+            ("action_size", action_size),
+            ("hidden_size", hidden_size),
+            ("num_gaussians", num_gaussians),
+        ):
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if done_pos_weight <= 0:
@@ -121,8 +125,14 @@ class MDNRNN(PretrainedMixin, nn.Module):
         if reward_weight < 0 or done_weight < 0:
             raise ValueError(f"loss weights must be >= 0, got {reward_weight}, {done_weight}")
         self.config = MDNRNNConfig(
-            int(latent_size), int(action_size), int(hidden_size), int(num_gaussians),
-            bool(reward_head), bool(done_head), float(done_pos_weight), float(reward_weight),
+            int(latent_size),
+            int(action_size),
+            int(hidden_size),
+            int(num_gaussians),
+            bool(reward_head),
+            bool(done_head),
+            float(done_pos_weight),
+            float(reward_weight),
             float(done_weight),
         )
         self.latent_size = self.config.latent_size
@@ -161,8 +171,11 @@ class MDNRNN(PretrainedMixin, nn.Module):
         if state is None:
             return
         expected = (1, batch, self.hidden_size)
-        if (not isinstance(state, (tuple, list)) or len(state) != 2
-                or any(tuple(s.shape) != expected for s in state)):
+        if (
+            not isinstance(state, (tuple, list))
+            or len(state) != 2
+            or any(tuple(s.shape) != expected for s in state)
+        ):
             shapes = [tuple(s.shape) for s in state] if isinstance(state, (tuple, list)) else state
             raise ValueError(f"expected state (h, c) each of shape {expected}, got {shapes}")
 
@@ -231,8 +244,12 @@ class MDNRNN(PretrainedMixin, nn.Module):
         lstm = self.lstm
         x = torch.cat([z, action.to(z.dtype)], dim=-1)  # (N, Z + A)
         h, c = torch.lstm_cell(
-            x, (state[0][0], state[1][0]), lstm.weight_ih_l0, lstm.weight_hh_l0,
-            lstm.bias_ih_l0, lstm.bias_hh_l0,
+            x,
+            (state[0][0], state[1][0]),
+            lstm.weight_ih_l0,
+            lstm.weight_hh_l0,
+            lstm.bias_ih_l0,
+            lstm.bias_hh_l0,
         )  # (N, H) each
         logpi, mu, logsigma, reward, done = self._split_head(self.head(h))
         return MDNOutput(logpi, mu, logsigma, reward, done, (h.unsqueeze(0), c.unsqueeze(0)))
@@ -272,8 +289,12 @@ class MDNRNN(PretrainedMixin, nn.Module):
                 f"expected z_next of shape {(b, t, self.latent_size)} to match the output, "
                 f"got {tuple(z_next.shape)}"
             )
-        for name, m in (("mask", mask), ("next_mask", next_mask), ("reward", reward),
-                        ("done", done)):
+        for name, m in (
+            ("mask", mask),
+            ("next_mask", next_mask),
+            ("reward", reward),
+            ("done", done),
+        ):
             if m is not None and tuple(m.shape) != (b, t):
                 raise ValueError(f"expected {name} of shape {(b, t)}, got {tuple(m.shape)}")
         step_w = torch.ones(b, t, device=z_next.device) if mask is None else mask.float()

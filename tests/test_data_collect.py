@@ -1,0 +1,201 @@
+"""Collection: determinism across worker counts, resume / top-up, crashes, kills, backends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from world_models.cli import main
+from world_models.data import store
+from world_models.data.collect import CollectConfig, WorkerDiedError, collect
+from world_models.errors import ConfigError, MissingDependencyError
+
+
+def cfg(out: Path, **kw) -> CollectConfig:
+    base = dict(
+        out_dir=out,
+        env="fake",
+        episodes=6,
+        workers=1,
+        progress=False,
+        env_kwargs={"min_len": 10, "max_len": 30},
+    )
+    base.update(kw)
+    return CollectConfig(**base)
+
+
+def file_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in store.list_episodes(folder)}
+
+
+def test_same_seed_same_bytes_whichever_worker(tmp_path):
+    one = file_bytes(collect(cfg(tmp_path / "w1", workers=1)))
+    two = file_bytes(collect(cfg(tmp_path / "w2", workers=2)))
+    assert len(one) == 6 and one == two
+    other = file_bytes(collect(cfg(tmp_path / "s1", seed=1, episodes=2)))
+    assert other["ep_000000.npz"] != one["ep_000000.npz"]
+    # episode i depends on seed + i only: seed 1's episode 0 is seed 0's episode 1
+    assert other["ep_000000.npz"] == one["ep_000001.npz"]
+    ep = store.read_episode(tmp_path / "w1" / "ep_000003.npz")
+    assert ep.obs.shape[1:] == (64, 64, 3) and ep.action.shape == (len(ep), 3)
+    assert ep.terminated[-1] and not ep.terminated[:-1].any()  # the fake env ends itself
+    m = store.read_manifest(tmp_path / "w2")
+    assert (m["episodes"], m["complete"], m["seed"], m["env"]) == (6, True, 0, "fake")
+    assert m["frames"] == sum(
+        len(store.read_episode(p)) for p in store.list_episodes(tmp_path / "w2")
+    )
+    assert m["policy"] == {"name": "brownian", "dt": 0.02} and "library_version" in m
+
+
+def test_resume_tops_up_and_repairs(tmp_path):
+    out = tmp_path / "d"
+    ref = file_bytes(collect(cfg(tmp_path / "ref")))
+    collect(cfg(out, episodes=3))
+    first = {p.name: p.stat().st_mtime_ns for p in store.list_episodes(out)}
+    bad = out / "ep_000001.npz"
+    bad.write_bytes(bad.read_bytes()[:50])  # damaged after the fact
+    (out / ".ep_000004.npz.tmp-99999-deadbeef").write_bytes(b"left by a killed run")
+    with pytest.warns(UserWarning, match="re-collecting a bad episode"):
+        collect(cfg(out, episodes=6))
+    assert file_bytes(out) == ref  # topped up, repaired, identical to one clean run
+    assert (out / "ep_000000.npz").stat().st_mtime_ns == first["ep_000000.npz"]  # skipped
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+    assert store.read_manifest(out)["episodes"] == 6
+
+
+def test_other_settings_in_the_same_folder_are_refused(tmp_path):
+    collect(cfg(tmp_path, episodes=1))
+    with pytest.raises(ConfigError, match="seed: 0 there, 5 now"):
+        collect(cfg(tmp_path, episodes=2, seed=5))
+
+
+def test_discrete_env_stores_one_hot_actions(tmp_path):
+    collect(cfg(tmp_path, env="fake-discrete", episodes=1))
+    ep = store.read_episode(tmp_path / "ep_000000.npz")
+    assert ep.action.dtype == np.float32 and ep.action.shape == (len(ep), 3)
+    assert (ep.action.sum(1) == 1).all() and set(np.unique(ep.action)) <= {0.0, 1.0}
+    assert store.read_manifest(tmp_path)["policy"]["name"] == "repeat"
+
+
+def test_dead_worker_raises_instead_of_hanging(tmp_path):
+    t0 = time.monotonic()
+    with pytest.raises(WorkerDiedError, match="re-run the same command to resume"):
+        collect(cfg(tmp_path, workers=2, episodes=4, env_kwargs={"die_on_seed": 2}))
+    assert time.monotonic() - t0 < 60
+    for p in store.list_episodes(tmp_path):  # what was written is whole
+        store.read_episode(p)
+
+
+def test_worker_error_keeps_its_type(tmp_path):
+    with pytest.raises(TypeError, match="no_such_option"):
+        collect(cfg(tmp_path, workers=2, env_kwargs={"no_such_option": 1}))
+
+
+def test_killed_collection_resumes_to_the_same_bytes(tmp_path):
+    kw = dict(episodes=8, workers=2, env_kwargs={"min_len": 30, "max_len": 30, "step_delay": 0.005})
+    out = tmp_path / "killed"
+    script = (
+        "from pathlib import Path\n"
+        "from world_models.data.collect import CollectConfig, collect\n"
+        f"collect(CollectConfig(out_dir=Path({str(out)!r}), env='fake', progress=False, "
+        f"**{kw!r}))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(out.glob("ep_*.npz"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+            assert proc.poll() is None, "collection ended before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the run and its workers, mid-episode
+        proc.wait()
+    done = store.list_episodes(out)
+    assert 2 <= len(done) < 8
+    for p in done:
+        store.read_episode(p)  # no partial episode file, whatever the moment
+    collect(cfg(out, **kw))
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+    assert file_bytes(out) == file_bytes(collect(cfg(tmp_path / "clean", **kw)))
+
+
+def test_envpool_backend_without_envpool_is_a_clear_error(tmp_path):
+    try:
+        import envpool  # noqa: F401
+    except ImportError:
+        with pytest.raises(MissingDependencyError, match=r"world_models\[envpool\]"):
+            collect(cfg(tmp_path, env="carracing", backend="envpool", episodes=1))
+        assert (
+            main(
+                [
+                    "collect",
+                    "--env",
+                    "carracing",
+                    "--backend",
+                    "envpool",
+                    "--out-dir",
+                    str(tmp_path),
+                    "--episodes",
+                    "1",
+                ]
+            )
+            == 2
+        )
+    else:
+        pytest.skip("envpool is installed")
+
+
+@pytest.mark.box2d
+def test_envpool_parity_with_gymnasium(tmp_path):
+    pytest.importorskip("envpool")
+    pytest.importorskip("Box2D")
+    a = collect(cfg(tmp_path / "gym", env="carracing", episodes=1, max_steps=60))
+    b = collect(
+        cfg(tmp_path / "pool", env="carracing", episodes=1, max_steps=60, backend="envpool")
+    )
+    ea, eb = (store.read_episode(d / "ep_000000.npz") for d in (a, b))
+    assert ea.obs.shape == eb.obs.shape and ea.action.shape == eb.action.shape
+    np.testing.assert_array_equal(ea.action, eb.action)  # the policy depends on the seed only
+    assert abs(float(ea.obs.mean()) - float(eb.obs.mean())) < 20  # same kind of pictures
+
+
+def test_cli_collect_debug_preset(tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main(
+        [
+            "collect",
+            "--preset",
+            "debug",
+            "--out-dir",
+            str(out),
+            "--episodes",
+            "2",
+            "--workers",
+            "1",
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    assert len(store.list_episodes(out)) == 2 and "episodes     2" in capsys.readouterr().out
+    assert store.read_manifest(out)["max_steps"] == 50
+    assert (
+        main(
+            [
+                "collect",
+                "--preset",
+                "debug",
+                "--out-dir",
+                str(out),
+                "--crop",
+                "1,2,3",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )

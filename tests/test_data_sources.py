@@ -1,0 +1,226 @@
+"""FrameSource (V's batches) and SequenceSource (M's windows)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from world_models.data import store
+from world_models.data.sources import FrameSource, SequenceSource, _epoch_order
+from world_models.errors import DataError
+
+
+def frames_dir(folder: Path, lengths=(9, 14, 5, 11, 7, 13, 8, 10)) -> list[np.ndarray]:
+    """Episodes whose every frame is unique: frame value encodes (episode, step)."""
+    obs_all = []
+    for i, T in enumerate(lengths):
+        obs = np.zeros((T, 64, 64, 3), np.uint8)
+        obs[:, 0, 0, 0] = i
+        obs[:, 0, 0, 1] = np.arange(T)
+        obs[:, 1:, :, 2] = (i * 31 + np.arange(T)[:, None, None]) % 256
+        store.write_episode(
+            folder / store.episode_name(i),
+            store.Episode(
+                obs=obs,
+                action=np.zeros((T, 3), np.float32),
+                reward=np.zeros(T, np.float32),
+                terminated=np.arange(T) == T - 1,
+                truncated=np.zeros(T, bool),
+            ),
+        )
+        obs_all.append(obs)
+    return obs_all
+
+
+def keys_of(batch: torch.Tensor) -> list[tuple[int, int]]:
+    """(episode, step) of each frame of a (B, 3, 64, 64) batch."""
+    return [(int(e), int(t)) for e, t in zip(batch[:, 0, 0, 0], batch[:, 1, 0, 0])]
+
+
+@pytest.fixture
+def data(tmp_path):
+    return tmp_path, frames_dir(tmp_path)
+
+
+def test_batches_shape_dtype_layout_and_full_coverage(data):
+    folder, obs = data
+    src = FrameSource(folder, split="all")
+    assert src.num_frames == sum(map(len, obs)) == 77 and len(src.episodes) == 8
+    batches = list(src.batches(16, drop_last=False, seed=3))
+    b = batches[0]
+    assert b.shape == (16, 3, 64, 64) and b.dtype == torch.uint8 and b.device.type == "cpu"
+    assert b.is_contiguous(memory_format=torch.channels_last)
+    seen = Counter(k for batch in batches for k in keys_of(batch))
+    assert len(seen) == 77 and set(seen.values()) == {1}  # every frame exactly once
+    e, t = keys_of(b)[0]
+    np.testing.assert_array_equal(b[0].permute(1, 2, 0).numpy(), obs[e][t])  # exact pixels
+    assert len(list(src.batches(16))) == src.num_batches(16) == 4  # drop_last drops 13
+    assert src.num_batches(16, drop_last=False) == 5
+
+
+def test_order_is_fixed_by_seed(data):
+    src = FrameSource(data[0], split="all")
+    order = [keys_of(b) for b in src.batches(8, seed=1)]
+    assert order == [keys_of(b) for b in src.batches(8, seed=1)]
+    assert order != [keys_of(b) for b in src.batches(8, seed=2)]
+    plain = [k for b in src.batches(8, shuffle=False) for k in keys_of(b)]
+    assert plain == sorted(plain)
+
+
+def test_sharding_gives_equal_disjoint_shares():
+    for n, bs, ws, drop in [(77, 8, 2, True), (77, 8, 3, False), (10, 4, 4, False)]:
+        shares = [_epoch_order(n, bs, True, 5, drop, r, ws) for r in range(ws)]
+        assert len({len(s) for s in shares}) == 1  # same number of items, so of batches
+        flat = np.concatenate(shares)
+        if drop:
+            assert len(set(flat)) == len(flat) and len(flat) == n // (bs * ws) * bs * ws
+        else:
+            assert set(flat) == set(range(n))  # everything, padded by wrapping around
+    with pytest.raises(DataError, match="fewer than one batch"):
+        _epoch_order(5, 8, True, 0, True, 0, 1)
+
+
+def test_frame_source_sharded_batches(data):
+    src = FrameSource(data[0], split="all")
+    per_rank = [
+        [k for b in src.batches(8, seed=4, rank=r, world_size=2) for k in keys_of(b)]
+        for r in range(2)
+    ]
+    assert len(per_rank[0]) == len(per_rank[1]) == 32  # 77 // (8 * 2) * 8
+    assert not set(per_rank[0]) & set(per_rank[1])
+
+
+def test_split_cache_and_growth(data):
+    folder, _ = data
+    train = FrameSource(folder, "train", holdout_fraction=0.3)
+    hold = FrameSource(folder, "holdout", holdout_fraction=0.3)
+    assert sorted(train.episodes + hold.episodes) == [p.name for p in store.list_episodes(folder)]
+    assert train.episodes == sorted(train.episodes) and hold.episodes
+    assert hold.episodes == [n for n in hold.episodes if store.is_holdout(n, 0.3)]
+    caches = sorted((folder / ".cache").glob("frames-train-*.npy"))
+    assert len(caches) == 1
+    stamp = caches[0].stat().st_mtime_ns
+    FrameSource(folder, "train", holdout_fraction=0.3)  # reuses the cache
+    assert caches[0].stat().st_mtime_ns == stamp
+    frames_dir(folder, lengths=(9, 14, 5, 11, 7, 13, 8, 10, 6, 6, 6, 6))  # the dataset grows
+    grown = FrameSource(folder, "train", holdout_fraction=0.3)
+    assert set(train.episodes) <= set(grown.episodes)  # old episodes keep their side
+    assert not caches[0].exists()  # the stale cache is replaced
+    assert len(list((folder / ".cache").glob("frames-train-*.npy"))) == 1
+    with pytest.raises(DataError, match="'holdout' split is empty"):
+        FrameSource(folder, "holdout", holdout_fraction=0.0)
+
+
+def test_max_frames_sample_and_errors(data, tmp_path_factory):
+    folder, obs = data
+    small = FrameSource(folder, "all", max_frames=20)
+    assert small.num_frames == 20 and small.episodes == ["ep_000000.npz", "ep_000001.npz"]
+    keys = {k for b in small.batches(4, shuffle=False) for k in keys_of(b)}
+    assert keys == {(0, t) for t in range(9)} | {(1, t) for t in range(11)}
+    s1, s2 = small.sample(6, seed=1), small.sample(6, seed=1)
+    assert s1.shape == (6, 3, 64, 64) and s1.dtype == torch.uint8 and torch.equal(s1, s2)
+    assert small.sample(50).shape[0] == 50  # more than it has: drawn with replacement
+    empty = tmp_path_factory.mktemp("empty")
+    with pytest.raises(DataError, match="no episode files"):
+        FrameSource(empty)
+    bad = tmp_path_factory.mktemp("bad")
+    np.savez(bad / "ep_000000.npz", obs=np.zeros((3, 32, 32, 3), np.uint8))
+    with pytest.raises(DataError, match=r"ep_000000.npz: obs must be uint8 \(T, 64, 64, 3\)"):
+        FrameSource(bad, "all")
+    frames_dir(bad, lengths=(1, 4, 6))
+    np.savez(bad / "ep_000000.npz", obs=np.zeros((3, 32, 32, 3), np.uint8))  # wrong size
+    (bad / "ep_000002.npz").write_bytes((bad / "ep_000002.npz").read_bytes()[:-40])  # torn
+    with pytest.warns(UserWarning) as warned:
+        ok = FrameSource(bad, "all", skip_bad=True)
+    assert ok.episodes == ["ep_000001.npz"] and ok.num_frames == 4
+    text = " ".join(str(w.message) for w in warned)
+    assert "ep_000000.npz" in text and "ep_000002.npz" in text
+
+
+@pytest.mark.gpu
+def test_frame_source_on_cuda_resident_and_pinned(data, monkeypatch):
+    folder, _ = data
+    gpu = FrameSource(folder, "all", device="cuda")
+    assert gpu._gpu is not None
+    b = next(gpu.batches(16, seed=2))
+    assert b.device.type == "cuda" and b.is_contiguous(memory_format=torch.channels_last)
+    cpu = FrameSource(folder, "all")
+    assert torch.equal(b.cpu(), next(cpu.batches(16, seed=2)))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (0, 1))  # "does not fit"
+    pinned = FrameSource(folder, "all", device="cuda")
+    assert pinned._gpu is None
+    for x, y in zip(pinned.batches(16, seed=2), cpu.batches(16, seed=2)):
+        assert x.device.type == "cuda" and torch.equal(x.cpu(), y)
+
+
+# ---------------------------------------------------------------------------- sequences
+
+
+def series_dir(folder: Path, lengths=(5, 12, 20), Z=4) -> dict[str, dict[str, np.ndarray]]:
+    out = {}
+    for i, T in enumerate(lengths):
+        rng = np.random.default_rng(i)
+        arrays = dict(
+            mu=rng.normal(size=(T, Z)).astype(np.float16),
+            logvar=rng.normal(size=(T, Z)).astype(np.float16),
+            action=rng.uniform(size=(T, 3)).astype(np.float32),
+            reward=np.arange(1, T + 1, dtype=np.float32) + 100 * i,
+            terminated=np.arange(T) == T - 1,
+            truncated=np.zeros(T, bool),
+        )
+        name = store.episode_name(i)
+        store.save_npz(folder / name, arrays)
+        out[name] = arrays
+    return out
+
+
+def test_sequence_windows_padding_mask_and_content(tmp_path):
+    eps = series_dir(tmp_path)
+    src = SequenceSource(tmp_path, seq_len=8, split="all")
+    assert src.num_windows == 1 + 2 + 3 and src.num_steps == 37
+    batches = list(src.batches(2, shuffle=False, drop_last=False))
+    b = batches[0]
+    assert set(b) == {"mu", "logvar", "action", "reward", "terminated", "done", "mask"}
+    assert b["mu"].shape == (2, 8, 4) and b["mu"].dtype == torch.float16
+    assert b["action"].shape == (2, 8, 3) and b["mask"].dtype == torch.bool
+    # window 0: episode 0 (T = 5) padded to 8
+    assert b["mask"][0].tolist() == [True] * 5 + [False] * 3
+    np.testing.assert_array_equal(b["mu"][0, :5].numpy(), eps["ep_000000.npz"]["mu"])
+    assert (b["mu"][0, 5:] == 0).all() and (b["reward"][0, 5:] == 0).all()
+    assert b["done"][0].tolist() == [False] * 4 + [True] + [False] * 3
+    # window 1: episode 1 steps 0..7
+    np.testing.assert_array_equal(b["reward"][1].numpy(), np.arange(1, 9) + 100)
+    # every step of every episode appears exactly once over an epoch (stride = seq_len)
+    rewards = torch.cat([x["reward"][x["mask"]] for x in batches]).tolist()
+    expected = [r for a in eps.values() for r in a["reward"].tolist()]
+    assert sorted(rewards) == sorted(expected)
+
+
+def test_sequence_stride_split_and_bad_files(tmp_path):
+    series_dir(tmp_path)
+    overlap = SequenceSource(tmp_path, seq_len=8, stride=4, split="all", keys=("mu", "action"))
+    assert overlap.num_windows == 2 + 3 + 5
+    assert set(next(overlap.batches(3))) == {"mu", "action", "done", "mask"}
+    grown = tmp_path / "grown"
+    grown.mkdir()
+    series_dir(grown, lengths=(5, 6, 7, 8, 9, 10, 11, 12))
+    train = SequenceSource(grown, 4, "train", 0.5, keys=("mu",))
+    hold = SequenceSource(grown, 4, "holdout", 0.5, keys=("mu",))
+    assert train.episodes and hold.episodes
+    assert sorted(train.episodes + hold.episodes) == [f"ep_00000{i}.npz" for i in range(8)]
+    assert hold.episodes == [n for n in hold.episodes if store.is_holdout(n, 0.5)]
+    store.save_npz(
+        tmp_path / "ep_000009.npz",
+        {"mu": np.zeros((4, 4), np.float16), "action": np.zeros((3, 3), np.float32)},
+    )
+    with pytest.raises(DataError, match="ep_000009.npz: arrays of different lengths"):
+        SequenceSource(tmp_path, 4, "all", keys=("mu", "action"))
+    with pytest.warns(UserWarning, match="ep_000009"):
+        ok = SequenceSource(tmp_path, 4, "all", keys=("mu", "action"), skip_bad=True)
+    assert len(ok.episodes) == 3
+    with pytest.raises(DataError, match="missing key"):
+        SequenceSource(tmp_path, 4, "all", keys=("mu", "nope"))

@@ -1,0 +1,330 @@
+"""``collect(config) -> Path``: random-policy rollouts into an episode store, in parallel.
+
+Episode ``i`` is a pure function of ``seed + i`` (the env's reset seed and the policy's
+seed), whichever worker runs it, so the same command gives the same bytes with 1 or 16
+workers. Each worker process (spawn) keeps one env and writes whole episodes atomically;
+re-running the command skips the valid episodes already there and collects the rest, so a
+killed run resumes and a larger ``--episodes`` tops a dataset up. A worker that dies makes
+the run fail with :class:`WorkerDiedError` instead of hanging.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+import warnings
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from world_models.atomic import clean_temp_files
+from world_models.data import store
+from world_models.envs.presets import EnvPreset, Preprocess, Resample, get_preset
+from world_models.errors import ConfigError, DataError, WorldModelsError
+
+
+class WorkerDiedError(WorldModelsError):
+    """A collection worker process exited abruptly (crash, OOM kill)."""
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """Options of ``world-models collect``."""
+
+    out_dir: Path = Path("data/carracing")
+    """Folder of the episode store (created; re-running tops it up)."""
+    env: Literal["carracing", "doom", "fake", "fake-discrete"] = "carracing"
+    """Environment preset (fake ones are tiny built-in envs for tests)."""
+    episodes: int = 100
+    """Total number of episodes wanted in out_dir."""
+    max_steps: int | None = None
+    """Truncate episodes after this many steps (None: the env's own limit)."""
+    policy: Literal["brownian", "uniform", "repeat"] | None = None
+    """Random data policy (None: the env's default: brownian for CarRacing, repeat for Doom)."""
+    seed: int = 0
+    """Base seed: episode i uses seed + i for the env and the policy."""
+    workers: int = 0
+    """Worker processes (0: all cores; 1: collect in this process)."""
+    backend: Literal["gymnasium", "envpool"] = "gymnasium"
+    """Environment backend (envpool: optional, CarRacing only)."""
+    crop: tuple[int, ...] | None = None
+    """Raw-frame crop top,bottom,left,right (None: the env's, CarRacing 0,84,0,96)."""
+    frame_size: int = 64
+    """Side of the stored square frames."""
+    resample: Resample = "bilinear"
+    """PIL resize filter (antialiased): bilinear (as the original), lanczos, box, bicubic."""
+    dt: float = 1 / 50
+    """Time step of the Brownian policy (the original's 1/50)."""
+    max_repeat: int = 10
+    """The repeat policy holds each random action for 1..max_repeat frames."""
+    progress: bool = True
+    """Show a progress bar (episodes, steps/s)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"cli": False})
+    """Extra keyword arguments of the env's constructor (tests: the fake env's knobs)."""
+
+    def env_preset(self) -> EnvPreset:
+        return get_preset(self.env)
+
+    def preprocess(self) -> Preprocess:
+        crop = self.crop if self.crop is not None else self.env_preset().preprocess.crop
+        if crop is not None and len(crop) != 4:
+            raise ConfigError(f"crop needs 4 numbers top,bottom,left,right, got {list(crop)}")
+        return Preprocess(
+            crop=tuple(crop) if crop else None, size=self.frame_size, resample=self.resample
+        )
+
+    def policy_name(self) -> str:
+        return self.policy or self.env_preset().default_policy
+
+
+PRESETS: dict[str, CollectConfig] = {
+    "carracing": CollectConfig(out_dir=Path("data/carracing"), env="carracing", episodes=10_000),
+    "doom": CollectConfig(out_dir=Path("data/doom"), env="doom", episodes=10_000),
+    "debug": CollectConfig(out_dir=Path("data/debug"), env="fake", episodes=8, max_steps=50),
+}
+
+
+def manifest_signature(config: CollectConfig) -> dict[str, Any]:
+    """What makes two collections the same dataset (the episode count is not part of it)."""
+    preset = config.env_preset()
+    policy: dict[str, Any] = {"name": config.policy_name()}
+    if policy["name"] == "brownian":
+        policy["dt"] = config.dt
+    if policy["name"] == "repeat":
+        policy["min_repeat"], policy["max_repeat"] = 1, config.max_repeat
+    return {
+        "source": "collect",
+        "env": preset.name,
+        "env_id": preset.env_id,
+        "backend": config.backend,
+        "preprocess": config.preprocess().to_dict(),
+        "policy": policy,
+        "seed": config.seed,
+        "max_steps": config.max_steps,
+        "env_kwargs": {k: config.env_kwargs[k] for k in sorted(config.env_kwargs)},
+        "action": {
+            "kind": preset.action_kind,
+            "dim": preset.action_dim,
+            "stored_as": "float32 (T, A)"
+            + (" one-hot" if preset.action_kind == "discrete" else ""),
+        },
+    }
+
+
+# ---------------------------------------------------------------------------- one episode
+
+
+def run_episode(env, policy, seed: int, one_hot: int | None = None) -> store.Episode:
+    """Play one episode from ``env.reset(seed=seed)``; ``obs[t]`` is the frame acted on."""
+    obs, _ = env.reset(seed=seed)
+    policy.reset(1, seed=[seed])
+    frames, actions, rewards, terms, truncs = [], [], [], [], []
+    while True:
+        action = policy.act(obs[None])[0]
+        frames.append(obs)
+        actions.append(action)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        rewards.append(reward)
+        terms.append(terminated)
+        truncs.append(truncated)
+        if terminated or truncated:
+            break
+    act = np.asarray(actions)
+    if one_hot is not None:  # discrete actions are stored one-hot: (T,) int -> (T, k)
+        act = np.eye(one_hot, dtype=np.float32)[act.astype(np.int64)]
+    return store.Episode(
+        obs=np.stack(frames).astype(np.uint8),  # (T, 64, 64, 3)
+        action=act.astype(np.float32).reshape(len(frames), -1),  # (T, A)
+        reward=np.asarray(rewards, np.float32),  # (T,)
+        terminated=np.asarray(terms, bool),  # (T,)
+        truncated=np.asarray(truncs, bool),  # (T,)
+    )
+
+
+class _Collector:
+    """An env and a policy that write episodes by index; one per worker process."""
+
+    def __init__(self, config: CollectConfig) -> None:
+        from world_models.envs.make import make_env
+        from world_models.policies import make_random_policy
+
+        self.config = config
+        preset = config.env_preset()
+        self.env = make_env(
+            preset,
+            preprocess=config.preprocess(),
+            max_steps=config.max_steps,
+            backend=config.backend,
+            env_kwargs=config.env_kwargs,
+        )
+        self.policy = make_random_policy(
+            config.policy_name(), self.env.action_space, dt=config.dt, max_repeat=config.max_repeat
+        )
+        self.one_hot = preset.action_dim if preset.action_kind == "discrete" else None
+
+    def __call__(self, index: int) -> tuple[int, int, float]:
+        ep = run_episode(self.env, self.policy, self.config.seed + index, self.one_hot)
+        store.write_episode(Path(self.config.out_dir) / store.episode_name(index), ep)
+        return index, len(ep), ep.total_reward
+
+
+_WORKER: _Collector | BaseException | None = None
+
+
+def _init_worker(config: CollectConfig) -> None:
+    global _WORKER
+    try:
+        _WORKER = _Collector(config)
+    except Exception as exc:  # noqa: BLE001 - re-raised by _work, so the parent sees it
+        _WORKER = exc
+
+
+def _work(index: int) -> tuple[int, int, float]:
+    if isinstance(_WORKER, BaseException):
+        raise _WORKER  # an env that failed to build: the original error, not a dead pool
+    assert _WORKER is not None
+    return _WORKER(index)
+
+
+# ---------------------------------------------------------------------------- collect
+
+
+def _todo(config: CollectConfig) -> tuple[list[int], int]:
+    """Indices still to collect (missing or invalid files) and frames already there."""
+    out = Path(config.out_dir)
+    todo, frames = [], 0
+    for i in range(config.episodes):
+        path = out / store.episode_name(i)
+        if not path.exists():
+            todo.append(i)
+            continue
+        try:
+            frames += len(store.read_episode(path))
+        except DataError as exc:
+            warnings.warn(f"re-collecting a bad episode: {exc}", stacklevel=3)
+            todo.append(i)
+    return todo, frames
+
+
+def _check_manifest(out: Path, signature: dict[str, Any]) -> None:
+    old = store.read_manifest(out)
+    if old is None:
+        return
+    diff = sorted(k for k in signature if old.get(k) != signature[k])
+    if diff:
+        what = "; ".join(f"{k}: {old.get(k)} there, {signature[k]} now" for k in diff)
+        raise ConfigError(
+            f"{out} holds episodes made with other settings ({what}); "
+            f"use another --out-dir or the same options"
+        )
+
+
+def _default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def collect(config: CollectConfig) -> Path:
+    """Collect ``config.episodes`` episodes into ``config.out_dir``; return the folder."""
+    from world_models.envs.make import check_available
+
+    if config.episodes < 0:
+        raise ConfigError(f"episodes must be >= 0, got {config.episodes}")
+    preset = config.env_preset()
+    check_available(preset, config.backend)  # a clear error here, not in a worker
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clean_temp_files(out)  # leftovers of a killed run
+    signature = manifest_signature(config)
+    _check_manifest(out, signature)
+    todo, frames = _todo(config)
+    store.write_manifest(
+        out,
+        {
+            **signature,
+            "episodes": config.episodes - len(todo),
+            "frames": frames,
+            "complete": not todo,
+        },
+    )
+    if todo:
+        frames += _run(config, todo)
+    existing = len(store.list_episodes(out))
+    store.write_manifest(
+        out, {**signature, "episodes": existing, "frames": frames, "complete": True}
+    )
+    return out
+
+
+def _progress(config: CollectConfig, total: int):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        unit="ep",
+        desc=f"collect {config.env}",
+        disable=not config.progress,
+        dynamic_ncols=True,
+    )
+
+
+def _run(config: CollectConfig, todo: list[int]) -> int:
+    """Collect the episodes ``todo``; return their frame count."""
+    workers = config.workers or _default_workers()
+    workers = max(1, min(workers, len(todo)))
+    steps, t0 = 0, time.perf_counter()
+    bar = _progress(config, len(todo))
+
+    def done(n: int) -> None:
+        nonlocal steps
+        steps += n
+        bar.update(1)
+        bar.set_postfix(steps=steps, steps_per_s=f"{steps / (time.perf_counter() - t0):.0f}")
+
+    try:
+        if workers == 1:
+            collector = _Collector(config)
+            for i in todo:
+                done(collector(i)[1])
+            return steps
+        ctx = mp.get_context("spawn")  # no fork: envs and threads do not survive it well
+        pool = ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(config,)
+        )
+        # A few tasks in flight per worker: a crash loses little work, Ctrl-C stops soon.
+        pending: dict[Any, int] = {}
+        queue = iter(todo)
+        try:
+            while True:
+                while len(pending) < 2 * workers:
+                    i = next(queue, None)
+                    if i is None:
+                        break
+                    pending[pool.submit(_work, i)] = i
+                if not pending:
+                    break
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    i = pending.pop(fut)
+                    try:
+                        done(fut.result()[1])
+                    except BrokenProcessPool:
+                        raise WorkerDiedError(
+                            f"a collection worker died abruptly (episode {i} or another was "
+                            f"in flight: crashed env or out of memory); finished episodes are "
+                            f"kept: re-run the same command to resume"
+                        ) from None
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        return steps
+    finally:
+        bar.close()

@@ -1,0 +1,270 @@
+"""Cached latent series, all in memory, cut into windows with tensor indexing.
+
+A series folder holds one ``.npz`` per episode (written by ``encode``) with::
+
+    mu, logvar   (T, Z) float16   the VAE posterior of every frame
+    action       (T, A) float32   the action taken at that frame
+    reward       (T,)   float32   the reward received after that action
+    terminated   (T,)   bool      the episode ended (died) after that action
+    truncated    (T,)   bool      the episode was cut by a time limit after that action
+
+Transition t is (z_t, a_t) -> (z_{t+1}, reward_t, terminated_t). The last step of an
+episode has no z_{t+1} on file, but its reward and termination still train the heads, so
+it is kept with ``next_mask`` false. Only ``terminated`` is a "done" target: a truncation
+is not a death.
+
+The whole set (small: 10,000 CarRacing episodes at z=32 are ~1.3 GB in float16) is
+concatenated into flat tensors once; a batch of windows is one gather, with no per-sample
+Python and no worker processes. The train / held-out split is decided per file by a hash
+of its *name*, so it never changes between runs and adding episodes does not move old ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from world_models.errors import DataError
+
+SERIES_KEYS = ("mu", "logvar", "action", "reward", "terminated", "truncated")
+
+
+def is_held_out(name: str, fraction: float) -> bool:
+    """True if episode file ``name`` belongs to the held-out split: sha1(name) < fraction."""
+    digest = hashlib.sha1(name.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64 < fraction
+
+
+def split_files(
+    folder: str | os.PathLike, holdout_fraction: float
+) -> tuple[list[Path], list[Path]]:
+    """The ``.npz`` files of ``folder``, sorted by name, as ``(train, held_out)``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"series folder {folder} does not exist")
+    if not 0.0 <= holdout_fraction < 1.0:
+        raise DataError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
+    files = sorted(p for p in folder.glob("*.npz") if not p.name.startswith("."))
+    if not files:
+        raise DataError(f"series folder {folder} holds no .npz files (run `encode` first)")
+    held = [p for p in files if is_held_out(p.name, holdout_fraction)]
+    train = [p for p in files if not is_held_out(p.name, holdout_fraction)]
+    return train, held
+
+
+def _read_episode(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in SERIES_KEYS if k not in data.files]
+            if missing:
+                raise DataError(f"{path}: missing key(s) {missing} (expected {list(SERIES_KEYS)})")
+            ep = {k: data[k] for k in SERIES_KEYS}
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zip / pickle / IO errors all mean a bad file
+        raise DataError(f"{path}: unreadable series file ({type(exc).__name__}: {exc})") from None
+    t = ep["mu"].shape[0] if ep["mu"].ndim == 2 else -1
+    if t < 1 or ep["logvar"].shape != ep["mu"].shape:
+        raise DataError(
+            f"{path}: expected mu and logvar of one shape (T, Z) with T >= 1, got "
+            f"{ep['mu'].shape} and {ep['logvar'].shape}"
+        )
+    if ep["action"].ndim == 1:  # a scalar action per step (Doom) is (T, 1)
+        ep["action"] = ep["action"][:, None]
+    if ep["action"].ndim != 2 or ep["action"].shape[0] != t:
+        raise DataError(f"{path}: expected action of shape ({t}, A), got {ep['action'].shape}")
+    for k in ("reward", "terminated", "truncated"):
+        if ep[k].shape != (t,):
+            raise DataError(f"{path}: expected {k} of shape ({t},), got {ep[k].shape}")
+    for k in ("mu", "logvar", "action", "reward"):
+        # One NaN here would silently turn every loss into NaN much later.
+        if not np.issubdtype(ep[k].dtype, np.number) or not np.isfinite(ep[k]).all():
+            raise DataError(f"{path}: {k} holds non-numeric, NaN or Inf values")
+    return ep
+
+
+@dataclass
+class SeriesBatch:
+    """A batch of B windows of L transitions (frames are L + 1: inputs and targets).
+
+    ``mu``, ``logvar`` (B, L+1, Z) float16; ``action`` (B, L, A); ``reward`` (B, L);
+    ``done`` (B, L) float 0/1; ``mask`` (B, L) bool, false on padding past an episode's
+    end; ``next_mask`` (B, L) bool, also false where z_{t+1} is not on file;
+    ``first`` (B,) bool, true where the window starts its episode (reset carried state).
+    """
+
+    mu: torch.Tensor
+    logvar: torch.Tensor
+    action: torch.Tensor
+    reward: torch.Tensor
+    done: torch.Tensor
+    mask: torch.Tensor
+    next_mask: torch.Tensor
+    first: torch.Tensor
+
+    def to(self, device: torch.device | str) -> SeriesBatch:
+        return SeriesBatch(**{k: v.to(device, non_blocking=True) for k, v in vars(self).items()})
+
+    def latents(self, sample: bool = True, generator: torch.Generator | None = None):
+        """z (B, L+1, Z) float32: ``mu + exp(logvar / 2) * eps`` if ``sample``, else ``mu``."""
+        mu = self.mu.float()
+        if not sample:
+            return mu
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device)
+        return mu + torch.exp(0.5 * self.logvar.float()) * eps
+
+
+class SeriesSet:
+    """Episodes of latent series concatenated into flat in-memory tensors.
+
+    Attributes: ``files`` (names), ``starts`` / ``lengths`` (E,) int64 per episode, and the
+    flat ``mu``, ``logvar`` (N, Z) float16, ``action`` (N, A), ``reward`` (N,), ``done`` (N,).
+    """
+
+    def __init__(self, episodes: list[dict[str, np.ndarray]], names: list[str]) -> None:
+        if not episodes:
+            raise DataError("no episodes to build a series set from")
+        z, a = episodes[0]["mu"].shape[1], episodes[0]["action"].shape[1]
+        for ep, name in zip(episodes, names):
+            if ep["mu"].shape[1] != z or ep["action"].shape[1] != a:
+                raise DataError(
+                    f"{name}: latent/action sizes ({ep['mu'].shape[1]}, {ep['action'].shape[1]})"
+                    f" differ from the first episode's ({z}, {a})"
+                )
+        self.files = list(names)
+        self.lengths = torch.tensor([ep["mu"].shape[0] for ep in episodes], dtype=torch.long)
+        self.starts = torch.cumsum(self.lengths, 0) - self.lengths  # (E,)
+
+        def cat(key: str, dtype: torch.dtype) -> torch.Tensor:
+            return torch.from_numpy(np.concatenate([ep[key] for ep in episodes])).to(dtype)
+
+        self.mu = cat("mu", torch.float16)  # (N, Z)
+        self.logvar = cat("logvar", torch.float16)  # (N, Z)
+        self.action = cat("action", torch.float32)  # (N, A)
+        self.reward = cat("reward", torch.float32)  # (N,)
+        self.done = cat("terminated", torch.bool)  # (N,)
+        self.latent_size, self.action_size = int(z), int(a)
+
+    @classmethod
+    def load(cls, files: list[Path]) -> SeriesSet:
+        return cls([_read_episode(Path(f)) for f in files], [Path(f).name for f in files])
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.lengths.sum())
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.files)
+
+    def to(self, device: torch.device | str) -> SeriesSet:
+        """Move the flat tensors (e.g. to the GPU, so windows never cross the bus)."""
+        for k in ("mu", "logvar", "action", "reward", "done", "lengths", "starts"):
+            setattr(self, k, getattr(self, k).to(device))
+        return self
+
+    # ------------------------------------------------------------------ windows
+    def gather(
+        self,
+        start: torch.Tensor,
+        end: torch.Tensor,
+        seq_len: int,
+        active: torch.Tensor | None = None,
+    ) -> SeriesBatch:
+        """Windows beginning at flat index ``start`` (B,) inside episodes ending at ``end`` (B,).
+
+        Frames past ``end`` repeat the episode's last frame (finite, masked out; done 0).
+        ``active`` (B,) false makes a whole window padding (TBPTT lanes that ran dry).
+        """
+        j = torch.arange(seq_len + 1, device=start.device)  # (L+1,)
+        flat = start[:, None] + j  # (B, L+1)
+        idx = torch.minimum(flat, end[:, None] - 1)  # (B, L+1) stays inside the episode
+        step_idx = idx[:, :-1]  # (B, L)
+        mask = flat[:, :-1] < end[:, None]  # (B, L)
+        next_mask = flat[:, 1:] < end[:, None]  # (B, L)
+        if active is not None:
+            mask = mask & active[:, None]
+            next_mask = next_mask & active[:, None]
+        first = torch.isin(start, self.starts)  # (B,)
+        return SeriesBatch(
+            mu=self.mu[idx],
+            logvar=self.logvar[idx],
+            action=self.action[step_idx],
+            reward=self.reward[step_idx],
+            done=(self.done[step_idx] & mask).float(),
+            mask=mask,
+            next_mask=next_mask,
+            first=first,
+        )
+
+    def sample(self, batch: int, seq_len: int, generator: torch.Generator | None = None):
+        """B windows drawn uniformly over all start positions that keep a window inside its
+        episode (an episode shorter than ``seq_len`` gives one padded window)."""
+        counts = (self.lengths - seq_len).clamp(min=0) + 1  # (E,) valid starts per episode
+        cum = torch.cumsum(counts, 0)  # (E,)
+        u = torch.randint(int(cum[-1]), (batch,), generator=generator)  # (B,)
+        u = u.to(cum.device)
+        ep = torch.searchsorted(cum, u, right=True)  # (B,)
+        offset = u - (cum[ep] - counts[ep])  # (B,)
+        start = self.starts[ep] + offset
+        return self.gather(start, self.starts[ep] + self.lengths[ep], seq_len)
+
+    def batches_per_epoch(self, batch: int, seq_len: int) -> int:
+        """Batches of random windows that hold as many transitions as the set: an epoch."""
+        return max(1, -(-self.num_steps // (batch * seq_len)))
+
+    def lanes(
+        self, batch: int, seq_len: int, generator: torch.Generator | None = None
+    ) -> Iterator[SeriesBatch]:
+        """Every step exactly once, as consecutive windows in ``batch`` lanes.
+
+        Each episode is cut into tiles of ``seq_len`` (the last one padded) and given whole to
+        one lane, so lane b's window i+1 continues its window i: an LSTM state carried
+        across windows is truncated BPTT, reset where ``first`` is true. Episodes are
+        shuffled with ``generator`` (in file order without one); lanes that run dry pad.
+        """
+        order = (
+            torch.randperm(self.num_episodes, generator=generator)
+            if generator is not None
+            else torch.arange(self.num_episodes)
+        )
+        lengths, starts = self.lengths.cpu(), self.starts.cpu()
+        tiles: list[list[tuple[int, int]]] = [[] for _ in range(batch)]
+        for e in order.tolist():
+            lane = min(range(batch), key=lambda b: len(tiles[b]))  # balance by tile count
+            s, n = int(starts[e]), int(lengths[e])
+            tiles[lane].extend((s + o, s + n) for o in range(0, n, seq_len))
+        rounds = max(len(t) for t in tiles)
+        device = self.mu.device
+        for i in range(rounds):
+            rows = [t[i] if i < len(t) else (0, 1) for t in tiles]
+            start = torch.tensor([r[0] for r in rows], device=device)
+            end = torch.tensor([r[1] for r in rows], device=device)
+            active = torch.tensor([i < len(t) for t in tiles], device=device)
+            yield self.gather(start, end, seq_len, active)
+
+
+def load_series(
+    folder: str | os.PathLike, holdout_fraction: float = 0.1
+) -> tuple[SeriesSet, SeriesSet | None]:
+    """Load a series folder as ``(train, held_out)``; ``held_out`` is None when empty."""
+    train_files, held_files = split_files(folder, holdout_fraction)
+    if not train_files:
+        raise DataError(
+            f"series folder {folder}: all {len(held_files)} episodes fell in the held-out split; "
+            f"lower holdout_fraction ({holdout_fraction})"
+        )
+    train = SeriesSet.load(train_files)
+    held = SeriesSet.load(held_files) if held_files else None
+    if held is not None and (held.latent_size, held.action_size) != (
+        train.latent_size,
+        train.action_size,
+    ):
+        raise DataError(f"series folder {folder}: episodes disagree on latent/action sizes")
+    return train, held

@@ -1,0 +1,105 @@
+"""Make an environment whose observations are preprocessed (size, size, 3) uint8 frames."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from world_models.envs.presets import EnvPreset, Preprocess
+from world_models.errors import ConfigError, require
+
+Backend = Literal["gymnasium", "envpool"]
+
+
+class FrameObservation(gym.ObservationWrapper):
+    """Take the RGB screen out of the observation (VizDoom's is a dict) and preprocess it."""
+
+    def __init__(self, env: gym.Env, preprocess: Preprocess) -> None:
+        super().__init__(env)
+        self.preprocess = preprocess
+        s = preprocess.size
+        self.observation_space = spaces.Box(0, 255, (s, s, 3), np.uint8)
+
+    def observation(self, observation: Any) -> np.ndarray:
+        if isinstance(observation, dict):
+            observation = observation["screen"]  # VizDoom: {"screen", "gamevariables"}
+        return self.preprocess(observation)  # (64, 64, 3) uint8
+
+
+def check_available(preset: EnvPreset, backend: Backend = "gymnasium") -> None:
+    """Raise MissingDependencyError now (in the main process) if the env cannot be made."""
+    if backend == "envpool":
+        require("envpool", "envpool", "the envpool backend")
+        if preset.name != "carracing":
+            raise ConfigError(f"the envpool backend supports only carracing, not {preset.name}")
+    elif preset.module is not None:
+        require(preset.module, preset.extra or preset.name, f"the {preset.name} env")
+
+
+def make_env(
+    preset: EnvPreset,
+    *,
+    preprocess: Preprocess | None = None,
+    max_steps: int | None = None,
+    backend: Backend = "gymnasium",
+    env_kwargs: dict[str, Any] | None = None,
+) -> gym.Env:
+    """A Gymnasium env for ``preset`` emitting preprocessed frames.
+
+    ``max_steps`` truncates episodes (Gymnasium's TimeLimit: ``truncated=True``); None keeps
+    the env's own limit (CarRacing-v3: 1000 steps). ``env_kwargs`` go to the env's
+    constructor (for the fake env: ``step_delay``, ``min_len``, ...).
+    """
+    check_available(preset, backend)
+    preprocess = preprocess or preset.preprocess
+    kwargs = dict(env_kwargs or {})
+    if backend == "envpool":
+        env: gym.Env = EnvpoolEnv(max_steps=max_steps)
+    elif preset.name.startswith("fake"):
+        from world_models.envs.fake import FakeEnv
+
+        if preset.action_kind == "discrete":
+            kwargs.setdefault("discrete", True)
+            kwargs.setdefault("frame_size", 64)
+        env = FakeEnv(**kwargs)
+        if max_steps is not None:
+            env = gym.wrappers.TimeLimit(env, max_steps)
+    else:
+        if preset.name == "doom":
+            require("vizdoom.gymnasium_wrapper", "doom", "the doom env")  # registers the ids
+        limit = {"max_episode_steps": max_steps} if max_steps is not None else {}
+        env = gym.make(preset.env_id, **limit, **kwargs)
+    return FrameObservation(env, preprocess)
+
+
+class EnvpoolEnv(gym.Env):
+    """One envpool CarRacing env behind the Gymnasium single-env API.
+
+    envpool seeds an env when it is built, not at reset, so each ``reset(seed=s)`` builds a
+    new one with seed ``s``; episodes stay a function of their seed. Untested here: envpool
+    is not installable on this machine (see tests/test_data_collect.py's parity test).
+    """
+
+    def __init__(self, max_steps: int | None = None) -> None:
+        self._envpool = require("envpool", "envpool", "the envpool backend")
+        self._max_steps = max_steps
+        self._env: Any = None
+        self.observation_space = spaces.Box(0, 255, (96, 96, 3), np.uint8)
+        self.action_space = spaces.Box(
+            np.array([-1, 0, 0], np.float32), np.array([1, 1, 1], np.float32)
+        )
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        kwargs = {"max_episode_steps": self._max_steps} if self._max_steps else {}
+        self._env = self._envpool.make_gymnasium(
+            "CarRacing-v2", num_envs=1, seed=int(seed or 0), **kwargs
+        )
+        obs, info = self._env.reset()
+        return obs[0], {}
+
+    def step(self, action):
+        obs, rew, term, trunc, info = self._env.step(np.asarray(action, np.float32)[None])
+        return obs[0], float(rew[0]), bool(term[0]), bool(trunc[0]), {}

@@ -1,0 +1,129 @@
+"""Environment presets: which env, how its frames become 64x64x3 uint8, what its actions are.
+
+The preprocessing follows the original code: CarRacing keeps the top 84 rows of the 96x96
+frame (the dashboard is cut off) and resizes 84x96 -> 64x64; Doom resizes the whole 240x320
+screen. The original called ``scipy.misc.imresize``, which is PIL's bilinear resize; modern
+PIL's bilinear filter widens its support when downsampling, so it is antialiased. The
+resampling filter is configurable and recorded in every dataset's manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from world_models.errors import DataError
+
+Resample = Literal["bilinear", "lanczos", "box", "bicubic", "nearest"]
+ActionKind = Literal["box", "discrete"]
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a raw RGB frame becomes a (size, size, 3) uint8 frame."""
+
+    crop: tuple[int, int, int, int] | None = None
+    """Rows top:bottom and columns left:right of the raw frame to keep; None keeps it all."""
+    size: int = 64
+    """Side of the square output frame."""
+    resample: Resample = "bilinear"
+    """PIL resampling filter (antialiased when downsampling, except 'nearest')."""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["crop"] = list(self.crop) if self.crop is not None else None
+        return d
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        return preprocess_frame(frame, self)
+
+
+@dataclass(frozen=True)
+class EnvPreset:
+    """A supported environment: Gymnasium id, optional extra, frames and actions."""
+
+    name: str
+    env_id: str
+    preprocess: Preprocess
+    action_kind: ActionKind
+    action_dim: int
+    """Box: the action vector's length; discrete: the number of actions (stored one-hot)."""
+    default_policy: str
+    module: str | None = None
+    """Module to import (via ``errors.require``) before the env can be made."""
+    extra: str | None = None
+    """The pip extra that provides ``module``."""
+
+
+CARRACING = EnvPreset(
+    name="carracing",
+    env_id="CarRacing-v3",
+    preprocess=Preprocess(crop=(0, 84, 0, 96), size=64, resample="bilinear"),
+    action_kind="box",
+    action_dim=3,
+    default_policy="brownian",
+    module="Box2D",
+    extra="box2d",
+)
+DOOM = EnvPreset(
+    name="doom",
+    env_id="VizdoomTakeCover-v1",
+    preprocess=Preprocess(crop=None, size=64, resample="bilinear"),
+    action_kind="discrete",
+    action_dim=3,  # Discrete(3): 0 = stay, 1 = MOVE_LEFT, 2 = MOVE_RIGHT
+    default_policy="repeat",
+    module="vizdoom",
+    extra="doom",
+)
+# The fake env (envs/fake.py) emits CarRacing-sized 96x96 frames and uses the same crop.
+FAKE = EnvPreset(
+    name="fake",
+    env_id="world_models/Fake-v0",
+    preprocess=Preprocess(crop=(0, 84, 0, 96), size=64, resample="bilinear"),
+    action_kind="box",
+    action_dim=3,
+    default_policy="brownian",
+)
+FAKE_DISCRETE = EnvPreset(
+    name="fake-discrete",
+    env_id="world_models/FakeDiscrete-v0",
+    preprocess=Preprocess(crop=None, size=64, resample="bilinear"),
+    action_kind="discrete",
+    action_dim=3,
+    default_policy="repeat",
+)
+
+ENV_PRESETS: dict[str, EnvPreset] = {p.name: p for p in (CARRACING, DOOM, FAKE, FAKE_DISCRETE)}
+
+
+def get_preset(name: str) -> EnvPreset:
+    try:
+        return ENV_PRESETS[name]
+    except KeyError:
+        from world_models.errors import ConfigError
+
+        raise ConfigError(f"unknown env {name!r}; choose one of {sorted(ENV_PRESETS)}") from None
+
+
+_FILTERS = {"bilinear": 2, "lanczos": 1, "box": 4, "bicubic": 3, "nearest": 0}  # PIL codes
+
+
+def preprocess_frame(frame: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """Crop and resize one raw RGB frame (H, W, 3) uint8 -> (size, size, 3) uint8."""
+    from PIL import Image
+
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise DataError(f"expected an (H, W, 3) uint8 frame, got {frame.shape} {frame.dtype}")
+    if pre.crop is not None:
+        top, bottom, left, right = pre.crop
+        if bottom > frame.shape[0] or right > frame.shape[1]:
+            raise DataError(
+                f"frame of shape {frame.shape[:2]} is smaller than the crop {list(pre.crop)}"
+            )
+        frame = frame[top:bottom, left:right]  # (84, 96, 3) for CarRacing
+    if frame.shape[:2] == (pre.size, pre.size):
+        return np.ascontiguousarray(frame)
+    img = Image.fromarray(np.ascontiguousarray(frame))
+    return np.asarray(img.resize((pre.size, pre.size), resample=_FILTERS[pre.resample]))

@@ -1,0 +1,155 @@
+"""Policies: what chooses the actions during collection, evaluation and the dream.
+
+The contract (:class:`Policy`) is batched so one call serves many environments at once:
+
+* ``reset(n, seed=None)`` starts ``n`` new episodes; ``seed`` (an int, or one int per
+  episode) makes random policies reproducible: the same seed gives the same actions.
+* ``act(obs)`` takes ``obs`` of shape (n, 64, 64, 3) uint8, one frame per environment, and
+  returns the env-native actions for all ``n``: float32 (n, A) for a Box action space,
+  int64 (n,) for a Discrete one. Policies with state (an LSTM, a held action) keep it per
+  environment between ``act`` calls until the next ``reset``.
+
+The random data policies of the original: :class:`BrownianPolicy` (CarRacing; ctallec's
+``sample_continuous_policy``, dt = 1/50), :class:`UniformPolicy`, and
+:class:`RepeatPolicy` (Doom: a uniform random action held for 1-10 frames).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+SeedLike = int | Sequence[int] | None
+
+
+def _rngs(n: int, seed: SeedLike) -> list[np.random.Generator]:
+    if seed is None or isinstance(seed, (int, np.integer)):
+        # one stream per env, all derived from the one seed
+        return [
+            np.random.default_rng([int(seed), i]) if seed is not None else np.random.default_rng()
+            for i in range(n)
+        ]
+    if len(seed) != n:
+        raise ValueError(f"got {len(seed)} seeds for {n} environments")
+    return [np.random.default_rng(int(s)) for s in seed]
+
+
+class Policy(abc.ABC):
+    """Chooses actions for a batch of environments; see the module docstring."""
+
+    @abc.abstractmethod
+    def reset(self, n: int, seed: SeedLike = None) -> None:
+        """Start ``n`` new episodes (one per environment)."""
+
+    @abc.abstractmethod
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """(n, 64, 64, 3) uint8 frames -> actions: float32 (n, A) or int64 (n,)."""
+
+
+class UniformPolicy(Policy):
+    """Box: uniform in [low, high] each step; Discrete(k): uniform in 0..k-1 each step."""
+
+    def __init__(
+        self,
+        low: np.ndarray | None = None,
+        high: np.ndarray | None = None,
+        n_actions: int | None = None,
+    ) -> None:
+        if (n_actions is None) == (low is None):
+            raise ValueError("give either low/high (Box) or n_actions (Discrete)")
+        self.low = None if low is None else np.asarray(low, np.float32)
+        self.high = None if high is None else np.asarray(high, np.float32)
+        self.n_actions = n_actions
+        self._rngs: list[np.random.Generator] = []
+
+    def reset(self, n: int, seed: SeedLike = None) -> None:
+        self._rngs = _rngs(n, seed)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        if self.n_actions is not None:
+            return np.array([r.integers(self.n_actions) for r in self._rngs], np.int64)
+        return np.stack([r.uniform(self.low, self.high) for r in self._rngs]).astype(np.float32)
+
+
+class BrownianPolicy(Policy):
+    """Brownian-motion actions: a_0 ~ U[low, high], a_t = clip(a_{t-1} + sqrt(dt) N(0, 1))."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray, dt: float = 1 / 50) -> None:
+        self.low = np.asarray(low, np.float64)
+        self.high = np.asarray(high, np.float64)
+        self.dt = dt
+        self._rngs: list[np.random.Generator] = []
+        self._last: list[np.ndarray | None] = []
+
+    def reset(self, n: int, seed: SeedLike = None) -> None:
+        self._rngs = _rngs(n, seed)
+        self._last = [None] * n
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        out = []
+        for i, rng in enumerate(self._rngs):
+            prev = self._last[i]
+            if prev is None:
+                a = rng.uniform(self.low, self.high)
+            else:
+                step = math.sqrt(self.dt) * rng.standard_normal(self.low.shape)
+                a = np.clip(prev + step, self.low, self.high)
+            self._last[i] = a
+            out.append(a)
+        return np.stack(out).astype(np.float32)  # (n, A)
+
+
+class RepeatPolicy(Policy):
+    """Discrete(k): a uniform random action held for a uniform 1..max_repeat frames."""
+
+    def __init__(self, n_actions: int, min_repeat: int = 1, max_repeat: int = 10) -> None:
+        if not 1 <= min_repeat <= max_repeat:
+            raise ValueError(f"need 1 <= min_repeat <= max_repeat, got {min_repeat}, {max_repeat}")
+        self.n_actions = n_actions
+        self.min_repeat, self.max_repeat = min_repeat, max_repeat
+        self._rngs: list[np.random.Generator] = []
+        self._action: list[int] = []
+        self._left: list[int] = []
+
+    def reset(self, n: int, seed: SeedLike = None) -> None:
+        self._rngs = _rngs(n, seed)
+        self._action = [0] * n
+        self._left = [0] * n
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        for i, rng in enumerate(self._rngs):
+            if self._left[i] == 0:
+                self._action[i] = int(rng.integers(self.n_actions))
+                self._left[i] = int(rng.integers(self.min_repeat, self.max_repeat + 1))
+            self._left[i] -= 1
+        return np.array(self._action, np.int64)  # (n,)
+
+
+POLICIES = ("brownian", "uniform", "repeat")
+
+
+def make_random_policy(
+    name: str, action_space, *, dt: float = 1 / 50, min_repeat: int = 1, max_repeat: int = 10
+) -> Policy:
+    """One of :data:`POLICIES` for a Gymnasium ``action_space`` (Box or Discrete)."""
+    from gymnasium import spaces
+
+    from world_models.errors import ConfigError
+
+    discrete = isinstance(action_space, spaces.Discrete)
+    if name == "uniform":
+        if discrete:
+            return UniformPolicy(n_actions=int(action_space.n))
+        return UniformPolicy(action_space.low, action_space.high)
+    if name == "brownian" and not discrete:
+        return BrownianPolicy(action_space.low, action_space.high, dt=dt)
+    if name == "repeat" and discrete:
+        return RepeatPolicy(int(action_space.n), min_repeat, max_repeat)
+    kind = "discrete" if discrete else "continuous"
+    raise ConfigError(
+        f"policy {name!r} does not fit a {kind} action space; choose from "
+        f"{['uniform', 'repeat'] if discrete else ['uniform', 'brownian']}"
+    )

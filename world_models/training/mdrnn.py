@@ -1,0 +1,465 @@
+"""Train M (the MDN-RNN) on cached latent series: ``train_mdrnn(config) -> run folder``.
+
+Teacher forcing over windows of ``seq_len`` transitions drawn from an in-memory
+:class:`~world_models.data.series.SeriesSet` (one gather per batch, no loader processes).
+
+Deliberate choices:
+
+* **z is re-sampled every batch**, ``z = mu + exp(logvar / 2) * eps``, for inputs and
+  targets alike (one draw per frame, so z_{t+1} as a target equals z_{t+1} as the next
+  input), as the original did. Training on ``mu`` alone (``sample_z=False``, what the
+  popular port does) lets M fit an unrealistically sharp world; sampling matches what the
+  VAE actually claims to know and acts as data augmentation.
+* **An epoch** is as many batches as the training split holds transitions
+  (``ceil(steps / (batch_size * seq_len))``) of uniformly random windows; with
+  ``carry_state`` it is exactly one pass over every step, in lanes (truncated BPTT).
+* **Held-out NLL** is computed every epoch on every step of the held-out episodes (split by
+  a hash of the file name: stable across runs), with a fixed noise seed so epochs compare.
+
+Run folder::
+
+    run_dir/config.json            this TrainMDNRNNConfig (a re-run must match it)
+    run_dir/checkpoints/last/      MDNRNN checkpoint + optimizer.pt; meta: epoch, step
+    run_dir/checkpoints/best/      the lowest held-out total loss so far
+    run_dir/metrics.csv            one row per epoch (train and held-out parts, lr, speed)
+    run_dir/events/                TensorBoard, if the ``tensorboard`` package is installed
+
+Re-running the same command with the same ``run_dir`` resumes from ``checkpoints/last``
+(raise ``epochs`` to train longer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from world_models.atomic import atomic_write_text
+from world_models.checkpoint import load_state_strict, read_checkpoint, read_optimizer_state
+from world_models.config import from_dict, to_dict
+from world_models.data.series import SeriesBatch, SeriesSet, load_series
+from world_models.errors import ConfigError, TrainingDivergedError
+from world_models.models.mdrnn import MDNRNN, MDNRNNConfig
+
+
+@dataclass(frozen=True)
+class TrainMDNRNNConfig:
+    """Everything ``train-mdrnn`` needs; saved as the run folder's config.json."""
+
+    series_dir: Path = Path("data/series")
+    """Folder of per-episode .npz series (mu, logvar, action, reward, terminated, truncated)."""
+    run_dir: Path = Path("runs/mdrnn")
+    """Output folder; re-running with the same folder resumes from its last checkpoint."""
+    latent_size: int | None = None
+    """Dimension of z; None takes it from the series (a mismatch is an error)."""
+    action_size: int | None = None
+    """Dimension of the action; None takes it from the series."""
+    hidden_size: int = 256
+    """LSTM units (256 CarRacing, 512 Doom)."""
+    num_gaussians: int = 5
+    """Mixture components per latent dimension."""
+    reward_head: bool = False
+    """Train a reward head (MSE)."""
+    done_head: bool = False
+    """Train a termination head (BCE with logits)."""
+    done_pos_weight: float = 1.0
+    """Weight of terminal steps in the done BCE (10 for Doom in the original)."""
+    seq_len: int = 999
+    """Transitions per training window (999 CarRacing, 500 Doom)."""
+    batch_size: int = 100
+    """Windows per batch (100 in the original)."""
+    epochs: int = 40
+    """Passes over the training split's transitions (see the module docstring)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    lr_decay: float = 1.0
+    """Multiply the learning rate by this after every step (Doom: 0.99999); 1 = constant."""
+    min_lr: float = 1e-5
+    """Floor of the decayed learning rate."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 = off)."""
+    sample_z: bool = True
+    """Re-sample z from (mu, logvar) every batch; false trains on mu (see module docstring)."""
+    carry_state: bool = False
+    """Truncated BPTT: walk episodes in consecutive windows and carry the LSTM state."""
+    holdout_fraction: float = 0.1
+    """Fraction of episodes held out, chosen by a hash of the file name."""
+    seed: int = 0
+    """Seed of the weights, the windows and the z noise."""
+    device: str = "auto"
+    """'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ..."""
+    bf16: bool = True
+    """bf16 autocast for the LSTM and head on CUDA (losses stay float32); ignored on CPU."""
+    save_every: int = 0
+    """Also save checkpoints/last every this many steps (0 = at epoch ends only)."""
+    log_every: int = 50
+    """Steps between progress-bar / TensorBoard updates and NaN checks."""
+    progress: bool = True
+    """Show a tqdm progress bar."""
+    tensorboard: bool = True
+    """Write TensorBoard events when the tensorboard package is installed."""
+
+
+TRAIN_MDNRNN_PRESETS: dict[str, TrainMDNRNNConfig] = {
+    "carracing": TrainMDNRNNConfig(),
+    "doom": TrainMDNRNNConfig(
+        hidden_size=512,
+        done_head=True,
+        done_pos_weight=10.0,
+        seq_len=500,
+        epochs=100,
+        lr_decay=0.99999,
+        min_lr=1e-5,
+        carry_state=True,
+    ),
+    "debug": TrainMDNRNNConfig(
+        hidden_size=32,
+        num_gaussians=3,
+        seq_len=16,
+        batch_size=8,
+        epochs=2,
+        log_every=5,
+    ),
+}
+"""CarRacing and Doom as in the paper (Doom's epoch count is ours); debug for tests."""
+
+# Fields a re-run may change without starting a new run.
+_RESUMABLE = {
+    "series_dir",
+    "run_dir",
+    "epochs",
+    "device",
+    "bf16",
+    "save_every",
+    "log_every",
+    "progress",
+    "tensorboard",
+}
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _check_resume(config: TrainMDNRNNConfig, run_dir: Path) -> None:
+    """Write config.json, or check that a re-run's settings match the existing run's."""
+    path = run_dir / "config.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        new = to_dict(config)
+        changed = [
+            f"{k}: {old.get(k)!r} -> {new[k]!r}"
+            for k in new
+            if k not in _RESUMABLE and old.get(k) != new[k]
+        ]
+        if changed:
+            raise ConfigError(
+                f"{run_dir} holds a run with other settings ({'; '.join(changed)}); "
+                f"use a new run_dir or the old settings"
+            )
+    atomic_write_text(path, json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
+
+
+def _model_config(config: TrainMDNRNNConfig, train: SeriesSet) -> MDNRNNConfig:
+    for name, data_size in (("latent_size", train.latent_size), ("action_size", train.action_size)):
+        given = getattr(config, name)
+        if given is not None and given != data_size:
+            raise ConfigError(
+                f"{name}={given} but the series in {config.series_dir} have {data_size}"
+            )
+    return MDNRNNConfig(
+        latent_size=train.latent_size,
+        action_size=train.action_size,
+        hidden_size=config.hidden_size,
+        num_gaussians=config.num_gaussians,
+        reward_head=config.reward_head,
+        done_head=config.done_head,
+        done_pos_weight=config.done_pos_weight,
+    )
+
+
+def _reset_state(state, first: torch.Tensor):
+    """Detach a carried state (truncated BPTT) and zero it for lanes starting an episode."""
+    if state is None:
+        return None
+    keep = (~first).to(state[0].dtype)[None, :, None]  # (1, B, 1)
+    return tuple(s.detach() * keep for s in state)
+
+
+def _batch_loss(
+    model: MDNRNN,
+    batch: SeriesBatch,
+    state,
+    sample_z: bool,
+    generator: torch.Generator | None,
+    autocast: bool,
+):
+    z = batch.latents(sample_z, generator)  # (B, L+1, Z)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        out = model(z[:, :-1], batch.action, state)
+    parts = model.loss(out, z[:, 1:], batch.reward, batch.done, batch.mask, batch.next_mask)
+    return parts, out.state
+
+
+def train_step(
+    model: MDNRNN,
+    optimizer: torch.optim.Optimizer,
+    batch: SeriesBatch,
+    *,
+    state=None,
+    sample_z: bool = True,
+    grad_clip: float = 1.0,
+    generator: torch.Generator | None = None,
+    autocast: bool = False,
+):
+    """One optimizer step on a batch of windows; returns ``(loss parts, LSTM state)``.
+
+    The whole window goes through ``nn.LSTM`` at once (cuDNN on GPU), from tensors already
+    in memory: no Python loop over time steps and no frames to encode.
+    """
+    parts, new_state = _batch_loss(model, batch, state, sample_z, generator, autocast)
+    optimizer.zero_grad(set_to_none=True)
+    parts["total"].backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return parts, new_state
+
+
+class _Sums:
+    """Weighted sums of loss parts, kept on the device (no sync per step)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.weights: dict[str, torch.Tensor] = {}
+
+    def add(self, parts: dict[str, torch.Tensor], batch: SeriesBatch) -> None:
+        steps = batch.mask.sum()
+        targets = (batch.mask & batch.next_mask).sum()
+        for k, v in parts.items():
+            w = targets if k == "nll" else steps
+            self.sums[k] = self.sums.get(k, 0) + v.detach().float() * w
+            self.weights[k] = self.weights.get(k, 0) + w
+
+    def means(self) -> dict[str, float]:
+        return {k: float(self.sums[k] / self.weights[k].clamp(min=1)) for k in self.sums}
+
+
+@torch.no_grad()
+def evaluate(
+    model: MDNRNN, data: SeriesSet, config: TrainMDNRNNConfig, device: torch.device
+) -> dict[str, float]:
+    """Loss parts over every step of ``data`` (file order, fixed z noise)."""
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator(device=device).manual_seed(config.seed + 7919)
+    sums, state = _Sums(), None
+    autocast = device.type == "cuda" and config.bf16
+    for batch in data.lanes(config.batch_size, config.seq_len):
+        if config.carry_state:
+            state = _reset_state(state, batch.first)
+        parts, new_state = _batch_loss(model, batch, state, config.sample_z, generator, autocast)
+        state = new_state if config.carry_state else None
+        sums.add(parts, batch)
+    model.train(was_training)
+    return sums.means()
+
+
+def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _read_metrics(path: Path, up_to_step: int) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        rows = [
+            {
+                k: int(v) if k in ("epoch", "step") else float(v)
+                for k, v in r.items()
+                if v not in ("", None)
+            }
+            for r in csv.DictReader(fh)
+        ]
+    return [r for r in rows if r.get("step", 0) <= up_to_step]
+
+
+def _tensorboard(config: TrainMDNRNNConfig, run_dir: Path):
+    if not config.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "events"))
+
+
+def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
+    """Train (or resume training) an MDN-RNN; return the run folder (see module docstring)."""
+    from tqdm import tqdm
+
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config.seq_len < 1 or config.batch_size < 1 or config.epochs < 0:
+        raise ConfigError("seq_len and batch_size must be >= 1 and epochs >= 0")
+    _check_resume(config, run_dir)
+    device = _device(config.device)
+    autocast = device.type == "cuda" and config.bf16
+
+    train, held = load_series(config.series_dir, config.holdout_fraction)
+    model_config = _model_config(config, train)
+    train.to(device)
+    if held is not None:
+        held.to(device)
+
+    torch.manual_seed(config.seed)
+    model = MDNRNN.from_config(model_config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    step, epoch, skip, best = 0, 0, 0, math.inf
+    last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
+    if last_dir.exists():
+        ckpt = read_checkpoint(last_dir, expected_kind="MDNRNN", device=device)
+        if from_dict(MDNRNNConfig, ckpt.config) != model_config:
+            raise ConfigError(f"{last_dir} holds another model config than this run's")
+        load_state_strict(model, ckpt.tensors, f"checkpoint {last_dir}")
+        opt_state = read_optimizer_state(last_dir)
+        if opt_state is not None:
+            optimizer.load_state_dict(opt_state)
+        step, epoch = int(ckpt.meta["step"]), int(ckpt.meta["epoch"])
+        skip, best = int(ckpt.meta["batch_in_epoch"]), float(ckpt.meta["best"])
+    metrics_path = run_dir / "metrics.csv"
+    rows = _read_metrics(metrics_path, step)
+    writer = _tensorboard(config, run_dir)
+
+    def save(target: Path) -> None:
+        meta = {
+            "epoch": epoch,
+            "batch_in_epoch": skip,
+            "best": best,
+            "train_config": to_dict(config),
+        }
+        model.save_pretrained(target, step=step, meta=meta, optimizer_state=optimizer.state_dict())
+
+    model.train()
+    bpe = train.batches_per_epoch(config.batch_size, config.seq_len)
+    lr = max(config.lr * config.lr_decay**step, config.min_lr)
+    while epoch < config.epochs:
+        sums, state, started, steps0 = _Sums(), None, time.perf_counter(), step
+        if config.carry_state:
+            gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+            batches = enumerate(train.lanes(config.batch_size, config.seq_len, gen))
+            total = None
+        else:
+            # One generator per step: a resumed run draws the very windows it would have.
+            def sampled(epoch: int = epoch, skip: int = skip):
+                for i in range(skip, bpe):
+                    g = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * bpe + i)
+                    yield i, train.sample(config.batch_size, config.seq_len, g)
+
+            batches, total = sampled(), bpe
+        bar = tqdm(
+            total=total,
+            initial=skip,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            disable=not config.progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for i, batch in batches:
+            if i < skip:  # resuming mid-epoch (carried state restarts from zero there)
+                continue
+            zgen = torch.Generator(device=device).manual_seed(config.seed + 31 * step + 1)
+            if config.carry_state:
+                state = _reset_state(state, batch.first)
+            lr = max(config.lr * config.lr_decay**step, config.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            parts, new_state = train_step(
+                model,
+                optimizer,
+                batch,
+                state=state,
+                sample_z=config.sample_z,
+                grad_clip=config.grad_clip,
+                generator=zgen,
+                autocast=autocast,
+            )
+            state = new_state if config.carry_state else None
+            sums.add(parts, batch)
+            step, skip = step + 1, i + 1
+            bar.update(1)
+            if step % config.log_every == 0:
+                value = float(parts["total"].detach())  # the one sync: NaN check and display
+                if not math.isfinite(value):
+                    raise TrainingDivergedError(
+                        f"loss became {value} at step {step}; {last_dir} keeps the last good "
+                        f"weights (try a lower lr)"
+                    )
+                bar.set_postfix(nll=f"{float(parts['nll'].detach()):.4f}", lr=f"{lr:.2e}")
+                if writer is not None:
+                    for k, v in parts.items():
+                        writer.add_scalar(f"train/{k}", float(v.detach()), step)
+            if config.save_every and step % config.save_every == 0:
+                save(last_dir)
+        bar.close()
+        seconds = time.perf_counter() - started
+        train_means = sums.means()
+        if not all(math.isfinite(v) for v in train_means.values()):
+            raise TrainingDivergedError(
+                f"loss became non-finite in epoch {epoch + 1}; "
+                f"{last_dir} keeps the last good weights"
+            )
+        held_means = evaluate(model, held, config, device) if held is not None else {}
+        epoch, skip = epoch + 1, 0
+        score = held_means.get("total", train_means.get("total", math.inf))
+        row = {
+            "epoch": epoch,
+            "step": step,
+            "lr": lr,
+            **{f"train_{k}": v for k, v in train_means.items()},
+            **{f"heldout_{k}": v for k, v in held_means.items()},
+            "seconds": seconds,
+            "seq_steps_per_s": (step - steps0) * config.batch_size * config.seq_len / seconds,
+        }
+        rows.append(row)
+        if writer is not None:
+            for k, v in row.items():
+                writer.add_scalar(f"epoch/{k}", v, step)
+            writer.flush()
+        if score < best:
+            best = score
+            save(best_dir)
+        save(last_dir)
+        _write_metrics(metrics_path, rows)
+        held_text = f", held-out nll {held_means['nll']:.4f}" if held_means else ""
+        print(
+            f"epoch {epoch}/{config.epochs}: train nll {train_means.get('nll', math.nan):.4f}"
+            f"{held_text} ({seconds:.1f}s)",
+            flush=True,
+        )
+    if writer is not None:
+        with contextlib.suppress(Exception):
+            writer.close()
+    return run_dir
+
+
+def default_config(**overrides) -> TrainMDNRNNConfig:
+    """The carracing preset with ``overrides`` (a convenience for notebooks and tests)."""
+    return dataclasses.replace(TRAIN_MDNRNN_PRESETS["carracing"], **overrides)
