@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--seconds", type=float, default=10.0, help="seconds timed per loader")
     args = p.parse_args(argv)
-    print(f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}, load average {load}")
     with tempfile.TemporaryDirectory(prefix="wm-bench-") as tmp:
         root = Path(tmp)
         if args.env == "doom":

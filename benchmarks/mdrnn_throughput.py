@@ -160,6 +160,12 @@ def main(argv=None) -> int:
     p.add_argument("--episode-len", type=int, default=1000)
     p.add_argument("--seconds", type=float, default=10.0, help="time per measurement")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=["ours", "encode+lstm", "naive"],
+        help="run only these (repeatable); the ratio needs ours and naive",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -177,6 +183,8 @@ def main(argv=None) -> int:
         ("encode+lstm", lambda: bench_baseline(args, device, loop=False)),
         ("naive", lambda: bench_baseline(args, device, loop=True)),
     ):
+        if args.only and name not in args.only:
+            continue
         times = fn()
         med = statistics.median(times)
         results[name] = steps / med
@@ -185,10 +193,10 @@ def main(argv=None) -> int:
             f"over {len(times)} steps)",
             flush=True,
         )
-    print(
-        f"ratio ours / naive: {results['ours'] / results['naive']:.1f}x; "
-        f"ours / encode+lstm: {results['ours'] / results['encode+lstm']:.1f}x"
-    )
+    if "ours" in results and "naive" in results:
+        print(f"ratio ours / naive: {results['ours'] / results['naive']:.1f}x")
+    if "ours" in results and "encode+lstm" in results:
+        print(f"ratio ours / encode+lstm: {results['ours'] / results['encode+lstm']:.1f}x")
     return 0
 
 

@@ -55,8 +55,14 @@ def baseline(files: list[Path], device: torch.device, steps: int, batch: int = 3
     torch.manual_seed(0)
     vae = ConvVAE().to(device)
     opt = torch.optim.Adam(vae.parameters(), lr=1e-4)
-    loader = DataLoader(NaiveFrames(files), batch_size=batch, shuffle=True, num_workers=2,
-                        drop_last=True, persistent_workers=True)
+    loader = DataLoader(
+        NaiveFrames(files),
+        batch_size=batch,
+        shuffle=True,
+        num_workers=2,
+        drop_last=True,
+        persistent_workers=True,
+    )
     seen, t0, done = 0, None, 0
     while done < steps + 3:
         for x in loader:
@@ -79,12 +85,23 @@ def baseline(files: list[Path], device: torch.device, steps: int, batch: int = 3
     return seen / (time.perf_counter() - t0)
 
 
-def ours(data_dir: Path, run_dir: Path, device: torch.device, steps: int, batch: int,
-         compile_: bool) -> tuple[float, float]:
-    cfg = TrainVAEConfig(data_dir=data_dir, run_dir=run_dir, batch_size=batch, epochs=10_000,
-                         max_steps=steps, log_every=max(steps // 4, 1), device=str(device),
-                         compile=compile_, holdout_fraction=0.1, progress=False,
-                         tensorboard=False, checkpoint_every_s=1e9)
+def ours(
+    data_dir: Path, run_dir: Path, device: torch.device, steps: int, batch: int, compile_: bool
+) -> tuple[float, float]:
+    cfg = TrainVAEConfig(
+        data_dir=data_dir,
+        run_dir=run_dir,
+        batch_size=batch,
+        epochs=10_000,
+        max_steps=steps,
+        log_every=max(steps // 4, 1),
+        device=str(device),
+        compile=compile_,
+        holdout_fraction=0.1,
+        progress=False,
+        tensorboard=False,
+        checkpoint_every_s=1e9,
+    )
     t0 = time.perf_counter()
     train_vae(cfg)
     wall = time.perf_counter() - t0
@@ -112,21 +129,33 @@ def main() -> None:
     steps = args.steps or (400 if gpu else 60)
     base_steps = args.baseline_steps or (300 if gpu else 60)
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = args.data_dir or collect(CollectConfig(
-            out_dir=Path(tmp) / "data", env=args.env, episodes=args.episodes,
-            max_steps=args.episode_steps, progress=False))
+        data_dir = args.data_dir or collect(
+            CollectConfig(
+                out_dir=Path(tmp) / "data",
+                env=args.env,
+                episodes=args.episodes,
+                max_steps=args.episode_steps,
+                progress=False,
+            )
+        )
         files = split_episodes(list_episodes(data_dir), "train", 0.1)
         n_frames = sum(np.load(f)["obs"].shape[0] for f in files)
         name = torch.cuda.get_device_name() if gpu else f"CPU x{torch.get_num_threads()}"
-        print(f"device: {name}; torch {torch.__version__}; {len(files)} episodes, "
-              f"{n_frames} training frames ({args.env})")
+        print(
+            f"device: {name}; torch {torch.__version__}; {len(files)} episodes, "
+            f"{n_frames} training frames ({args.env})"
+        )
         base = baseline(files, device, base_steps)
-        print(f"baseline  (per-item npz Dataset, DataLoader 2 workers, batch 32, eager fp32): "
-              f"{base:>10,.0f} img/s")
+        print(
+            f"baseline  (per-item npz Dataset, DataLoader 2 workers, batch 32, eager fp32): "
+            f"{base:>10,.0f} img/s"
+        )
         rate, wall = ours(data_dir, Path(tmp) / "run", device, steps, batch, args.compile)
-        print(f"ours      (train_vae, batch {batch}{', compiled' if args.compile else ''}): "
-              f"{rate:>10,.0f} img/s steady; whole call {wall:.1f} s for {steps} steps "
-              f"({steps * batch / wall:,.0f} img/s incl. start-up)")
+        print(
+            f"ours      (train_vae, batch {batch}{', compiled' if args.compile else ''}): "
+            f"{rate:>10,.0f} img/s steady; whole call {wall:.1f} s for {steps} steps "
+            f"({steps * batch / wall:,.0f} img/s incl. start-up)"
+        )
         print(f"ratio: {rate / base:.2f}x the baseline")
 
 

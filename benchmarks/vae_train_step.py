@@ -79,7 +79,9 @@ def main() -> None:
     args = p.parse_args()
     device = torch.device(args.device)
     steps = args.steps or (20 if device.type == "cpu" else 50)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{torch.get_num_threads()}"
+    name = (
+        torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{torch.get_num_threads()}"
+    )
     print(f"device: {name}, torch {torch.__version__}, {steps} timed steps")
     print(f"{'batch':>6} {'variant':<16} {'img/s':>10} {'vs first':>9}")
     for batch in args.batch:

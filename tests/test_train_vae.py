@@ -25,14 +25,25 @@ from world_models.training.vae import TrainVAEConfig, effective_lr, train_vae
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "fake"
-    return collect(CollectConfig(out_dir=out, env="fake", episodes=10, max_steps=40, workers=1,
-                                 progress=False))
+    return collect(
+        CollectConfig(out_dir=out, env="fake", episodes=10, max_steps=40, workers=1, progress=False)
+    )
 
 
 def config(dataset: Path, run: Path, **kw) -> TrainVAEConfig:
-    base = TrainVAEConfig(data_dir=dataset, run_dir=run, latent_size=8, epochs=1, batch_size=16,
-                          lr=1e-3, lr_reference_batch=16, log_every=2, progress=False,
-                          tensorboard=False, holdout_fraction=0.3)
+    base = TrainVAEConfig(
+        data_dir=dataset,
+        run_dir=run,
+        latent_size=8,
+        epochs=1,
+        batch_size=16,
+        lr=1e-3,
+        lr_reference_batch=16,
+        log_every=2,
+        progress=False,
+        tensorboard=False,
+        holdout_fraction=0.3,
+    )
     return replace(base, **kw)
 
 
@@ -42,9 +53,16 @@ def rows(run: Path) -> list[dict]:
 
 def test_a_run_writes_everything_and_lowers_the_loss(dataset, tmp_path):
     run = train_vae(config(dataset, tmp_path / "run", epochs=3))
-    for rel in ["config.json", "checkpoints/last/model.safetensors", "checkpoints/best",
-                "metrics.csv", "loss_curve.png", "images/reconstructions_epoch003.png",
-                "images/samples_epoch001.png", "images/reconstructions_init.png"]:
+    for rel in [
+        "config.json",
+        "checkpoints/last/model.safetensors",
+        "checkpoints/best",
+        "metrics.csv",
+        "loss_curve.png",
+        "images/reconstructions_epoch003.png",
+        "images/samples_epoch001.png",
+        "images/reconstructions_init.png",
+    ]:
         assert (run / rel).exists(), rel
     train_losses = [r["loss"] for r in rows(run) if "loss" in r]
     assert train_losses[-1] < train_losses[0]
@@ -116,8 +134,16 @@ def test_lr_rule():
 
 def test_cli_bad_data_dir_is_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    code = main(["train-vae", "--data-dir", str(tmp_path / "empty"), "--run-dir",
-                 str(tmp_path / "run"), "--no-progress"])
+    code = main(
+        [
+            "train-vae",
+            "--data-dir",
+            str(tmp_path / "empty"),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "no episode files" in err
 
@@ -129,10 +155,27 @@ def _cli(*args: str) -> list[str]:
 @pytest.mark.slow
 def test_kill_9_then_the_same_command_resumes(dataset, tmp_path):
     run = tmp_path / "run"
-    args = _cli("train-vae", "--data-dir", str(dataset), "--run-dir", str(run),
-                "--latent-size", "8", "--batch-size", "16", "--epochs", "4",
-                "--holdout-fraction", "0.3", "--checkpoint-every-s", "0", "--log-every", "1",
-                "--no-progress", "--no-tensorboard")
+    args = _cli(
+        "train-vae",
+        "--data-dir",
+        str(dataset),
+        "--run-dir",
+        str(run),
+        "--latent-size",
+        "8",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "4",
+        "--holdout-fraction",
+        "0.3",
+        "--checkpoint-every-s",
+        "0",
+        "--log-every",
+        "1",
+        "--no-progress",
+        "--no-tensorboard",
+    )
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -153,10 +196,33 @@ def test_kill_9_then_the_same_command_resumes(dataset, tmp_path):
 @pytest.mark.slow
 def test_two_process_ddp_with_gloo(dataset, tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", "-m", "world_models.cli", "train-vae", "--data-dir", str(dataset),
-           "--run-dir", str(run), "--latent-size", "8", "--batch-size", "8", "--epochs", "1",
-           "--holdout-fraction", "0.3", "--device", "cpu", "--no-progress", "--no-tensorboard"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "world_models.cli",
+        "train-vae",
+        "--data-dir",
+        str(dataset),
+        "--run-dir",
+        str(run),
+        "--latent-size",
+        "8",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--holdout-fraction",
+        "0.3",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--no-tensorboard",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -25,7 +25,9 @@ COMMANDS: dict[str, str] = {
     "collect": "world_models.commands.collect",
     "data": "world_models.commands.data",
     "train-vae": "world_models.commands.train_vae",
+    "encode": "world_models.commands.encode",
     "train-mdrnn": "world_models.commands.train_mdrnn",
+    "dream": "world_models.commands.dream",
 }
 
 

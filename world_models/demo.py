@@ -48,36 +48,58 @@ class DemoConfig:
 PRESETS = {
     "default": DemoConfig(),
     # Seconds-long: for tests and a quick look that the pipeline hands over.
-    "debug": DemoConfig(env="fake", episodes=6, max_steps=40, train_seconds=5.0, epochs=2,
-                        batch_size=16, progress=False),
+    "debug": DemoConfig(
+        env="fake",
+        episodes=6,
+        max_steps=40,
+        train_seconds=5.0,
+        epochs=2,
+        batch_size=16,
+        progress=False,
+    ),
 }
 
 
 def run_demo(config: DemoConfig) -> dict[str, Path]:
     """Collect, train, draw; return name -> path of every output."""
     from world_models.data.collect import CollectConfig, collect
-    from world_models.evaluation.vae_report import write_vae_report
     from world_models.data.sources import FrameSource
+    from world_models.evaluation.vae_report import write_vae_report
     from world_models.models.vae import ConvVAE
     from world_models.training.vae import TrainVAEConfig, train_vae
 
     out = Path(config.out_dir)
     device = pick_device(config.device)
     t0 = time.perf_counter()
-    data_dir = collect(CollectConfig(
-        out_dir=out / "data", env=config.env, episodes=config.episodes,  # type: ignore[arg-type]
-        max_steps=config.max_steps, seed=config.seed, workers=config.workers,
-        progress=config.progress,
-    ))
+    data_dir = collect(
+        CollectConfig(
+            out_dir=out / "data",
+            env=config.env,
+            episodes=config.episodes,  # type: ignore[arg-type]
+            max_steps=config.max_steps,
+            seed=config.seed,
+            workers=config.workers,
+            progress=config.progress,
+        )
+    )
     t_collect = time.perf_counter() - t0
     budget = config.train_seconds
     if budget is None and device.type == "cpu":
         budget = 300.0
     train_cfg = TrainVAEConfig(
-        data_dir=data_dir, run_dir=out / "run", epochs=config.epochs,
-        batch_size=config.batch_size, lr=config.lr, lr_reference_batch=config.batch_size,
-        holdout_fraction=0.15, device=str(device), seed=config.seed, log_every=20,
-        time_budget_s=budget, progress=config.progress, checkpoint_every_s=60.0,
+        data_dir=data_dir,
+        run_dir=out / "run",
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        lr_reference_batch=config.batch_size,
+        holdout_fraction=0.15,
+        device=str(device),
+        seed=config.seed,
+        log_every=20,
+        time_budget_s=budget,
+        progress=config.progress,
+        checkpoint_every_s=60.0,
     )
     t1 = time.perf_counter()
     run_dir = train_vae(train_cfg)

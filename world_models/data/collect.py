@@ -256,9 +256,9 @@ def collect(config: CollectConfig) -> Path:
     )
     if todo:
         frames += _run(config, todo)
-    existing = len(store.list_episodes(out))
+    # counts of episodes 0..episodes-1 (files beyond, from a larger earlier run, are kept)
     store.write_manifest(
-        out, {**signature, "episodes": existing, "frames": frames, "complete": True}
+        out, {**signature, "episodes": config.episodes, "frames": frames, "complete": True}
     )
     return out
 

@@ -22,6 +22,7 @@ of its *name*, so it never changes between runs and adding episodes does not mov
 from __future__ import annotations
 
 import hashlib
+import heapq
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -165,7 +166,8 @@ class SeriesSet:
 
     def to(self, device: torch.device | str) -> SeriesSet:
         """Move the flat tensors (e.g. to the GPU, so windows never cross the bus)."""
-        for k in ("mu", "logvar", "action", "reward", "done", "lengths", "starts"):
+        # lengths / starts stay on the CPU: window starts are drawn there (no device sync).
+        for k in ("mu", "logvar", "action", "reward", "done"):
             setattr(self, k, getattr(self, k).to(device))
         return self
 
@@ -181,17 +183,20 @@ class SeriesSet:
 
         Frames past ``end`` repeat the episode's last frame (finite, masked out; done 0).
         ``active`` (B,) false makes a whole window padding (TBPTT lanes that ran dry).
+        Indices may be on the CPU; the batch comes out on the data's device.
         """
-        j = torch.arange(seq_len + 1, device=start.device)  # (L+1,)
+        first = torch.isin(start.cpu(), self.starts)  # (B,)
+        device = self.mu.device
+        start, end = start.to(device), end.to(device)
+        j = torch.arange(seq_len + 1, device=device)  # (L+1,)
         flat = start[:, None] + j  # (B, L+1)
         idx = torch.minimum(flat, end[:, None] - 1)  # (B, L+1) stays inside the episode
         step_idx = idx[:, :-1]  # (B, L)
         mask = flat[:, :-1] < end[:, None]  # (B, L)
         next_mask = flat[:, 1:] < end[:, None]  # (B, L)
         if active is not None:
-            mask = mask & active[:, None]
-            next_mask = next_mask & active[:, None]
-        first = torch.isin(start, self.starts)  # (B,)
+            mask = mask & active.to(device)[:, None]
+            next_mask = next_mask & active.to(device)[:, None]
         return SeriesBatch(
             mu=self.mu[idx],
             logvar=self.logvar[idx],
@@ -200,7 +205,7 @@ class SeriesSet:
             done=(self.done[step_idx] & mask).float(),
             mask=mask,
             next_mask=next_mask,
-            first=first,
+            first=first.to(device),
         )
 
     def sample(self, batch: int, seq_len: int, generator: torch.Generator | None = None):
@@ -209,7 +214,6 @@ class SeriesSet:
         counts = (self.lengths - seq_len).clamp(min=0) + 1  # (E,) valid starts per episode
         cum = torch.cumsum(counts, 0)  # (E,)
         u = torch.randint(int(cum[-1]), (batch,), generator=generator)  # (B,)
-        u = u.to(cum.device)
         ep = torch.searchsorted(cum, u, right=True)  # (B,)
         offset = u - (cum[ep] - counts[ep])  # (B,)
         start = self.starts[ep] + offset
@@ -218,6 +222,30 @@ class SeriesSet:
     def batches_per_epoch(self, batch: int, seq_len: int) -> int:
         """Batches of random windows that hold as many transitions as the set: an epoch."""
         return max(1, -(-self.num_steps // (batch * seq_len)))
+
+    def lane_plan(
+        self, batch: int, seq_len: int, generator: torch.Generator | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(start, end, active)`` (B,) per round of :meth:`lanes`, without gathering."""
+        order = (
+            torch.randperm(self.num_episodes, generator=generator)
+            if generator is not None
+            else torch.arange(self.num_episodes)
+        )
+        tiles: list[list[tuple[int, int]]] = [[] for _ in range(batch)]
+        heap = [(0, b) for b in range(batch)]  # (tiles so far, lane): balance the lanes
+        for e in order.tolist():
+            _, lane = heapq.heappop(heap)
+            s, n = int(self.starts[e]), int(self.lengths[e])
+            tiles[lane].extend((s + o, s + n) for o in range(0, n, seq_len))
+            heapq.heappush(heap, (len(tiles[lane]), lane))
+        plan = []
+        for i in range(max(len(t) for t in tiles)):
+            rows = [t[i] if i < len(t) else (0, 1) for t in tiles]  # (0, 1): dummy padding
+            start = torch.tensor([r[0] for r in rows])
+            end = torch.tensor([r[1] for r in rows])
+            plan.append((start, end, torch.tensor([i < len(t) for t in tiles])))
+        return plan
 
     def lanes(
         self, batch: int, seq_len: int, generator: torch.Generator | None = None
@@ -229,24 +257,7 @@ class SeriesSet:
         across windows is truncated BPTT, reset where ``first`` is true. Episodes are
         shuffled with ``generator`` (in file order without one); lanes that run dry pad.
         """
-        order = (
-            torch.randperm(self.num_episodes, generator=generator)
-            if generator is not None
-            else torch.arange(self.num_episodes)
-        )
-        lengths, starts = self.lengths.cpu(), self.starts.cpu()
-        tiles: list[list[tuple[int, int]]] = [[] for _ in range(batch)]
-        for e in order.tolist():
-            lane = min(range(batch), key=lambda b: len(tiles[b]))  # balance by tile count
-            s, n = int(starts[e]), int(lengths[e])
-            tiles[lane].extend((s + o, s + n) for o in range(0, n, seq_len))
-        rounds = max(len(t) for t in tiles)
-        device = self.mu.device
-        for i in range(rounds):
-            rows = [t[i] if i < len(t) else (0, 1) for t in tiles]
-            start = torch.tensor([r[0] for r in rows], device=device)
-            end = torch.tensor([r[1] for r in rows], device=device)
-            active = torch.tensor([i < len(t) for t in tiles], device=device)
+        for start, end, active in self.lane_plan(batch, seq_len, generator):
             yield self.gather(start, end, seq_len, active)
 
 

@@ -52,8 +52,9 @@ def save_png(picture: np.ndarray, path: str | os.PathLike) -> Path:
     return path
 
 
-def save_reconstruction_grid(real: torch.Tensor, recon: torch.Tensor, path: str | os.PathLike,
-                             scale: int = 2) -> Path:
+def save_reconstruction_grid(
+    real: torch.Tensor, recon: torch.Tensor, path: str | os.PathLike, scale: int = 2
+) -> Path:
     """Real frames in the top row(s), their reconstructions right below."""
     n = real.shape[0]
     real_f = real.float() / 255 if real.dtype == torch.uint8 else real
@@ -61,8 +62,7 @@ def save_reconstruction_grid(real: torch.Tensor, recon: torch.Tensor, path: str 
     return save_png(grid(both, nrow=n, scale=scale), path)
 
 
-def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8,
-              scale: int = 2) -> Path:
+def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8, scale: int = 2) -> Path:
     return save_png(grid(images, nrow=nrow, scale=scale), path)
 
 

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import torch
 
-from world_models.evaluation.media import save_grid, save_png, save_reconstruction_grid, grid
+from world_models.evaluation.media import grid, save_grid, save_png, save_reconstruction_grid
 from world_models.models.vae import ConvVAE
 
 
 @torch.no_grad()
-def latent_traversal(vae: ConvVAE, frame: torch.Tensor, dims: list[int],
-                     values: torch.Tensor) -> torch.Tensor:
+def latent_traversal(
+    vae: ConvVAE, frame: torch.Tensor, dims: list[int], values: torch.Tensor
+) -> torch.Tensor:
     """Decode ``frame``'s mu with one dimension at a time swept over ``values``.
 
     Args:
@@ -38,9 +39,16 @@ def most_used_dims(vae: ConvVAE, frames: torch.Tensor, k: int) -> list[int]:
 
 
 @torch.no_grad()
-def write_vae_report(vae: ConvVAE, frames: torch.Tensor, out_dir: str | Path, *,
-                     num_samples: int = 32, traversal_dims: int = 8, seed: int = 0,
-                     prefix: str = "") -> dict[str, Path]:
+def write_vae_report(
+    vae: ConvVAE,
+    frames: torch.Tensor,
+    out_dir: str | Path,
+    *,
+    num_samples: int = 32,
+    traversal_dims: int = 8,
+    seed: int = 0,
+    prefix: str = "",
+) -> dict[str, Path]:
     """Write ``{prefix}reconstructions.png``, ``samples.png`` and ``latent_traversal.png``.
 
     Args:

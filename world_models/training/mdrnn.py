@@ -7,21 +7,24 @@ Deliberate choices:
 
 * **z is re-sampled every batch**, ``z = mu + exp(logvar / 2) * eps``, for inputs and
   targets alike (one draw per frame, so z_{t+1} as a target equals z_{t+1} as the next
-  input), as the original did. Training on ``mu`` alone (``sample_z=False``, what the
-  popular port does) lets M fit an unrealistically sharp world; sampling matches what the
-  VAE actually claims to know and acts as data augmentation.
+  input), as the original did. It trains M on the same noisy z that the VAE's posterior
+  describes (and that a controller fed sampled z sees), and acts as data augmentation: each
+  epoch sees new z. ``sample_z=False`` trains on ``mu`` alone instead; the held-out NLL of
+  the two is not comparable (mu sequences are smoother).
 * **An epoch** is as many batches as the training split holds transitions
   (``ceil(steps / (batch_size * seq_len))``) of uniformly random windows; with
   ``carry_state`` it is exactly one pass over every step, in lanes (truncated BPTT).
 * **Held-out NLL** is computed every epoch on every step of the held-out episodes (split by
   a hash of the file name: stable across runs), with a fixed noise seed so epochs compare.
 
-Run folder::
+Run folder (the common layout of :mod:`world_models.training.runs`)::
 
     run_dir/config.json            this TrainMDNRNNConfig (a re-run must match it)
-    run_dir/checkpoints/last/      MDNRNN checkpoint + optimizer.pt; meta: epoch, step
+    run_dir/checkpoints/last/      MDNRNN checkpoint + optimizer.pt; meta: epoch, step,
+                                   batch_in_epoch, best (resumes mid-epoch with save_every)
     run_dir/checkpoints/best/      the lowest held-out total loss so far
-    run_dir/metrics.csv            one row per epoch (train and held-out parts, lr, speed)
+    run_dir/metrics.csv, .jsonl    one row per epoch (train_* and heldout_* loss parts, lr,
+                                   seconds, seq_steps_per_s); nll is nats per latent dimension
     run_dir/events/                TensorBoard, if the ``tensorboard`` package is installed
 
 Re-running the same command with the same ``run_dir`` resumes from ``checkpoints/last``
@@ -30,11 +33,7 @@ Re-running the same command with the same ``run_dir`` resumes from ``checkpoints
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import dataclasses
-import io
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -42,12 +41,12 @@ from pathlib import Path
 
 import torch
 
-from world_models.atomic import atomic_write_text
 from world_models.checkpoint import load_state_strict, read_checkpoint, read_optimizer_state
 from world_models.config import from_dict, to_dict
 from world_models.data.series import SeriesBatch, SeriesSet, load_series
 from world_models.errors import ConfigError, TrainingDivergedError
 from world_models.models.mdrnn import MDNRNN, MDNRNNConfig
+from world_models.training.runs import MetricsLogger, RunDir, pick_device
 
 
 @dataclass(frozen=True)
@@ -132,42 +131,19 @@ TRAIN_MDNRNN_PRESETS: dict[str, TrainMDNRNNConfig] = {
 """CarRacing and Doom as in the paper (Doom's epoch count is ours); debug for tests."""
 
 # Fields a re-run may change without starting a new run.
-_RESUMABLE = {
-    "series_dir",
-    "run_dir",
-    "epochs",
-    "device",
-    "bf16",
-    "save_every",
-    "log_every",
-    "progress",
-    "tensorboard",
-}
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _check_resume(config: TrainMDNRNNConfig, run_dir: Path) -> None:
-    """Write config.json, or check that a re-run's settings match the existing run's."""
-    path = run_dir / "config.json"
-    if path.is_file():
-        old = json.loads(path.read_text())
-        new = to_dict(config)
-        changed = [
-            f"{k}: {old.get(k)!r} -> {new[k]!r}"
-            for k in new
-            if k not in _RESUMABLE and old.get(k) != new[k]
-        ]
-        if changed:
-            raise ConfigError(
-                f"{run_dir} holds a run with other settings ({'; '.join(changed)}); "
-                f"use a new run_dir or the old settings"
-            )
-    atomic_write_text(path, json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
+_RESUMABLE = frozenset(
+    {
+        "series_dir",
+        "run_dir",
+        "epochs",
+        "device",
+        "bf16",
+        "save_every",
+        "log_every",
+        "progress",
+        "tensorboard",
+    }
+)
 
 
 def _model_config(config: TrainMDNRNNConfig, train: SeriesSet) -> MDNRNNConfig:
@@ -275,56 +251,20 @@ def evaluate(
     return sums.means()
 
 
-def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
-    fields: list[str] = []
-    for row in rows:
-        fields += [k for k in row if k not in fields]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
-def _read_metrics(path: Path, up_to_step: int) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        rows = [
-            {
-                k: int(v) if k in ("epoch", "step") else float(v)
-                for k, v in r.items()
-                if v not in ("", None)
-            }
-            for r in csv.DictReader(fh)
-        ]
-    return [r for r in rows if r.get("step", 0) <= up_to_step]
-
-
-def _tensorboard(config: TrainMDNRNNConfig, run_dir: Path):
-    if not config.tensorboard:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(run_dir / "events"))
-
-
 def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
     """Train (or resume training) an MDN-RNN; return the run folder (see module docstring)."""
     from tqdm import tqdm
 
-    run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     if config.seq_len < 1 or config.batch_size < 1 or config.epochs < 0:
         raise ConfigError("seq_len and batch_size must be >= 1 and epochs >= 0")
-    _check_resume(config, run_dir)
-    device = _device(config.device)
+    device = pick_device(config.device)
     autocast = device.type == "cuda" and config.bf16
-
     train, held = load_series(config.series_dir, config.holdout_fraction)
     model_config = _model_config(config, train)
+    # Opened (config.json written) once the settings proved usable: a typo'd first try
+    # does not stick to the folder.
+    run = RunDir(config.run_dir)
+    resuming = run.open(config, may_differ=_RESUMABLE)
     train.to(device)
     if held is not None:
         held.to(device)
@@ -333,8 +273,8 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
     model = MDNRNN.from_config(model_config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     step, epoch, skip, best = 0, 0, 0, math.inf
-    last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
-    if last_dir.exists():
+    last_dir, best_dir = run.last, run.best
+    if resuming:
         ckpt = read_checkpoint(last_dir, expected_kind="MDNRNN", device=device)
         if from_dict(MDNRNNConfig, ckpt.config) != model_config:
             raise ConfigError(f"{last_dir} holds another model config than this run's")
@@ -344,9 +284,7 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
             optimizer.load_state_dict(opt_state)
         step, epoch = int(ckpt.meta["step"]), int(ckpt.meta["epoch"])
         skip, best = int(ckpt.meta["batch_in_epoch"]), float(ckpt.meta["best"])
-    metrics_path = run_dir / "metrics.csv"
-    rows = _read_metrics(metrics_path, step)
-    writer = _tensorboard(config, run_dir)
+    logger = MetricsLogger(run, resume_step=step, tensorboard=config.tensorboard)
 
     def save(target: Path) -> None:
         meta = {
@@ -364,8 +302,11 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
         sums, state, started, steps0 = _Sums(), None, time.perf_counter(), step
         if config.carry_state:
             gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-            batches = enumerate(train.lanes(config.batch_size, config.seq_len, gen))
-            total = None
+            plan = train.lane_plan(config.batch_size, config.seq_len, gen)
+            batches = (
+                (i, train.gather(s, e, config.seq_len, a)) for i, (s, e, a) in enumerate(plan)
+            )
+            total = len(plan)
         else:
             # One generator per step: a resumed run draws the very windows it would have.
             def sampled(epoch: int = epoch, skip: int = skip):
@@ -413,9 +354,6 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
                         f"weights (try a lower lr)"
                     )
                 bar.set_postfix(nll=f"{float(parts['nll'].detach()):.4f}", lr=f"{lr:.2e}")
-                if writer is not None:
-                    for k, v in parts.items():
-                        writer.add_scalar(f"train/{k}", float(v.detach()), step)
             if config.save_every and step % config.save_every == 0:
                 save(last_dir)
         bar.close()
@@ -431,33 +369,26 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
         score = held_means.get("total", train_means.get("total", math.inf))
         row = {
             "epoch": epoch,
-            "step": step,
             "lr": lr,
             **{f"train_{k}": v for k, v in train_means.items()},
             **{f"heldout_{k}": v for k, v in held_means.items()},
             "seconds": seconds,
             "seq_steps_per_s": (step - steps0) * config.batch_size * config.seq_len / seconds,
         }
-        rows.append(row)
-        if writer is not None:
-            for k, v in row.items():
-                writer.add_scalar(f"epoch/{k}", v, step)
-            writer.flush()
+        # Logged before saving: if killed in between, the resumed run drops and redoes it.
+        logger.log(step, **row)
         if score < best:
             best = score
             save(best_dir)
         save(last_dir)
-        _write_metrics(metrics_path, rows)
         held_text = f", held-out nll {held_means['nll']:.4f}" if held_means else ""
         print(
             f"epoch {epoch}/{config.epochs}: train nll {train_means.get('nll', math.nan):.4f}"
             f"{held_text} ({seconds:.1f}s)",
             flush=True,
         )
-    if writer is not None:
-        with contextlib.suppress(Exception):
-            writer.close()
-    return run_dir
+    logger.close()
+    return run.path
 
 
 def default_config(**overrides) -> TrainMDNRNNConfig:

@@ -89,8 +89,9 @@ class MetricsLogger:
     On resume, rows past the resumed step are dropped so a killed run leaves no duplicates.
     """
 
-    def __init__(self, run_dir: RunDir, resume_step: int | None = None,
-                 tensorboard: bool = True) -> None:
+    def __init__(
+        self, run_dir: RunDir, resume_step: int | None = None, tensorboard: bool = True
+    ) -> None:
         self.csv_path = run_dir.path / "metrics.csv"
         self.jsonl_path = run_dir.path / "metrics.jsonl"
         self.rows: list[dict[str, Any]] = []

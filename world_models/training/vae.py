@@ -24,8 +24,20 @@ from world_models.models.vae import ConvVAE
 
 # A re-run may change these without starting a new run: length, hardware and speed knobs.
 RESUMABLE_FIELDS = frozenset(
-    {"epochs", "device", "amp", "channels_last", "compile", "log_every", "checkpoint_every_s",
-     "max_steps", "time_budget_s", "progress", "tensorboard", "image_every"}
+    {
+        "epochs",
+        "device",
+        "amp",
+        "channels_last",
+        "compile",
+        "log_every",
+        "checkpoint_every_s",
+        "max_steps",
+        "time_budget_s",
+        "progress",
+        "tensorboard",
+        "image_every",
+    }
 )
 
 
@@ -88,13 +100,21 @@ class TrainVAEConfig:
 PRESETS: dict[str, TrainVAEConfig] = {
     # The original's settings: Adam 1e-4, batch 100, 10 epochs, free bits 0.5.
     "carracing": TrainVAEConfig(),
-    "doom": TrainVAEConfig(data_dir=Path("data/doom"), run_dir=Path("runs/vae-doom"),
-                           latent_size=64),
+    "doom": TrainVAEConfig(
+        data_dir=Path("data/doom"), run_dir=Path("runs/vae-doom"), latent_size=64
+    ),
     # A GPU recipe: large batches with sqrt-scaled lr and a short warm-up.
     "carracing-fast": TrainVAEConfig(batch_size=1024, warmup_steps=100, compile=True),
-    "debug": TrainVAEConfig(data_dir=Path("data/debug"), run_dir=Path("runs/vae-debug"),
-                            epochs=1, batch_size=16, lr=1e-3, log_every=5, tensorboard=False,
-                            progress=False),
+    "debug": TrainVAEConfig(
+        data_dir=Path("data/debug"),
+        run_dir=Path("runs/vae-debug"),
+        epochs=1,
+        batch_size=16,
+        lr=1e-3,
+        log_every=5,
+        tensorboard=False,
+        progress=False,
+    ),
 }
 
 
@@ -139,11 +159,13 @@ class _Trainer:
         self.channels_last = (
             self.device.type == "cuda" if config.channels_last is None else config.channels_last
         )
-        self.train_src = FrameSource(config.data_dir, "train", config.holdout_fraction,
-                                     self.device, config.max_frames)
+        self.train_src = FrameSource(
+            config.data_dir, "train", config.holdout_fraction, self.device, config.max_frames
+        )
         try:
-            self.hold_src = FrameSource(config.data_dir, "holdout", config.holdout_fraction,
-                                        self.device)
+            self.hold_src = FrameSource(
+                config.data_dir, "holdout", config.holdout_fraction, self.device
+            )
         except DataError:
             raise DataError(
                 f"{config.data_dir}: no held-out episodes at holdout_fraction="
@@ -164,12 +186,14 @@ class _Trainer:
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            self.net = DDP(self.model, device_ids=[self.device] if self.device.type == "cuda"
-                           else None)
+            self.net = DDP(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None
+            )
         self.step_fn = torch.compile(self._step) if config.compile else self._step
         self.metrics = (
             MetricsLogger(self.run, self.state.step if resuming else None, config.tensorboard)
-            if self.dist.is_main else None
+            if self.dist.is_main
+            else None
         )
         # Fixed pictures, so every epoch's grids show the same frames and the same z.
         self.fixed_frames = self.hold_src.sample(8, seed=config.seed)
@@ -188,8 +212,9 @@ class _Trainer:
         if opt_state is not None:
             self.opt.load_state_dict(opt_state)
         trainer = ckpt.meta.get("trainer", {})
-        self.state = TrainerState(**{k: trainer[k] for k in trainer
-                                     if k in TrainerState.__dataclass_fields__})
+        self.state = TrainerState(
+            **{k: trainer[k] for k in trainer if k in TrainerState.__dataclass_fields__}
+        )
 
     def _save(self, where: Path) -> None:
         if not self.dist.is_main:
@@ -198,7 +223,9 @@ class _Trainer:
         if math.isinf(state["best_holdout"]):
             state["best_holdout"] = 1e30  # JSON has no infinity
         self.model.save_pretrained(
-            where, step=self.state.step, optimizer_state=self.opt.state_dict(),
+            where,
+            step=self.state.step,
+            optimizer_state=self.opt.state_dict(),
             meta={"trainer": state, "run_dir": str(self.run.path)},
         )
 
@@ -234,8 +261,11 @@ class _Trainer:
 
     def _check_finite(self, flag: torch.Tensor, where: str) -> None:
         if self.dist.any_true(flag):
-            last = f"{self.run.last} (step {self._last_saved_step()})" if (
-                self.run.last / "model.safetensors").exists() else "none saved yet"
+            last = (
+                f"{self.run.last} (step {self._last_saved_step()})"
+                if (self.run.last / "model.safetensors").exists()
+                else "none saved yet"
+            )
             raise TrainingDivergedError(
                 f"loss became NaN or Inf {where}; training stopped. Last good checkpoint: "
                 f"{last}. Lower --lr or raise --kl-tolerance, then re-run to resume."
@@ -265,16 +295,24 @@ class _Trainer:
             self.write_pictures("init")
         t_start = time.perf_counter()
         last_ckpt = t_start
-        bar = tqdm(total=total_steps, initial=min(st.step, total_steps), unit="step",
-                   disable=not (cfg.progress and self.dist.is_main), dynamic_ncols=True)
+        bar = tqdm(
+            total=total_steps,
+            initial=min(st.step, total_steps),
+            unit="step",
+            disable=not (cfg.progress and self.dist.is_main),
+            dynamic_ncols=True,
+        )
         stop = st.step >= total_steps
         while st.epoch < cfg.epochs and not stop:
             sums = torch.zeros(3, device=self.device)
             bad = torch.zeros((), dtype=torch.bool, device=self.device)
             since, t_log = 0, time.perf_counter()
             batches = self.train_src.batches(
-                cfg.batch_size, shuffle=True, seed=cfg.seed * 100_003 + st.epoch,
-                rank=self.dist.rank, world_size=self.dist.world_size,
+                cfg.batch_size,
+                shuffle=True,
+                seed=cfg.seed * 100_003 + st.epoch,
+                rank=self.dist.rank,
+                world_size=self.dist.world_size,
             )
             for i, x in enumerate(batches):
                 if i < st.batch_in_epoch:
@@ -297,9 +335,15 @@ class _Trainer:
                     mean = (self.dist.mean(sums) / since).tolist()
                     ips = since * x.shape[0] * self.dist.world_size / (now - t_log)
                     if self.metrics:
-                        self.metrics.log(st.step, epoch=st.epoch, loss=mean[0], recon=mean[1],
-                                         kl=mean[2], lr=self.opt.param_groups[0]["lr"],
-                                         img_per_s=round(ips, 1))
+                        self.metrics.log(
+                            st.step,
+                            epoch=st.epoch,
+                            loss=mean[0],
+                            recon=mean[1],
+                            kl=mean[2],
+                            lr=self.opt.param_groups[0]["lr"],
+                            img_per_s=round(ips, 1),
+                        )
                     bar.set_postfix(loss=f"{mean[0]:.1f}", img_s=f"{ips:,.0f}")
                     sums.zero_()
                     since, t_log = 0, time.perf_counter()
@@ -346,8 +390,9 @@ class _Trainer:
             recon, _, _ = self.model(self.fixed_frames)
             gen = torch.Generator().manual_seed(self.config.seed)
             z = torch.randn(16, self.model.latent_size, generator=gen).to(self.device)
-            save_reconstruction_grid(self.fixed_frames, recon,
-                                     self.run.images / f"reconstructions_{tag}.png")
+            save_reconstruction_grid(
+                self.fixed_frames, recon, self.run.images / f"reconstructions_{tag}.png"
+            )
             save_grid(self.model.decode(z), self.run.images / f"samples_{tag}.png", nrow=8)
         self.model.train()
 
@@ -359,10 +404,15 @@ class _Trainer:
         rows = self.metrics.rows
         train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
         hold = [(r["step"], r["holdout_loss"]) for r in rows if "holdout_loss" in r]
-        series = {"train loss": tuple(zip(*train)) if train else ((), ()),
-                  "held-out loss": tuple(zip(*hold)) if hold else ((), ())}
-        return plot_curves(series, self.run.path / "loss_curve.png",  # type: ignore[arg-type]
-                           title="ConvVAE loss (reconstruction + beta * KL)")
+        series = {
+            "train loss": tuple(zip(*train)) if train else ((), ()),
+            "held-out loss": tuple(zip(*hold)) if hold else ((), ()),
+        }
+        return plot_curves(
+            series,
+            self.run.path / "loss_curve.png",  # type: ignore[arg-type]
+            title="ConvVAE loss (reconstruction + beta * KL)",
+        )
 
     def close(self) -> None:
         from world_models.training import distributed
@@ -389,9 +439,13 @@ def summarize(run_dir: Path) -> str:
     """A few lines saying where a run's results are."""
     run_dir = Path(run_dir)
     lines = [f"run folder:        {run_dir}"]
-    for name, rel in [("best checkpoint:", "checkpoints/best"), ("last checkpoint:",
-                      "checkpoints/last"), ("metrics:", "metrics.csv"),
-                      ("loss curve:", "loss_curve.png"), ("pictures:", "images/")]:
+    for name, rel in [
+        ("best checkpoint:", "checkpoints/best"),
+        ("last checkpoint:", "checkpoints/last"),
+        ("metrics:", "metrics.csv"),
+        ("loss curve:", "loss_curve.png"),
+        ("pictures:", "images/"),
+    ]:
         if (run_dir / rel).exists():
             lines.append(f"{name:<18} {run_dir / rel}")
     return "\n".join(lines)
