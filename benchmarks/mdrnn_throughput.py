@@ -41,14 +41,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn, device: torch.device, seconds: float, warmup: int = 2) -> list[float]:
-    """Run ``fn`` ``warmup`` times, then repeatedly for about ``seconds``; per-call times."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
+def _timed(fn, device: torch.device, seconds: float, min_calls: int = 2) -> list[float]:
+    """Call ``fn`` for about ``seconds`` (at least ``min_calls`` times); per-call times."""
     times: list[float] = []
     start = time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 3:
+    while time.perf_counter() - start < seconds or len(times) < min_calls:
         t0 = time.perf_counter()
         fn()
         _sync(device)
@@ -73,7 +70,8 @@ def make_series(episodes: int, length: int, z: int, a: int, seed: int = 0) -> Se
     return SeriesSet(eps, [f"ep{i}.npz" for i in range(episodes)])
 
 
-def bench_ours(args, device: torch.device) -> list[float]:
+def make_ours(args, device: torch.device):
+    """Our trainer's step on windows of an in-memory series set; returns the step function."""
     data = make_series(args.episodes, args.episode_len, args.latent, args.action).to(device)
     model = MDNRNN(args.latent, args.action, args.hidden, args.gaussians).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -85,7 +83,7 @@ def bench_ours(args, device: torch.device) -> list[float]:
         batch = data.sample(args.batch, args.seq_len, gen)
         train_step(model, optimizer, batch, generator=zgen, autocast=autocast)
 
-    return _timed(step, device, args.seconds)
+    return step
 
 
 class _PortHead(nn.Module):
@@ -108,7 +106,8 @@ class _PortHead(nn.Module):
         return -torch.logsumexp(logpi + log_prob, dim=-1).mean() / (self.z + 2)
 
 
-def bench_baseline(args, device: torch.device, loop: bool) -> list[float]:
+def make_baseline(args, device: torch.device, loop: bool):
+    """The port-style step: encode frames, then LSTMCell loop (``loop``) or nn.LSTM."""
     b, t = args.batch, args.seq_len
     frames = torch.randint(0, 256, (b, t + 1, 3, 64, 64), dtype=torch.uint8, device=device)
     actions = torch.rand(b, t, args.action, device=device) * 2 - 1
@@ -144,7 +143,7 @@ def bench_baseline(args, device: torch.device, loop: bool) -> list[float]:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
 
-    return _timed(step, device, args.seconds)
+    return step
 
 
 def main(argv=None) -> int:
@@ -158,7 +157,13 @@ def main(argv=None) -> int:
     p.add_argument("--gaussians", type=int, default=5)
     p.add_argument("--episodes", type=int, default=200, help="episodes in the in-memory set")
     p.add_argument("--episode-len", type=int, default=1000)
-    p.add_argument("--seconds", type=float, default=10.0, help="time per measurement")
+    p.add_argument("--seconds", type=float, default=12.0, help="time per method, in all")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="alternate the methods this many times (a machine's load drifts; this spreads it)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument(
         "--only",
@@ -177,20 +182,26 @@ def main(argv=None) -> int:
         f"batch {args.batch} x {args.seq_len} steps, z {args.latent}, action {args.action}, "
         f"LSTM {args.hidden}, K {args.gaussians}"
     )
+    makers = {
+        "ours": lambda: make_ours(args, device),
+        "encode+lstm": lambda: make_baseline(args, device, loop=False),
+        "naive": lambda: make_baseline(args, device, loop=True),
+    }
+    steps_fn = {n: make() for n, make in makers.items() if not args.only or n in args.only}
+    for fn in steps_fn.values():  # warm-up (allocations, first-call overheads)
+        fn()
+        fn()
+    times: dict[str, list[float]] = {n: [] for n in steps_fn}
+    for _ in range(args.rounds):
+        for name, fn in steps_fn.items():
+            times[name] += _timed(fn, device, args.seconds / args.rounds)
     results = {}
-    for name, fn in (
-        ("ours", lambda: bench_ours(args, device)),
-        ("encode+lstm", lambda: bench_baseline(args, device, loop=False)),
-        ("naive", lambda: bench_baseline(args, device, loop=True)),
-    ):
-        if args.only and name not in args.only:
-            continue
-        times = fn()
-        med = statistics.median(times)
+    for name, ts in times.items():
+        med = statistics.median(ts)
         results[name] = steps / med
         print(
             f"{name:>12}: {steps / med:12,.0f} seq-steps/s  (median {med * 1e3:8.1f} ms/step "
-            f"over {len(times)} steps)",
+            f"over {len(ts)} steps)",
             flush=True,
         )
     if "ours" in results and "naive" in results:

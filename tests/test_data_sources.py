@@ -224,3 +224,36 @@ def test_sequence_stride_split_and_bad_files(tmp_path):
     assert len(ok.episodes) == 3
     with pytest.raises(DataError, match="missing key"):
         SequenceSource(tmp_path, 4, "all", keys=("mu", "nope"))
+
+
+def test_series_loader_splits_like_the_frame_store():
+    """Frames and their latent series must fall on the same side of the split."""
+    series = pytest.importorskip("world_models.data.series")
+    if not hasattr(series, "is_held_out"):
+        pytest.skip("world_models.data.series has no is_held_out")
+    names = [store.episode_name(i) for i in range(500)]
+    for f in (0.1, 0.5):
+        assert [series.is_held_out(n, f) for n in names] == [store.is_holdout(n, f) for n in names]
+
+
+def test_cache_build_keeps_live_writers_temp_files(data):
+    """DDP ranks build the same cache at once: one must not delete another's temp file."""
+    import os
+    import subprocess
+    import sys
+
+    folder, _ = data
+    cache = folder / ".cache"
+    cache.mkdir()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    live_tmp = cache / f".frames-all-x.npy.tmp-{os.getpid()}-abcd1234"
+    dead_tmp = cache / f".frames-all-y.npy.tmp-{dead}-abcd1234"
+    live_tmp.write_bytes(b"being written")
+    dead_tmp.write_bytes(b"left by a killed run")
+    FrameSource(folder, "all")
+    assert live_tmp.exists() and not dead_tmp.exists()

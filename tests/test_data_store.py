@@ -126,3 +126,17 @@ def test_split_is_stable_as_the_dataset_grows():
     assert store.split_episodes(paths, "holdout", 0.0) == []
     with pytest.raises(DataError, match="unknown split"):
         store.split_episodes(paths, "test", 0.1)
+
+
+def test_check_episode_reads_headers_only(tmp_path):
+    path = tmp_path / "ep_000000.npz"
+    store.write_episode(path, make_episode(T=9))
+    assert store.check_episode(path) == 9
+    arrays = make_episode(T=9).arrays()
+    arrays["reward"] = arrays["reward"][:5]
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=r"ep_000000.npz: reward must be float32 \(9,\)"):
+        store.check_episode(path)
+    path.write_bytes(path.read_bytes()[:-30])
+    with pytest.raises(DataError, match="ep_000000.npz: unreadable or truncated"):
+        store.check_episode(path)

@@ -183,7 +183,7 @@ def test_save_load_round_trip(tmp_path):
     assert sd.keys() == sd2.keys()
     assert all(torch.equal(sd[k], sd2[k]) for k in sd)
     assert loaded.checkpoint_meta["step"] == 12 and loaded.checkpoint_meta["note"] == "x"
-    z, a = torch.randn(2, 3, 64), torch.randn(2, 3, 1)
+    z, a = torch.randn(2, 3, 64), torch.randn(2, 3, 3)
     assert torch.equal(model(z, a).mu, loaded(z, a).mu)
     other = MDNRNN(latent_size=8, action_size=1, hidden_size=4)
     other.save_pretrained(tmp_path / "small")

@@ -227,6 +227,17 @@ def test_truncated_bptt_with_done_head(tmp_path):
     assert float(rows[-1]["train_done"]) < float(rows[0]["train_done"])
 
 
+def test_learning_rate_decays_per_step_to_its_floor(tmp_path):
+    write_series(tmp_path / "series", episodes=8, length=60)
+    run = train_mdrnn(debug_config(tmp_path, epochs=3, lr=1e-2, lr_decay=0.7, min_lr=1e-3))
+    with open(run / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:  # the lr of the epoch's last step (step - 1: steps count from 0)
+        expected = max(1e-2 * 0.7 ** (int(row["step"]) - 1), 1e-3)
+        assert float(row["lr"]) == pytest.approx(expected, abs=2e-6)  # CSV keeps 6 decimals
+    assert float(rows[-1]["lr"]) == pytest.approx(1e-3)  # floored by the end
+
+
 def test_cli_train_mdrnn(tmp_path, capsys):
     write_series(tmp_path / "series", episodes=6, length=30)
     argv = [
@@ -290,3 +301,22 @@ def test_non_finite_loss_stops_with_training_diverged(tmp_path, monkeypatch):
     monkeypatch.setattr(MDNRNN, "loss", nan_loss)
     with pytest.raises(TrainingDivergedError, match="last good"):
         train_mdrnn(debug_config(tmp_path, epochs=1))
+
+
+def test_training_presets_follow_the_paper():
+    car, doom = TRAIN_MDNRNN_PRESETS["carracing"], TRAIN_MDNRNN_PRESETS["doom"]
+    assert (car.hidden_size, car.seq_len, car.batch_size, car.lr, car.grad_clip) == (
+        256,
+        999,
+        100,
+        1e-3,
+        1.0,
+    )
+    assert car.sample_z and not car.carry_state and car.lr_decay == 1.0
+    assert (doom.hidden_size, doom.seq_len, doom.done_head, doom.done_pos_weight) == (
+        512,
+        500,
+        True,
+        10.0,
+    )
+    assert doom.carry_state and (doom.lr_decay, doom.min_lr) == (0.99999, 1e-5)

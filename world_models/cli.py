@@ -28,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "encode": "world_models.commands.encode",
     "train-mdrnn": "world_models.commands.train_mdrnn",
     "dream": "world_models.commands.dream",
+    "train-controller": "world_models.commands.train_controller",
+    "evaluate": "world_models.commands.evaluate",
 }
 
 

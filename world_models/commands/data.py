@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-verify",
         dest="verify",
         action="store_false",
-        help="read only the file headers (fast; checks nothing)",
+        help="check only the file headers: fast, no return statistics, no CRC check",
     )
     imp = sub.add_parser("import", help="import rollouts of hardmaru's or ctallec's code")
     imp.add_argument("src", metavar="SRC", help="an .npz file or a folder searched recursively")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -84,7 +85,8 @@ class CollectConfig:
 
 PRESETS: dict[str, CollectConfig] = {
     "carracing": CollectConfig(out_dir=Path("data/carracing"), env="carracing", episodes=10_000),
-    "doom": CollectConfig(out_dir=Path("data/doom"), env="doom", episodes=10_000),
+    # TakeCover has no time limit of its own: use the 2100 steps at which the dream ends
+    "doom": CollectConfig(out_dir=Path("data/doom"), env="doom", episodes=10_000, max_steps=2100),
     "debug": CollectConfig(out_dir=Path("data/debug"), env="fake", episodes=8, max_steps=50),
 }
 
@@ -176,8 +178,18 @@ class _Collector:
 _WORKER: _Collector | BaseException | None = None
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Workers exit within a second of the main process dying (even by SIGKILL), instead of
+    finishing queued episodes or waiting forever on the task queue."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(1)  # a half-written episode is a temp file: cleaned by the next run
+
+
 def _init_worker(config: CollectConfig) -> None:
     global _WORKER
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
         _WORKER = _Collector(config)
     except Exception as exc:  # noqa: BLE001 - re-raised by _work, so the parent sees it
@@ -195,7 +207,11 @@ def _work(index: int) -> tuple[int, int, float]:
 
 
 def _todo(config: CollectConfig) -> tuple[list[int], int]:
-    """Indices still to collect (missing or invalid files) and frames already there."""
+    """Indices still to collect (missing or invalid files) and frames already there.
+
+    Files are checked from their headers (:func:`store.check_episode`): writes are atomic,
+    so a file is either whole or absent unless something else damaged it later; decoding
+    10,000 episodes to re-check them would take minutes (``data info`` does that)."""
     out = Path(config.out_dir)
     todo, frames = [], 0
     for i in range(config.episodes):
@@ -204,7 +220,7 @@ def _todo(config: CollectConfig) -> tuple[list[int], int]:
             todo.append(i)
             continue
         try:
-            frames += len(store.read_episode(path))
+            frames += store.check_episode(path)  # headers only: fast for big datasets
         except DataError as exc:
             warnings.warn(f"re-collecting a bad episode: {exc}", stacklevel=3)
             todo.append(i)

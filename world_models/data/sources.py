@@ -114,10 +114,12 @@ class FrameSource:
         self, paths: list[Path], max_frames: int | None, skip_bad: bool
     ) -> tuple[list[Path], np.ndarray]:
         """(episodes used, (N, 64, 64, 3) uint8 memmap of their frames)."""
-        good, lengths = [], []
+        good: list[Path] = []
+        lengths: list[int] = []
         frame_shape = (64, 64, 3)
+        count = 0
         for p in paths:
-            if max_frames is not None and sum(lengths) >= max_frames:
+            if max_frames is not None and count >= max_frames:
                 break
             try:
                 if skip_bad:  # decode fully: a corrupt file must be found before writing
@@ -134,6 +136,7 @@ class FrameSource:
                 continue
             good.append(p)
             lengths.append(shape[0])
+            count += shape[0]
         if not good:
             raise DataError(f"{self.data_dir}: no readable episodes in the {self.split!r} split")
         paths = good
@@ -173,7 +176,7 @@ class FrameSource:
         gpu = torch.empty(self._frames.shape, dtype=torch.uint8, device=self.device)
         chunk = 16384  # ~200 MB of frames per copy: bounded host memory
         for s in range(0, self.num_frames, chunk):
-            part = torch.from_numpy(np.ascontiguousarray(self._frames[s : s + chunk]))
+            part = torch.from_numpy(np.array(self._frames[s : s + chunk]))  # a writable copy
             gpu[s : s + chunk].copy_(part)
         return gpu  # (N, 64, 64, 3) uint8 on the GPU
 

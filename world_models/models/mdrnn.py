@@ -44,8 +44,8 @@ class MDNRNNConfig:
     latent_size: int = 32
     """Dimension of z (32 for CarRacing, 64 for Doom in the paper)."""
     action_size: int = 3
-    """Dimension of the action vector (3 for CarRacing; 1 for Doom, left/stay/right as one
-    number in [-1, 1] as the original stored it)."""
+    """Dimension of the action vector: 3 for CarRacing (steer, gas, brake) and 3 for Doom,
+    whose Discrete(3) action our collector stores one-hot (the original fed one number)."""
     hidden_size: int = 256
     """Units of the single-layer LSTM (256 for CarRacing, 512 for Doom)."""
     num_gaussians: int = 5
@@ -67,7 +67,7 @@ class MDNRNNConfig:
 MDNRNN_PRESETS: dict[str, MDNRNNConfig] = {
     "carracing": MDNRNNConfig(latent_size=32, action_size=3, hidden_size=256),
     "doom": MDNRNNConfig(
-        latent_size=64, action_size=1, hidden_size=512, done_head=True, done_pos_weight=10.0
+        latent_size=64, action_size=3, hidden_size=512, done_head=True, done_pos_weight=10.0
     ),
 }
 """The paper's two M networks."""

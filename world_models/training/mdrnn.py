@@ -100,7 +100,7 @@ class TrainMDNRNNConfig:
     save_every: int = 0
     """Also save checkpoints/last every this many steps (0 = at epoch ends only)."""
     log_every: int = 50
-    """Steps between progress-bar / TensorBoard updates and NaN checks."""
+    """Steps between progress-bar updates and NaN checks (each costs a device sync)."""
     progress: bool = True
     """Show a tqdm progress bar."""
     tensorboard: bool = True

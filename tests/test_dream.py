@@ -1,0 +1,159 @@
+"""The dream: DreamEnv's Gymnasium contract and rules, BatchedDream against single dreams."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from world_models.envs.dream import DREAM_ID, BatchedDream, DreamEnv, load_initial_states
+from world_models.models.controller import Controller
+from world_models.models.mdrnn import MDNRNN
+from world_models.models.vae import ConvVAE
+
+Z, H = 6, 12
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _mdrnn(done_bias: float | None = None, reward: bool = False, action_size: int = 1):
+    torch.manual_seed(0)
+    m = MDNRNN(Z, action_size, H, 3, reward_head=reward, done_head=done_bias is not None)
+    if done_bias is not None:
+        with torch.no_grad():  # the done logit is the head's last output
+            m.head.weight[-1].zero_()
+            m.head.bias[-1] = done_bias
+    return m.eval()
+
+
+def test_check_env_and_gymnasium_make():
+    init = torch.randn(5, Z)
+    env = gym.make(DREAM_ID, mdrnn=_mdrnn(-5.0), vae=ConvVAE(Z), initial_mu=init,
+                   initial_logvar=torch.zeros(5, Z), render_mode="rgb_array", max_steps=20)
+    check_env(env.unwrapped, skip_render_check=False)
+    obs, info = env.reset(seed=3)
+    assert obs.shape == (Z + H,) and obs.dtype == np.float32
+    assert np.allclose(obs[Z:], 0)  # h starts at zero
+    frame = env.render()
+    assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
+    obs2, r, term, trunc, info = env.step(1)
+    assert r == 1.0 and not term and obs2.shape == (Z + H,)
+    # same seed -> same dream; another seed -> another
+    a = [env.reset(seed=7)[0]] + [env.step(i % 3)[0] for i in range(5)]
+    b = [env.reset(seed=7)[0]] + [env.step(i % 3)[0] for i in range(5)]
+    c = env.reset(seed=8)[0]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)) and not np.array_equal(a[0], c)
+    env.close()
+
+
+def test_initial_z_comes_from_the_given_frames():
+    mu = torch.full((1, Z), 3.0)
+    env = DreamEnv(_mdrnn(), initial_mu=mu, initial_logvar=torch.full((1, Z), -20.0))
+    _, info = env.reset(seed=0)
+    assert np.allclose(info["z"], 3.0, atol=1e-3)
+
+
+def test_done_head_ends_episode_and_step_limit_truncates():
+    env = DreamEnv(_mdrnn(done_bias=5.0), max_steps=100)
+    env.reset(seed=0)
+    _, r, term, trunc, info = env.step(0)
+    assert term and not trunc and info["done_logit"] > 0 and r == 1.0
+    env = DreamEnv(_mdrnn(done_bias=-5.0), max_steps=7)
+    env.reset(seed=0)
+    flags = [env.step(0)[2:4] for _ in range(7)]
+    assert flags[-1] == (False, True) and all(f == (False, False) for f in flags[:-1])
+
+
+def test_reward_head_replaces_the_survival_reward():
+    m = _mdrnn(reward=True)
+    with torch.no_grad():  # reward is the output right after the mixture
+        m.head.weight[Z * 3 * 3].zero_()
+        m.head.bias[Z * 3 * 3] = 0.25
+    env = DreamEnv(m)
+    env.reset(seed=0)
+    assert env.step(2)[1] == pytest.approx(0.25)
+
+
+def test_batched_equals_single_dreams_with_the_same_noise():
+    m = _mdrnn(done_bias=None, action_size=3)
+    n, steps = 4, 6
+    big = BatchedDream(m, tau=1.0)
+    gen = torch.Generator().manual_seed(0)
+    z0 = torch.randn(n, Z, generator=gen)
+    actions = torch.randn(steps, n, 3, generator=gen)
+    noises = [big.noise(n, gen) for _ in range(steps)]
+    big.reset(n, z=z0)
+    big_z = [big.step(actions[t], noises[t])[0].clone() for t in range(steps)]
+    for i in range(n):
+        one = BatchedDream(m, tau=1.0)
+        one.reset(1, z=z0[i : i + 1])
+        for t in range(steps):
+            u, eps = noises[t]
+            z = one.step(actions[t, i : i + 1], (u[i : i + 1], eps[i : i + 1]))[0]
+            assert torch.allclose(z[0], big_z[t][i], atol=1e-5)
+
+
+def test_batched_matches_dream_env_at_small_tau():
+    m = _mdrnn(done_bias=None)
+    init = torch.randn(3, Z)
+    env = DreamEnv(m, initial_mu=init, initial_logvar=torch.full((3, Z), -40.0), tau=1e-6)
+    obs, info = env.reset(seed=1)
+    bd = BatchedDream(m, tau=1e-6)
+    bd.reset(1, z=torch.as_tensor(info["z"])[None])
+    for t in range(8):
+        a = t % 3
+        obs, *_ = env.step(a)
+        scalar = torch.tensor([[(0.0, -1.0, 1.0)[a]]])
+        z, h, _, _ = bd.step(scalar, generator=torch.Generator().manual_seed(t))
+        assert np.allclose(obs[:Z], z[0].numpy(), atol=1e-2)
+        assert np.allclose(obs[Z:], h[0].numpy(), atol=1e-2)
+
+
+def test_evaluate_equals_per_candidate_and_counts_survival():
+    m = _mdrnn(done_bias=-1.0)
+    with torch.no_grad():  # done when the action input is "right" (+1): policy decides
+        m.head.weight[-1].zero_()
+        m.head.bias[-1] = -1.0
+        m.lstm.weight_ih_l0.zero_()
+        m.lstm.weight_hh_l0.zero_()
+        m.lstm.bias_ih_l0.zero_()
+        m.lstm.bias_hh_l0.zero_()
+        m.lstm.weight_ih_l0[2 * H : 3 * H, Z] = 5.0  # cell input gate follows the action
+        m.lstm.bias_ih_l0[3 * H : 4 * H] = 5.0  # output gate open
+        m.head.weight[-1, :] = 3.0
+    c = Controller(Z, H, 1, "thirds")
+    params = torch.zeros(3, c.num_params)
+    params[0, -1] = -0.9  # bias -> always LEFT: survives to the limit
+    params[1, -1] = 0.0  # STAY
+    params[2, -1] = 0.9  # RIGHT: dies on the first step
+    bd = BatchedDream(m, initial_mu=torch.randn(4, Z), tau=1.0, max_steps=30)
+    ret = bd.evaluate(c, params, rollouts=5, seed=0, check_every=5)
+    assert ret.shape == (3, 5)
+    assert torch.all(ret[0] == 30) and torch.all(ret[2] == 1)
+    for p in range(3):  # one candidate at a time gives the same (common random numbers)
+        assert torch.equal(bd.evaluate(c, params[p : p + 1], 5, seed=0)[0], ret[p])
+
+
+def test_evaluate_stops_early_when_all_done():
+    bd = BatchedDream(_mdrnn(done_bias=5.0), tau=1.0, max_steps=2100)
+    c = Controller(Z, H, 1, "thirds")
+    ret = bd.evaluate(c, torch.zeros(2, c.num_params), rollouts=3, seed=0, check_every=10)
+    assert torch.all(ret == 1)
+
+
+def test_load_initial_states_from_series(tmp_path):
+    from world_models.data.store import save_npz
+
+    for i in range(3):
+        save_npz(tmp_path / f"ep_{i:06d}.npz",
+                 {"mu": np.full((4, Z), i, np.float16), "logvar": np.zeros((4, Z), np.float16)})
+    mu, logvar = load_initial_states(series_dir=tmp_path, max_episodes=2)
+    assert mu.shape == (2, Z) and mu[:, 0].tolist() == [0.0, 1.0] and logvar.abs().sum() == 0

@@ -1,0 +1,111 @@
+"""Parallel real rollouts: equal to sequential ones, and a dead worker is an error, not a hang."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from world_models.evaluation.rollout import EnvFactory, EnvPool, WorkerDiedError, run_sequential
+from world_models.models.controller import Controller, ControllerPolicy
+from world_models.models.mdrnn import MDNRNN
+from world_models.models.vae import ConvVAE
+from world_models.policies import BrownianPolicy
+
+SHORT = {"min_len": 5, "max_len": 12}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _policy():
+    torch.manual_seed(0)
+    c = Controller(8, 16, 3, "carracing")
+    with torch.no_grad():
+        c.fc.weight.mul_(20)  # strong actions, so returns depend on the controller
+    return ControllerPolicy(ConvVAE(8), MDNRNN(8, 3, 16, 2), c, "cpu", z_mode="sample")
+
+
+def test_parallel_matches_sequential_and_records_raw_frames():
+    factory = EnvFactory("fake", env_kwargs=SHORT)
+    policy = _policy()
+    seeds = list(range(5))
+    seq = run_sequential(factory, policy, seeds)
+    with EnvPool(factory, workers=2, envs_per_worker=2) as pool:  # 4 slots: two waves
+        par = pool.run(policy, seeds, record=True)
+        assert np.allclose(par.returns, seq.returns, rtol=1e-4)
+        assert np.array_equal(par.lengths, seq.lengths)
+        assert len(set(np.round(par.returns, 3))) > 1  # episodes really differ
+        # raw 96x96 env frames, one more than the steps (the reset frame)
+        assert [f.shape for f in par.frames] == [(n + 1, 96, 96, 3) for n in par.lengths]
+        # a generic policy without an active mask, and max_steps cut here
+        brown = BrownianPolicy(np.array([-1, 0, 0]), np.array([1, 1, 1]))
+        a = pool.run(brown, seeds, max_steps=4)
+        b = run_sequential(factory, brown, seeds, max_steps=4)
+    assert np.array_equal(a.lengths, np.full(5, 4)) and np.allclose(a.returns, b.returns)
+
+
+def test_killed_worker_is_a_clear_error_not_a_hang():
+    factory = EnvFactory("fake", env_kwargs={"min_len": 200, "max_len": 200,
+                                             "step_delay": 0.01})
+    pool = EnvPool(factory, workers=2, envs_per_worker=1, step_timeout_s=30, poll_s=0.1)
+    try:
+        victim = pool._procs[1].pid
+        threading.Timer(1.0, os.kill, (victim, signal.SIGKILL)).start()
+        t0 = time.monotonic()
+        with pytest.raises(WorkerDiedError, match="worker 1 .* died"):
+            pool.run(_policy(), [0, 1])
+        assert time.monotonic() - t0 < 20
+    finally:
+        pool.close()
+
+
+def test_crashing_env_raises_after_retries():
+    factory = EnvFactory("fake", env_kwargs={**SHORT, "die_on_seed": 2})
+    with EnvPool(factory, workers=2, retries=1) as pool:
+        with pytest.raises(WorkerDiedError, match=r"exit code 7.*after 1 restart"):
+            pool.run(_policy(), [0, 1, 2, 3])
+
+
+class DieOnce(gym.Wrapper):
+    """Exits the process on its first reset ever (a marker file remembers it)."""
+
+    def __init__(self, env, marker: str) -> None:
+        super().__init__(env)
+        self.marker = marker
+
+    def reset(self, **kwargs):
+        if not os.path.exists(self.marker):
+            Path(self.marker).touch()
+            os._exit(9)
+        return self.env.reset(**kwargs)
+
+
+class DieOnceFactory:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __call__(self):
+        return DieOnce(EnvFactory("fake", env_kwargs=SHORT)(), self.marker)
+
+
+def test_dead_worker_is_restarted_and_its_wave_rerun(tmp_path):
+    policy = _policy()
+    expected = run_sequential(EnvFactory("fake", env_kwargs=SHORT), policy, [0, 1, 2])
+    with EnvPool(DieOnceFactory(str(tmp_path / "died")), workers=1, envs_per_worker=3,
+                 retries=2) as pool:
+        res = pool.run(policy, [0, 1, 2])
+    assert (tmp_path / "died").exists()
+    assert np.allclose(res.returns, expected.returns, rtol=1e-4)

@@ -1,0 +1,27 @@
+"""``world-models evaluate``: score a controller over N real episodes."""
+
+from __future__ import annotations
+
+import argparse
+
+from world_models.config import add_config_args, config_from_args
+from world_models.evaluation.evaluate import PRESETS, EvaluateConfig
+
+HELP = "score V+M+C (or a random policy) over N real episodes: mean +- std, histogram, GIFs"
+DESCRIPTION = (
+    "Play --trials episodes (default 100) in the real env with the controller, envs in "
+    "worker processes and V, M, C batched in this process. Writes results.json (mean, std, "
+    "every return), returns.csv, histogram.png and animations of the best and worst episode."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_args(parser, EvaluateConfig, PRESETS)
+
+
+def run(args: argparse.Namespace) -> int:
+    from world_models.evaluation.evaluate import evaluate, summarize
+
+    config = config_from_args(EvaluateConfig, args, PRESETS, default_preset="carracing")
+    print(summarize(evaluate(config)))
+    return 0

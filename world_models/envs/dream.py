@@ -1,0 +1,365 @@
+"""The dream: M (the MDN-RNN) as an environment, one at a time or thousands as one tensor.
+
+* :class:`DreamEnv` is a ``gymnasium.Env`` (registered as ``WorldModels/Dream-v0`` when
+  this module is imported). Its observation is ``[z, h]`` (what C reads), float32 of size
+  Z + H; ``render()`` decodes z with V's decoder to a (64, 64, 3) uint8 frame.
+* :class:`BatchedDream` steps N dreams at once (one LSTM cell over (N, Z+A), batched MDN
+  sampling, done masks) and evaluates P controller candidates x R rollouts in one batch:
+  what CMA-ES in the dream uses.
+
+Rules, as in the original Doom experiment: each step samples z_{t+1} from M at temperature
+tau; the episode *terminates* when M's done logit is > 0 (no done head: never) and is
+*truncated* at ``max_steps`` (2100); the reward is M's reward head when it has one, else
++1 per step survived. Initial z are drawn from real first frames: one of the given
+(mu, logvar) rows is picked and sampled (none given: z ~ N(0, I)).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from world_models.models.controller import (
+    ActionMode,
+    Controller,
+    actions_for_model,
+    batched_raw,
+    map_actions,
+)
+
+DREAM_ID = "WorldModels/Dream-v0"
+CARRACING_LOW = np.array([-1.0, 0.0, 0.0], np.float32)
+CARRACING_HIGH = np.array([1.0, 1.0, 1.0], np.float32)
+
+
+def sample_mdn(logpi: torch.Tensor, mu: torch.Tensor, logsigma: torch.Tensor, tau: float,
+               u: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """:meth:`MDNRNN.sample` with the noise given: uniform ``u`` (..., Z, K), normal ``eps``
+    (..., Z). Drawing ``u`` then ``eps`` from one generator reproduces ``MDNRNN.sample``."""
+    if tau == 0:
+        k = logpi.argmax(dim=-1, keepdim=True)  # (..., Z, 1)
+        return mu.gather(-1, k).squeeze(-1)
+    gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))  # (..., Z, K)
+    k = (logpi.float() / tau + gumbel).argmax(dim=-1, keepdim=True)  # (..., Z, 1)
+    mean = mu.gather(-1, k).squeeze(-1)  # (..., Z)
+    std = logsigma.gather(-1, k).squeeze(-1).exp()  # (..., Z)
+    return mean + std * eps.to(mean.dtype) * math.sqrt(tau)
+
+
+def _initial(initial_mu, initial_logvar, latent_size: int, device) -> tuple[torch.Tensor, ...]:
+    """Validated (E, Z) float32 initial mu and logvar on ``device`` (E = 0 when none)."""
+    if initial_mu is None:
+        empty = torch.zeros(0, latent_size, device=device)
+        return empty, empty
+    mu = torch.as_tensor(np.asarray(initial_mu) if not torch.is_tensor(initial_mu)
+                         else initial_mu).float().to(device)
+    logvar = (torch.full_like(mu, -30.0) if initial_logvar is None else
+              torch.as_tensor(np.asarray(initial_logvar) if not torch.is_tensor(initial_logvar)
+                              else initial_logvar).float().to(device))
+    if mu.dim() != 2 or mu.shape[1] != latent_size or logvar.shape != mu.shape or len(mu) == 0:
+        raise ValueError(
+            f"initial mu/logvar must be (E, {latent_size}) with E >= 1, got "
+            f"{tuple(mu.shape)} and {tuple(logvar.shape)}"
+        )
+    return mu, logvar
+
+
+class DreamEnv(gym.Env):
+    """One dream driven by M. See the module docstring for the rules.
+
+    Args:
+        mdrnn: a trained :class:`~world_models.models.mdrnn.MDNRNN`.
+        vae: its ConvVAE, only needed for ``render()``.
+        initial_mu, initial_logvar: (E, Z) posteriors of real first frames (logvar None:
+            exactly mu).
+        tau: sampling temperature (the paper's best real Doom score came at 1.15).
+        max_steps: truncation (2100 as the original).
+        action_mode: ``thirds`` (Discrete(3): 0 stay, 1 left, 2 right, the Doom preset),
+            ``carracing`` (Box [-1,0,0]..[1,1,1]) or ``tanh`` (Box [-1, 1]^A).
+        render_mode: None or ``"rgb_array"``.
+        device: where M runs.
+
+    Observation: float32 ``[z_t, h_t]`` (Z + H,). Info: ``{"z": ..., "done_logit": ...}``.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 35}
+
+    def __init__(self, mdrnn, vae=None, initial_mu=None, initial_logvar=None, tau: float = 1.0,
+                 max_steps: int = 2100, action_mode: ActionMode = "thirds",
+                 render_mode: str | None = None, device: str | torch.device = "cpu") -> None:
+        if tau < 0:
+            raise ValueError(f"tau must be >= 0, got {tau}")
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.device = torch.device(device)
+        self.mdrnn = mdrnn.to(self.device).eval()
+        self.vae = vae.to(self.device).eval() if vae is not None else None
+        self.tau, self.max_steps, self.render_mode = float(tau), int(max_steps), render_mode
+        self.action_mode = action_mode
+        z, h = mdrnn.latent_size, mdrnn.hidden_size
+        self.init_mu, self.init_logvar = _initial(initial_mu, initial_logvar, z, self.device)
+        self.observation_space = spaces.Box(-np.inf, np.inf, (z + h,), np.float32)
+        if action_mode == "thirds":
+            self.action_space: spaces.Space = spaces.Discrete(3)
+        elif action_mode == "carracing":
+            self.action_space = spaces.Box(CARRACING_LOW, CARRACING_HIGH, dtype=np.float32)
+        else:
+            self.action_space = spaces.Box(-1.0, 1.0, (mdrnn.action_size,), np.float32)
+        self._gen = torch.Generator(device=self.device)
+        self._z: torch.Tensor | None = None
+        self._state = None
+        self._t = 0
+
+    def _obs(self) -> np.ndarray:
+        h = self._state[0][0, 0]  # (H,)
+        return torch.cat([self._z[0], h]).float().cpu().numpy()  # (Z + H,)
+
+    @torch.no_grad()
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self._gen.manual_seed(int(self.np_random.integers(2**62)))
+        zs = self.mdrnn.latent_size
+        eps = torch.randn(1, zs, generator=self._gen, device=self.device)
+        if len(self.init_mu):
+            i = int(self.np_random.integers(len(self.init_mu)))
+            self._z = self.init_mu[i : i + 1] + torch.exp(0.5 * self.init_logvar[i : i + 1]) * eps
+        else:
+            self._z = eps  # (1, Z)
+        self._state = self.mdrnn.initial_state(1, self.device)
+        self._t = 0
+        return self._obs(), {"z": self._z[0].cpu().numpy()}
+
+    @torch.no_grad()
+    def step(self, action):
+        if self._z is None:
+            raise RuntimeError("call reset() before step()")
+        if self.action_mode == "thirds":
+            a = torch.as_tensor([int(action)], device=self.device)  # (1,)
+        else:
+            a = torch.as_tensor(np.asarray(action, np.float32), device=self.device)[None]
+        a_m = actions_for_model(a, self.action_mode, self.mdrnn.action_size)  # (1, A_m)
+        out = self.mdrnn.step(self._z, a_m, self._state)
+        self._z = self.mdrnn.sample(out, self.tau, generator=self._gen)  # (1, Z)
+        self._state = out.state
+        self._t += 1
+        reward = float(out.reward[0]) if out.reward is not None else 1.0
+        logit = float(out.done_logit[0]) if out.done_logit is not None else -math.inf
+        terminated = logit > 0.0
+        truncated = self._t >= self.max_steps and not terminated
+        info = {"z": self._z[0].cpu().numpy(), "done_logit": logit}
+        return self._obs(), reward, terminated, truncated, info
+
+    @torch.no_grad()
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        if self.vae is None:
+            raise ValueError("DreamEnv.render() needs the VAE: pass vae=...")
+        if self._z is None:
+            raise RuntimeError("call reset() before render()")
+        img = self.vae.decode(self._z.to(self.vae.fc_mu.weight.dtype))[0]  # (3, 64, 64)
+        return (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+if DREAM_ID not in gym.registry:
+    gym.register(id=DREAM_ID, entry_point="world_models.envs.dream:DreamEnv")
+
+
+class BatchedDream:
+    """N dreams stepped as one tensor operation; see the module docstring for the rules.
+
+    Low level: ``z, h = reset(n, generator)`` then ``step(action_m, noise)`` repeatedly
+    (state kept inside). High level: :meth:`evaluate` runs P controller candidates x R
+    rollouts to the end and returns their returns (P, R).
+
+    CUDA graphs: on a CUDA device with ``cuda_graph=True`` the per-step body of
+    :meth:`evaluate` is captured once per batch shape and replayed (fewer kernel
+    launches); everywhere else it runs eagerly.
+    """
+
+    def __init__(self, mdrnn, initial_mu=None, initial_logvar=None, tau: float = 1.0,
+                 max_steps: int = 2100, device: str | torch.device | None = None,
+                 cuda_graph: bool = False) -> None:
+        if tau < 0 or max_steps < 1:
+            raise ValueError(f"need tau >= 0 and max_steps >= 1, got {tau}, {max_steps}")
+        self.device = torch.device(device) if device is not None else \
+            mdrnn.lstm.weight_hh_l0.device
+        self.mdrnn = mdrnn.to(self.device).eval()
+        self.tau, self.max_steps = float(tau), int(max_steps)
+        self.init_mu, self.init_logvar = _initial(initial_mu, initial_logvar,
+                                                  mdrnn.latent_size, self.device)
+        self.cuda_graph = bool(cuda_graph) and self.device.type == "cuda"
+        self.z: torch.Tensor | None = None
+        self.state = None
+
+    # ------------------------------------------------------------------ low level
+    def initial_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, Z) initial latents: a random real first frame's posterior, sampled."""
+        zs = self.mdrnn.latent_size
+        eps = torch.randn(n, zs, generator=generator, device=self.device)  # (n, Z)
+        if not len(self.init_mu):
+            return eps
+        i = torch.randint(len(self.init_mu), (n,), generator=generator, device=self.device)
+        return self.init_mu[i] + torch.exp(0.5 * self.init_logvar[i]) * eps
+
+    def reset(self, n: int, generator: torch.Generator | None = None,
+              z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Start n dreams (from ``z`` (n, Z) when given); returns z (n, Z) and h (n, H)."""
+        self.z = self.initial_z(n, generator) if z is None else z.to(self.device).float()
+        self.state = self.mdrnn.initial_state(n, self.device)
+        return self.z, self.state[0][0]
+
+    def noise(self, n: int, generator: torch.Generator | None = None):
+        """The sampling noise of one step for n dreams: u (n, Z, K), eps (n, Z)."""
+        zs, k = self.mdrnn.latent_size, self.mdrnn.num_gaussians
+        u = torch.rand(n, zs, k, generator=generator, device=self.device)
+        return u, torch.randn(n, zs, generator=generator, device=self.device)
+
+    @torch.no_grad()
+    def step(self, action_m: torch.Tensor, noise=None, generator: torch.Generator | None = None):
+        """Advance every dream by M's input actions ``action_m`` (n, A_m).
+
+        Returns ``(z, h, reward, terminated)``: (n, Z), (n, H), (n,), (n,) bool.
+        """
+        n = self.z.shape[0]
+        out = self.mdrnn.step(self.z, action_m.to(self.z.dtype), self.state)
+        u, eps = noise if noise is not None else self.noise(n, generator)
+        self.z = sample_mdn(out.logpi, out.mu, out.logsigma, self.tau, u, eps)  # (n, Z)
+        self.state = out.state
+        reward = out.reward if out.reward is not None else torch.ones(n, device=self.device)
+        if out.done_logit is not None:
+            done = out.done_logit > 0
+        else:
+            done = torch.zeros(n, dtype=torch.bool, device=self.device)
+        return self.z, self.state[0][0], reward, done
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, controller: Controller, params, rollouts: int, seed: int = 0,
+                 check_every: int = 50) -> torch.Tensor:
+        """Returns (P, R) of P candidates ``params`` (P, D) over R rollouts each.
+
+        Common random numbers: rollout r starts from the same initial z and sees the same
+        sampling noise for every candidate (so candidates differ by their policy, not by
+        luck). Finished dreams keep stepping (masked) so shapes stay fixed; the loop stops
+        early once all are done, checked every ``check_every`` steps (one host sync).
+        """
+        params = torch.as_tensor(np.asarray(params) if not torch.is_tensor(params) else params,
+                                 dtype=torch.float32, device=self.device)
+        if params.dim() == 1:
+            params = params[None]
+        p, r = params.shape[0], int(rollouts)
+        w, b = controller.unflatten(params)  # (P, A, Z+H), (P, A)
+        gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        z0 = self.initial_z(r, gen)  # (R, Z): shared by all candidates
+        self.reset(p * r, z=z0.repeat(p, 1))  # (P*R, Z)
+        mode, a_size = controller.action_mode, self.mdrnn.action_size
+        returns = torch.zeros(p * r, device=self.device)
+        alive = torch.ones(p * r, dtype=torch.bool, device=self.device)
+        step_fn = self._graphed_step if self.cuda_graph else self._eager_step
+        for t in range(self.max_steps):
+            u, eps = self.noise(r, gen)  # (R, Z, K), (R, Z): shared across candidates
+            noise = (u.repeat(p, 1, 1), eps.repeat(p, 1))
+            reward, done = step_fn(w, b, noise, mode, a_size, p, r)
+            returns += reward * alive
+            alive &= ~done
+            if (t + 1) % check_every == 0 and not bool(alive.any()):
+                break
+        return returns.view(p, r)
+
+    def _eager_step(self, w, b, noise, mode, a_size, p, r):
+        z, h = self.z.view(p, r, -1), self.state[0][0].view(p, r, -1)  # (P, R, Z), (P, R, H)
+        action = map_actions(batched_raw(w, b, z, h), mode)  # (P, R, A) or (P, R)
+        a_m = actions_for_model(action, mode, a_size).reshape(p * r, a_size)  # (P*R, A_m)
+        _, _, reward, done = self.step(a_m, noise)
+        return reward, done
+
+    def _graphed_step(self, w, b, noise, mode, a_size, p, r):
+        """CUDA only: capture :meth:`_eager_step` once for these shapes, then replay it."""
+        key = (p, r, mode, a_size, w.data_ptr())
+        g = getattr(self, "_graph", None)
+        if g is None or g[0] != key:
+            static_u, static_eps = noise[0].clone(), noise[1].clone()
+            static_z, static_h = self.z.clone(), self.state[0].clone()
+            static_c = self.state[1].clone()
+            self.z, self.state = static_z, (static_h, static_c)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up outside the graph, as PyTorch requires
+                for _ in range(2):
+                    self.z, self.state = static_z.clone(), (static_h.clone(), static_c.clone())
+                    self._eager_step(w, b, (static_u, static_eps), mode, a_size, p, r)
+            torch.cuda.current_stream().wait_stream(side)
+            self.z, self.state = static_z, (static_h, static_c)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                reward, done = self._eager_step(w, b, (static_u, static_eps), mode, a_size, p, r)
+                out_z, out_h, out_c = self.z, self.state[0], self.state[1]
+            self._graph = (key, graph, static_u, static_eps, static_z, static_h, static_c,
+                           out_z, out_h, out_c, reward, done)
+            # the capture did not run the step: restore the inputs and fall through to replay
+            self.z, self.state = static_z, (static_h, static_c)
+        (_, graph, s_u, s_eps, s_z, s_h, s_c, o_z, o_h, o_c, reward, done) = self._graph
+        s_u.copy_(noise[0])
+        s_eps.copy_(noise[1])
+        if self.z.data_ptr() != s_z.data_ptr():
+            s_z.copy_(self.z)
+            s_h.copy_(self.state[0])
+            s_c.copy_(self.state[1])
+        graph.replay()
+        s_z.copy_(o_z)
+        s_h.copy_(o_h)
+        s_c.copy_(o_c)
+        self.z, self.state = s_z, (s_h, s_c)
+        return reward.clone(), done.clone()
+
+
+def load_initial_states(series_dir=None, data_dir=None, vae=None, max_episodes: int = 10_000,
+                        device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar), each (E, Z) float32, of the first frame of up to ``max_episodes`` episodes.
+
+    From a series folder (``encode``'s output: ``mu``/``logvar`` per episode) when
+    ``series_dir`` is given, else by encoding the first frame of each episode of a dataset
+    folder (``collect``'s output) with ``vae``.
+    """
+    from pathlib import Path
+
+    from world_models.data import store
+    from world_models.errors import ConfigError, DataError
+
+    if series_dir is not None:
+        files = sorted(p for p in Path(series_dir).glob("*.npz") if not p.name.startswith("."))
+        if not files:
+            raise DataError(f"series folder {series_dir} holds no .npz files (run `encode`)")
+        mus, logvars = [], []
+        for f in files[:max_episodes]:
+            arrays = store.load_npz(f, ["mu", "logvar"])
+            mus.append(arrays["mu"][0])
+            logvars.append(arrays["logvar"][0])
+        mu = torch.as_tensor(np.stack(mus), dtype=torch.float32)
+        return mu.to(device), torch.as_tensor(np.stack(logvars), dtype=torch.float32).to(device)
+    if data_dir is None:
+        raise ConfigError("initial dream states need a series folder or a dataset folder")
+    if vae is None:
+        raise ConfigError("encoding first frames of a dataset needs the VAE checkpoint")
+    files = store.list_episodes(data_dir)[:max_episodes]
+    if not files:
+        raise DataError(f"dataset folder {data_dir} holds no episodes")
+    frames = np.stack([store.load_npz(f, ["obs"])["obs"][0] for f in files])  # (E, 64, 64, 3)
+    vae = vae.to(device).eval()
+    x = torch.as_tensor(frames, device=device).permute(0, 3, 1, 2)  # (E, 3, 64, 64) uint8
+    mus, logvars = [], []
+    with torch.no_grad():
+        for chunk in x.split(256):
+            chunk = chunk if vae.uint8_input else chunk.float().div(255.0)
+            mu, logvar = vae.encode(chunk)
+            mus.append(mu.float())
+            logvars.append(logvar.float())
+    return torch.cat(mus), torch.cat(logvars)

@@ -1,0 +1,322 @@
+"""Real-environment rollouts in parallel, with V, M and C run once per step for all envs.
+
+Environments step in worker processes (``multiprocessing`` Pipes, several envs per
+worker); the policy runs only in the main process, as one batch for every live env, so
+there is never a model copy per worker. Episodes run in waves of up to ``workers *
+envs_per_worker``; episode i is a function of its seed (the env's reset seed and the
+policy's seed), so results do not depend on the number of workers.
+
+A worker that dies (crash, OOM kill) is noticed within ``poll_s``: its pipe raises
+EOFError or ``is_alive()`` is false. With ``retries > 0`` the dead workers are restarted
+and the whole wave is re-run from its seeds (same results, since episodes are functions
+of their seeds); otherwise, or when retries run out, :class:`WorkerDiedError` stops the
+run. A worker alive but silent for ``step_timeout_s`` is treated as dead. Never a hang.
+
+This module imports no torch at the top, so spawned workers start fast.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from world_models.errors import WorldModelsError
+from world_models.policies import Policy
+
+
+class WorkerDiedError(WorldModelsError):
+    """An environment worker process died or stopped answering."""
+
+
+@dataclass(frozen=True)
+class EnvFactory:
+    """A picklable recipe for one env: ``make_env(get_preset(env), max_steps, env_kwargs)``."""
+
+    env: str = "fake"
+    """Env preset name (carracing, doom, fake, fake-discrete)."""
+    max_steps: int | None = None
+    """Truncate episodes after this many steps (None: the env's own limit)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the env's constructor."""
+
+    def __call__(self):
+        from world_models.envs.make import make_env
+        from world_models.envs.presets import get_preset
+
+        return make_env(get_preset(self.env), max_steps=self.max_steps,
+                        env_kwargs=dict(self.env_kwargs))
+
+
+@dataclass
+class RolloutResult:
+    """``returns`` (E,) float64 and ``lengths`` (E,) int64 per episode, in the seeds' order;
+    ``frames`` (when recorded) one (T+1, H, W, 3) uint8 array of raw env frames each."""
+
+    returns: np.ndarray
+    lengths: np.ndarray
+    seeds: np.ndarray
+    frames: list[np.ndarray] | None = None
+
+
+# ---------------------------------------------------------------------------- worker side
+
+
+def _split_raw(env, action):
+    """Step ``env`` and return (obs, raw frame, reward, terminated, truncated)."""
+    from world_models.envs.make import FrameObservation
+
+    if isinstance(env, FrameObservation):
+        raw, rew, term, trunc, _ = env.env.step(action)
+        return env.observation(raw), _raw_frame(raw), rew, term, trunc
+    obs, rew, term, trunc, _ = env.step(action)
+    return obs, obs, rew, term, trunc
+
+
+def _raw_frame(raw):
+    return raw["screen"] if isinstance(raw, dict) else raw
+
+
+def _worker(conn, factory: Callable[[], Any], n_envs: int) -> None:
+    """Serve ``("reset", [(slot, seed)], record)``, ``("step", [(slot, action)], record)``
+    and ``("close",)`` over ``conn`` until told to close or the pipe breaks."""
+    envs = [factory() for _ in range(n_envs)]
+    try:
+        while True:
+            msg = conn.recv()
+            if msg[0] == "close":
+                break
+            out = []
+            if msg[0] == "reset":
+                for slot, seed in msg[1]:
+                    env = envs[slot]
+                    if msg[2]:  # record: keep the raw frame beside the preprocessed one
+                        from world_models.envs.make import FrameObservation
+
+                        if isinstance(env, FrameObservation):
+                            raw, _ = env.env.reset(seed=int(seed))
+                            out.append((env.observation(raw), _raw_frame(raw)))
+                            continue
+                    obs, _ = env.reset(seed=int(seed))
+                    out.append((obs, obs if msg[2] else None))
+            else:
+                for slot, action in msg[1]:
+                    if msg[2]:
+                        obs, raw, rew, term, trunc = _split_raw(envs[slot], action)
+                    else:
+                        obs, rew, term, trunc, _ = envs[slot].step(action)
+                        raw = None
+                    out.append((obs, raw, float(rew), bool(term), bool(trunc)))
+            conn.send(out)
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass
+    finally:
+        for env in envs:
+            env.close()
+
+
+# ---------------------------------------------------------------------------- main side
+
+
+class EnvPool:
+    """Worker processes holding ``envs_per_worker`` envs each; see the module docstring.
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, factory: Callable[[], Any], workers: int = 2, envs_per_worker: int = 1,
+                 step_timeout_s: float = 120.0, poll_s: float = 0.2, retries: int = 0,
+                 start_method: str = "spawn") -> None:
+        if workers < 1 or envs_per_worker < 1:
+            raise ValueError(f"need workers and envs_per_worker >= 1, got "
+                             f"{workers}, {envs_per_worker}")
+        self.factory, self.workers, self.per_worker = factory, workers, envs_per_worker
+        self.step_timeout_s, self.poll_s, self.retries = step_timeout_s, poll_s, retries
+        self._ctx = mp.get_context(start_method)
+        self._procs: list[Any] = [None] * workers
+        self._conns: list[Any] = [None] * workers
+        for w in range(workers):
+            self._start(w)
+
+    @property
+    def slots(self) -> int:
+        return self.workers * self.per_worker
+
+    def _start(self, w: int) -> None:
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_worker, args=(child, self.factory, self.per_worker),
+                                 daemon=True, name=f"world-models-env-{w}")
+        proc.start()
+        child.close()  # so the parent sees EOF when the worker dies
+        self._procs[w], self._conns[w] = proc, parent
+
+    def _restart_dead(self) -> None:
+        for w, proc in enumerate(self._procs):
+            if not proc.is_alive():
+                self._conns[w].close()
+                proc.join(timeout=1)
+                self._start(w)
+
+    def _dead(self, w: int, why: str) -> WorkerDiedError:
+        proc = self._procs[w]
+        proc.join(timeout=1.0)  # reap it, so the exit code is known
+        code = proc.exitcode
+        return WorkerDiedError(
+            f"environment worker {w} (pid {proc.pid}) {why} (exit code {code}); its episodes "
+            f"are lost. If it was killed for memory, use fewer --workers"
+        )
+
+    def _request(self, w: int, msg: tuple) -> None:
+        try:
+            self._conns[w].send(msg)
+        except (BrokenPipeError, EOFError, OSError):
+            raise self._dead(w, "died") from None
+
+    def _reply(self, w: int) -> list:
+        conn, proc = self._conns[w], self._procs[w]
+        deadline = time.monotonic() + self.step_timeout_s
+        while True:
+            try:
+                if conn.poll(self.poll_s):
+                    return conn.recv()
+            except (EOFError, OSError):
+                raise self._dead(w, "died") from None
+            if not proc.is_alive():
+                if conn.poll(0):  # it answered just before exiting
+                    continue
+                raise self._dead(w, "died")
+            if time.monotonic() > deadline:
+                raise self._dead(w, f"did not answer within {self.step_timeout_s:.0f} s")
+
+    def _call(self, per_worker: dict[int, list], kind: str, record: bool) -> dict[int, list]:
+        for w, items in per_worker.items():
+            self._request(w, (kind, items, record))
+        return {w: self._reply(w) for w in per_worker}
+
+    # ------------------------------------------------------------------ rollouts
+    def run(self, policy: Policy, seeds: Sequence[int], *, candidates: Sequence[int] | None = None,
+            max_steps: int | None = None, record: bool = False,
+            progress: Callable[[int], None] | None = None) -> RolloutResult:
+        """Play one episode per seed with ``policy``; see :class:`RolloutResult`.
+
+        ``candidates`` (E,) go to ``policy.reset(..., candidates=...)`` (population mode of
+        :class:`~world_models.models.controller.ControllerPolicy`). ``max_steps`` cuts
+        episodes here (in addition to the env's own limit). ``progress(k)`` is called when
+        k more episodes finish.
+        """
+        seeds = np.asarray(list(seeds), np.int64)
+        cands = None if candidates is None else np.asarray(list(candidates), np.int64)
+        n = len(seeds)
+        returns, lengths = np.zeros(n), np.zeros(n, np.int64)
+        frames: list[np.ndarray] | None = [None] * n if record else None  # type: ignore
+        for start in range(0, n, self.slots):
+            idx = np.arange(start, min(n, start + self.slots))
+            for attempt in range(self.retries + 1):
+                try:
+                    r, ln, fr = self._wave(policy, seeds[idx], None if cands is None
+                                           else cands[idx], max_steps, record)
+                    break
+                except WorkerDiedError as exc:
+                    if attempt == self.retries:
+                        raise WorkerDiedError(f"{exc} (after {attempt} restart(s))") from None
+                    self._restart_dead()
+            returns[idx], lengths[idx] = r, ln
+            if frames is not None:
+                for j, i in enumerate(idx):
+                    frames[i] = fr[j]
+            if progress is not None:
+                progress(len(idx))
+        return RolloutResult(returns, lengths, seeds, frames)
+
+    def _wave(self, policy, seeds, cands, max_steps, record):
+        k = len(seeds)
+        where = [divmod(i, self.per_worker) for i in range(k)]  # env i -> (worker, slot)
+        by_worker: dict[int, list] = {}
+        for i, (w, s) in enumerate(where):
+            by_worker.setdefault(w, []).append((s, int(seeds[i])))
+        replies = self._call(by_worker, "reset", record)
+        obs_list = [None] * k
+        raw: list[list] = [[] for _ in range(k)]
+        for w, items in by_worker.items():
+            for (s, _), (obs, fr) in zip(items, replies[w]):
+                i = w * self.per_worker + s
+                obs_list[i] = obs
+                if record:
+                    raw[i].append(fr)
+        obs = np.stack(obs_list)  # (k, 64, 64, 3) uint8
+        if cands is None:
+            policy.reset(k, seed=[int(s) for s in seeds])
+        else:
+            policy.reset(k, seed=[int(s) for s in seeds], candidates=cands)
+        active = np.ones(k, bool)
+        returns, lengths = np.zeros(k), np.zeros(k, np.int64)
+        use_mask = getattr(policy, "supports_active", False)
+        while active.any():
+            actions = policy.act(obs, active) if use_mask else policy.act(obs)
+            by_worker = {}
+            for i in np.flatnonzero(active):
+                w, s = where[i]
+                by_worker.setdefault(w, []).append((s, actions[i]))
+            replies = self._call(by_worker, "step", record)
+            for w, items in by_worker.items():
+                for (s, _), (o, fr, rew, term, trunc) in zip(items, replies[w]):
+                    i = w * self.per_worker + s
+                    obs[i] = o
+                    returns[i] += rew
+                    lengths[i] += 1
+                    if record:
+                        raw[i].append(fr)
+                    if term or trunc or (max_steps is not None and lengths[i] >= max_steps):
+                        active[i] = False
+        return returns, lengths, [np.stack(f) for f in raw] if record else None
+
+    def close(self) -> None:
+        for w, (proc, conn) in enumerate(zip(self._procs, self._conns)):
+            if proc is None:
+                continue
+            try:
+                if proc.is_alive():
+                    conn.send(("close",))
+            except (BrokenPipeError, OSError):
+                pass
+            proc.join(timeout=2)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=2)
+            conn.close()
+            self._procs[w] = None
+
+    def __enter__(self) -> EnvPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def run_sequential(factory: Callable[[], Any], policy: Policy, seeds: Sequence[int],
+                   max_steps: int | None = None) -> RolloutResult:
+    """The reference: one env in this process, one episode at a time, batch size 1."""
+    env = factory()
+    returns, lengths = [], []
+    try:
+        for seed in seeds:
+            obs, _ = env.reset(seed=int(seed))
+            policy.reset(1, seed=[int(seed)])
+            total, t = 0.0, 0
+            while True:
+                action = policy.act(obs[None])[0]
+                obs, rew, term, trunc, _ = env.step(action)
+                total += float(rew)
+                t += 1
+                if term or trunc or (max_steps is not None and t >= max_steps):
+                    break
+            returns.append(total)
+            lengths.append(t)
+    finally:
+        env.close()
+    return RolloutResult(np.array(returns), np.array(lengths, np.int64),
+                         np.asarray(list(seeds), np.int64))

@@ -1,0 +1,309 @@
+"""C: the linear controller ``a = tanh(W [z, h] + b)`` and the policy that runs V, M and C.
+
+Action mappings, as in the original:
+
+* ``carracing`` (3 outputs): steer = a0 in [-1, 1], gas = (a1 + 1) / 2 in [0, 1],
+  brake = clip(a2, 0, 1).
+* ``thirds`` (Doom, 1 output): a < -1/3 is MOVE_LEFT, a > 1/3 is MOVE_RIGHT, in between
+  stay; returned as the Doom preset's ``Discrete(3)`` index (0 stay, 1 left, 2 right).
+* ``tanh``: the raw outputs in [-1, 1] (any other Box action space).
+
+For CMA-ES the parameters are one flat vector (``get_flat`` / ``set_flat``: the weight
+row-major, then the bias; 867 numbers for z=32, h=256, 3 outputs). Many candidates run at
+once through :func:`batched_actions`: weights (P, A, Z+H) applied with one ``einsum``.
+
+M is fed the env action in the form its training series stored it: a Box action as is; a
+Discrete index one-hot when M's ``action_size`` equals the number of actions (what
+``collect`` stores), or as the original's scalar (stay 0, left -1, right +1) when it is 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from world_models.checkpoint import PretrainedMixin
+from world_models.policies import Policy, SeedLike
+
+ActionMode = Literal["carracing", "thirds", "tanh"]
+ZMode = Literal["sample", "mu"]
+
+DOOM_STAY, DOOM_LEFT, DOOM_RIGHT = 0, 1, 2
+"""The Doom preset's Discrete(3) indices (envs/presets.py)."""
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Constructor arguments of :class:`Controller`; saved as the checkpoint's config.json."""
+
+    latent_size: int = 32
+    """Dimension of z (V's latent size)."""
+    hidden_size: int = 256
+    """Dimension of h (M's LSTM size)."""
+    output_size: int = 3
+    """Outputs of the linear layer: 3 for CarRacing, 1 for Doom."""
+    action_mode: ActionMode = "carracing"
+    """How outputs become env actions: carracing (steer, gas, brake), thirds (Doom
+    left / stay / right), tanh (raw)."""
+
+
+CONTROLLER_PRESETS: dict[str, ControllerConfig] = {
+    "carracing": ControllerConfig(32, 256, 3, "carracing"),
+    "doom": ControllerConfig(64, 512, 1, "thirds"),
+}
+"""The paper's two controllers (867 and 577 parameters)."""
+
+
+def mode_for_env(action_kind: str, action_dim: int) -> tuple[int, ActionMode]:
+    """``(output_size, action_mode)`` for an env preset's action kind and size."""
+    if action_kind == "discrete":
+        if action_dim != 3:
+            raise ValueError(f"the thirds mapping needs Discrete(3), got Discrete({action_dim})")
+        return 1, "thirds"
+    return action_dim, "carracing" if action_dim == 3 else "tanh"
+
+
+def map_actions(raw: torch.Tensor, mode: ActionMode) -> torch.Tensor:
+    """Controller outputs ``raw`` (..., A) in [-1, 1] -> env actions.
+
+    Returns (..., A) floats for carracing / tanh, (...) int64 indices for thirds.
+    """
+    if mode == "carracing":
+        steer = raw[..., 0]
+        gas = (raw[..., 1] + 1.0) / 2.0
+        brake = raw[..., 2].clamp(0.0, 1.0)
+        return torch.stack([steer, gas, brake], dim=-1)
+    if mode == "thirds":
+        a = raw[..., 0]
+        out = torch.full(a.shape, DOOM_STAY, dtype=torch.long, device=a.device)
+        out = torch.where(a < -1.0 / 3.0, torch.full_like(out, DOOM_LEFT), out)
+        return torch.where(a > 1.0 / 3.0, torch.full_like(out, DOOM_RIGHT), out)
+    if mode == "tanh":
+        return raw
+    raise ValueError(f"unknown action_mode {mode!r}")
+
+
+def actions_for_model(action: torch.Tensor, mode: ActionMode, model_action_size: int):
+    """Env actions (..., A) float or (...) int -> M's input (..., model_action_size) float."""
+    if mode != "thirds":
+        if action.shape[-1] != model_action_size:
+            raise ValueError(
+                f"M takes actions of size {model_action_size}, the controller gives "
+                f"{action.shape[-1]}"
+            )
+        return action.float()
+    # Arithmetic, not a lookup table or F.one_hot: no host->device copy or value check, so
+    # this also runs inside a CUDA graph capture.
+    if model_action_size == 1:
+        scalar = (action == DOOM_RIGHT).float() - (action == DOOM_LEFT).float()
+        return scalar.unsqueeze(-1)  # (..., 1): stay 0, left -1, right +1
+    if model_action_size == 3:
+        classes = torch.arange(3, device=action.device)
+        return (action.unsqueeze(-1) == classes).float()  # (..., 3) one-hot
+    raise ValueError(f"a Doom M takes actions of size 1 or 3, this one takes {model_action_size}")
+
+
+class Controller(PretrainedMixin, nn.Module):
+    """Linear controller ``a = tanh(W [z, h] + b)``.
+
+    Shapes: ``z`` (N, Z), ``h`` (N, H) -> raw outputs (N, A) in [-1, 1];
+    :meth:`act` maps them to env actions (see the module docstring).
+    """
+
+    config_class = ControllerConfig
+
+    def __init__(
+        self,
+        latent_size: int = 32,
+        hidden_size: int = 256,
+        output_size: int = 3,
+        action_mode: ActionMode = "carracing",
+    ) -> None:
+        super().__init__()
+        for name, value in (("latent_size", latent_size), ("hidden_size", hidden_size),
+                            ("output_size", output_size)):
+            if int(value) != value or value < (0 if name == "hidden_size" else 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if action_mode not in ("carracing", "thirds", "tanh"):
+            raise ValueError(f"unknown action_mode {action_mode!r}")
+        if action_mode == "carracing" and output_size != 3:
+            raise ValueError(f"action_mode carracing needs 3 outputs, got {output_size}")
+        if action_mode == "thirds" and output_size != 1:
+            raise ValueError(f"action_mode thirds needs 1 output, got {output_size}")
+        self.config = ControllerConfig(int(latent_size), int(hidden_size), int(output_size),
+                                       action_mode)
+        self.latent_size, self.hidden_size = int(latent_size), int(hidden_size)
+        self.output_size, self.action_mode = int(output_size), action_mode
+        self.fc = nn.Linear(self.latent_size + self.hidden_size, self.output_size)
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Raw outputs tanh(W [z, h] + b): (N, Z), (N, H) -> (N, A)."""
+        return torch.tanh(self.fc(torch.cat([z, h], dim=-1)))
+
+    def act(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Env actions: (N, A) floats, or (N,) int64 for thirds."""
+        return map_actions(self(z, h), self.action_mode)
+
+    # ------------------------------------------------------------------ flat parameters
+    def get_flat(self) -> np.ndarray:
+        """All parameters as one float64 vector: weight (row-major), then bias."""
+        return torch.cat([p.detach().reshape(-1) for p in self.parameters()]).double().cpu().numpy()
+
+    def set_flat(self, vec: np.ndarray | torch.Tensor) -> Controller:
+        """Load :meth:`get_flat`'s layout back; returns self."""
+        vec = torch.as_tensor(np.asarray(vec, np.float64) if not torch.is_tensor(vec) else vec)
+        if vec.dim() != 1 or vec.numel() != self.num_params:
+            raise ValueError(f"expected a flat vector of {self.num_params}, got {tuple(vec.shape)}")
+        i = 0
+        with torch.no_grad():
+            for p in self.parameters():
+                n = p.numel()
+                p.copy_(vec[i : i + n].view_as(p).to(p.dtype))
+                i += n
+        return self
+
+    def unflatten(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """P flat vectors (P, D) -> weights (P, A, Z+H) and biases (P, A)."""
+        a, i = self.output_size, self.latent_size + self.hidden_size
+        if params.dim() != 2 or params.shape[1] != a * i + a:
+            raise ValueError(f"expected params (P, {a * i + a}), got {tuple(params.shape)}")
+        return params[:, : a * i].reshape(-1, a, i), params[:, a * i :]
+
+
+def batched_raw(weight: torch.Tensor, bias: torch.Tensor, z: torch.Tensor,
+                h: torch.Tensor) -> torch.Tensor:
+    """P controllers on their own N inputs each: tanh(W_p [z, h] + b_p).
+
+    Args:
+        weight: (P, A, Z+H); bias: (P, A); z: (P, N, Z); h: (P, N, H).
+    Returns:
+        (P, N, A) raw outputs in [-1, 1].
+    """
+    x = torch.cat([z, h], dim=-1)  # (P, N, Z+H)
+    return torch.tanh(torch.einsum("pai,pni->pna", weight, x) + bias[:, None, :])
+
+
+def batched_actions(controller: Controller, params: torch.Tensor, z: torch.Tensor,
+                    h: torch.Tensor) -> torch.Tensor:
+    """Env actions of P candidate parameter vectors ``params`` (P, D) on z (P, N, Z), h (P, N, H):
+    (P, N, A) floats or (P, N) int64 for thirds."""
+    w, b = controller.unflatten(params.to(z.dtype))
+    return map_actions(batched_raw(w, b, z, h), controller.action_mode)
+
+
+class ControllerPolicy(Policy):
+    """V + M + C as a :class:`~world_models.policies.Policy` for a batch of real envs.
+
+    Each ``act`` encodes the frames with V, lets C choose from ``[z_t, h_t]``, then advances
+    M's LSTM on ``(z_t, a_t)`` per env (the hidden state is kept per env until ``reset``).
+
+    ``z_mode="sample"`` (default) feeds C and M ``z = mu + sigma * eps``, as the original
+    did and as M was trained (on re-sampled z) and dreams; ``"mu"`` feeds the posterior mean
+    (ctallec's choice: less noisy, deterministic given the frames). The noise of env i comes
+    from its own generator seeded by its reset seed, so an episode is a function of its
+    seed whatever the batch it runs in.
+
+    Population mode (CMA-ES in the real env): ``set_population(params (P, D))`` then
+    ``reset(n, seed, candidates=(n,) indices)``: env i is driven by candidate
+    ``candidates[i]``, all in one batched forward.
+    """
+
+    supports_active = True
+    """``act`` takes an ``active`` mask and advances only those envs' state."""
+
+    def __init__(self, vae, mdrnn, controller: Controller,
+                 device: torch.device | str | None = None, z_mode: ZMode = "sample") -> None:
+        if z_mode not in ("sample", "mu"):
+            raise ValueError(f"z_mode must be 'sample' or 'mu', got {z_mode!r}")
+        if controller.latent_size != vae.latent_size or controller.latent_size != mdrnn.latent_size:
+            raise ValueError(
+                f"latent sizes differ: V {vae.latent_size}, M {mdrnn.latent_size}, "
+                f"C {controller.latent_size}"
+            )
+        if controller.hidden_size != mdrnn.hidden_size:
+            raise ValueError(
+                f"C reads h of size {controller.hidden_size}, M's LSTM has {mdrnn.hidden_size}"
+            )
+        self.device = torch.device(device) if device is not None else vae.fc_mu.weight.device
+        self.vae = vae.to(self.device).eval()
+        self.mdrnn = mdrnn.to(self.device).eval()
+        self.controller = controller.to(self.device).eval()
+        self.z_mode = z_mode
+        self.population: torch.Tensor | None = None
+        self._w = self._b = None
+        self._cand: torch.Tensor | None = None
+        self._state = None
+        self._rngs: list[np.random.Generator] = []
+
+    def set_population(self, params: np.ndarray | torch.Tensor | None) -> None:
+        """Candidate flat parameter vectors (P, D), or None to use ``controller``'s own."""
+        if params is None:
+            self.population = self._w = self._b = None
+            return
+        p = torch.as_tensor(np.asarray(params), dtype=torch.float32, device=self.device)
+        self.population = p
+        self._w, self._b = self.controller.unflatten(p)  # (P, A, Z+H), (P, A)
+
+    def reset(self, n: int, seed: SeedLike = None, candidates=None) -> None:
+        from world_models.policies import _rngs
+
+        self._rngs = _rngs(n, seed)
+        self._state = self.mdrnn.initial_state(n, self.device)
+        if self.population is not None:
+            if candidates is None:
+                raise ValueError("a population needs candidates=(n,) indices in reset()")
+            self._cand = torch.as_tensor(np.asarray(candidates), dtype=torch.long,
+                                         device=self.device)
+            if self._cand.shape != (n,):
+                raise ValueError(f"expected {n} candidate indices, got {tuple(self._cand.shape)}")
+        else:
+            self._cand = None
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, active: np.ndarray | None = None) -> np.ndarray:
+        """(n, 64, 64, 3) uint8 -> float32 (n, A) or int64 (n,); ``active`` (n,) bool limits
+        the work (and the state update) to those envs; the others get zeros."""
+        if self._state is None:
+            raise RuntimeError("call reset(n) before act()")
+        n = len(self._rngs)
+        if obs.shape[0] != n:
+            raise ValueError(f"reset was for {n} envs, got {obs.shape[0]} frames")
+        idx = np.arange(n) if active is None else np.flatnonzero(active)
+        c = self.controller
+        out_shape = (n,) if c.action_mode == "thirds" else (n, c.output_size)
+        out = np.zeros(out_shape, np.int64 if c.action_mode == "thirds" else np.float32)
+        if len(idx) == 0:
+            return out
+        ti = torch.as_tensor(idx, device=self.device)
+        x = torch.as_tensor(np.ascontiguousarray(obs[idx])).to(self.device)
+        x = x.permute(0, 3, 1, 2)  # (k, 3, 64, 64) uint8
+        if not self.vae.uint8_input:
+            x = x.float().div_(255.0)
+        mu, logvar = self.vae.encode(x)  # (k, Z) each
+        z = mu
+        if self.z_mode == "sample":
+            eps = np.stack([self._rngs[i].standard_normal(mu.shape[1]) for i in idx])
+            z = mu + torch.exp(0.5 * logvar) * torch.as_tensor(eps, dtype=mu.dtype,
+                                                                device=self.device)
+        h_all, c_all = self._state  # (1, n, H) each
+        h = h_all[0, ti]  # (k, H)
+        if self._cand is None:
+            action = c.act(z, h)  # (k, A) or (k,)
+        else:
+            cand = self._cand[ti]  # (k,)
+            raw = batched_raw(self._w[cand], self._b[cand], z[:, None], h[:, None])  # (k, 1, A)
+            action = map_actions(raw[:, 0], c.action_mode)
+        a_m = actions_for_model(action, c.action_mode, self.mdrnn.action_size)
+        state = (h_all[:, ti], c_all[:, ti])  # (1, k, H) each
+        new = self.mdrnn.step(z, a_m, state).state
+        h_all[:, ti], c_all[:, ti] = new[0], new[1]
+        out[idx] = action.cpu().numpy()
+        return out

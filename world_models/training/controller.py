@@ -1,0 +1,377 @@
+"""Evolve C: ``train_controller(config) -> run folder``, CMA-ES in the dream or the real env.
+
+Each generation pycma proposes ``popsize`` flat parameter vectors (x0 = 0, sigma0 = 0.1);
+every candidate is scored by the mean return of ``rollouts`` episodes, and all candidates
+of a generation see the same seeds (in the dream: the same initial z and sampling noise).
+Every ``eval_every`` generations the distribution's mean is scored on ``eval_rollouts``
+episodes with fixed seeds; the best such mean is ``checkpoints/best``.
+
+* ``target="dream"``: all popsize x rollouts dreams of a generation are one
+  :class:`~world_models.envs.dream.BatchedDream` batch.
+* ``target="real"``: episodes run in env worker processes and V, M and C run batched in
+  this process (:class:`~world_models.evaluation.rollout.EnvPool`).
+
+Resuming without pickles: ``cma_state.npz`` (written atomically every generation) holds
+the mean, step size sigma, covariance C with its eigen-decomposition B, D, the evolution
+paths pc and ps, pycma's counters, and this trainer's generation and best scores. A re-run
+rebuilds ``cma.CMAEvolutionStrategy`` from them, and pycma's sampling is seeded per
+generation, so a resumed run proposes what an uninterrupted one would (tested). Not
+restored: pycma's logger, its archive of past solutions and its termination bookkeeping
+(only ``generations`` stops this trainer).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from world_models.atomic import atomic_open
+from world_models.errors import CheckpointError, ConfigError
+
+RESUMABLE_FIELDS = frozenset({"generations", "device", "workers", "envs_per_worker", "progress",
+                              "tensorboard", "time_budget_s", "cuda_graph"})
+STATE_FILE = "cma_state.npz"
+
+
+@dataclass(frozen=True)
+class TrainControllerConfig:
+    """CMA-ES training of the controller C."""
+
+    target: Literal["dream", "real"] = "dream"
+    """Where candidates are scored: inside M's dream (BatchedDream) or in the real env."""
+    env: Literal["carracing", "doom", "fake", "fake-discrete"] = "doom"
+    """Env preset: the real env (target real, evaluation) and the action mapping."""
+    mdrnn_path: Path = Path("runs/mdrnn-doom/checkpoints/best")
+    """MDNRNN checkpoint folder (M)."""
+    vae_path: Path | None = Path("runs/vae-doom/checkpoints/best")
+    """ConvVAE checkpoint folder (V): needed in the real env and to encode first frames."""
+    series_dir: Path | None = Path("data/doom-series")
+    """Encoded series folder; its episodes' first (mu, logvar) start the dreams."""
+    data_dir: Path | None = None
+    """Dataset folder whose first frames are encoded with V to start the dreams (when no
+    series_dir)."""
+    run_dir: Path = Path("runs/controller-doom")
+    """Run folder: checkpoints, cma_state.npz, metrics; re-running resumes it."""
+    generations: int = 2000
+    """Total generations (a re-run may raise it to continue)."""
+    popsize: int = 64
+    """Candidates per generation (the original: 64)."""
+    rollouts: int = 16
+    """Episodes per candidate, the same seeds for all candidates (the original: 16)."""
+    sigma0: float = 0.1
+    """Initial CMA-ES step size (x0 = 0)."""
+    eval_every: int = 25
+    """Score the mean parameters every this many generations (the original: 25)."""
+    eval_rollouts: int = 1024
+    """Episodes of that evaluation (the original: 1024)."""
+    tau: float = 1.15
+    """Dream temperature (the paper's best real Doom score was trained at 1.15)."""
+    dream_max_steps: int = 2100
+    """Dream episodes are truncated here (the original: 2100)."""
+    max_steps: int | None = None
+    """Real episodes are truncated here (None: the env's own limit)."""
+    z_mode: Literal["sample", "mu"] = "sample"
+    """Real env: feed C and M sampled z (as the original) or V's mean."""
+    max_initial_states: int = 10_000
+    """Use the first frames of at most this many episodes to start dreams."""
+    workers: int = 0
+    """Real env: worker processes (0: all cores)."""
+    envs_per_worker: int = 0
+    """Real env: envs per worker (0: enough for a whole generation in one wave, up to 32)."""
+    device: str | None = None
+    """cpu, cuda, ...; None picks CUDA when present."""
+    cuda_graph: bool = True
+    """Dream on CUDA: replay each step as a CUDA graph (ignored elsewhere)."""
+    seed: int = 0
+    """Seed of CMA-ES sampling and of the episodes."""
+    time_budget_s: float | None = None
+    """Stop after this many seconds in this invocation (None: no limit)."""
+    progress: bool = True
+    """Show a progress bar."""
+    tensorboard: bool = True
+    """Write TensorBoard events when tensorboard is installed."""
+
+
+PRESETS: dict[str, TrainControllerConfig] = {
+    # Doom: evolved only in the dream, at tau 1.15.
+    "doom": TrainControllerConfig(),
+    # CarRacing: evolved in the real env (1800 generations in the paper).
+    "carracing": TrainControllerConfig(
+        target="real", env="carracing", mdrnn_path=Path("runs/mdrnn/checkpoints/best"),
+        vae_path=Path("runs/vae/checkpoints/best"), series_dir=None,
+        run_dir=Path("runs/controller"), generations=1800, tau=1.0),
+    "debug": TrainControllerConfig(
+        target="dream", env="fake-discrete", mdrnn_path=Path("runs/mdrnn-debug/checkpoints/best"),
+        vae_path=None, series_dir=Path("data/debug-series"), run_dir=Path("runs/controller-debug"),
+        generations=3, popsize=8, rollouts=2, eval_every=2, eval_rollouts=8, dream_max_steps=50,
+        max_steps=50, workers=2, progress=False, tensorboard=False),
+}
+
+
+# ---------------------------------------------------------------------------- CMA state
+
+
+def cma_state(es) -> dict[str, np.ndarray]:
+    """The arrays and counters that rebuild ``es`` (see the module docstring)."""
+    sm = es.sm
+    return {
+        "mean": np.asarray(es.mean, np.float64), "mean_old": np.asarray(es.mean_old, np.float64),
+        "sigma": np.float64(es.sigma), "C": np.asarray(sm.C), "B": np.asarray(sm.B),
+        "D": np.asarray(sm.D), "pc": np.asarray(es.pc), "ps": np.asarray(es.adapt_sigma.ps),
+        "countiter": np.int64(es.countiter), "countevals": np.int64(es.countevals),
+        "count_tell": np.int64(sm.count_tell), "last_update": np.int64(sm.last_update),
+    }
+
+
+def make_es(dim: int, sigma0: float, popsize: int, seed: int, state=None):
+    """A fresh ``cma.CMAEvolutionStrategy`` at x0 = 0, or one rebuilt from :func:`cma_state`."""
+    import cma
+
+    opts = {"popsize": popsize, "seed": seed + 1, "verbose": -9, "CMA_diagonal": False}
+    if state is None:
+        return cma.CMAEvolutionStrategy(np.zeros(dim), sigma0, opts)
+    if state["mean"].shape != (dim,):
+        raise CheckpointError(f"saved CMA-ES state has {state['mean'].shape[0]} parameters, "
+                              f"this controller has {dim}")
+    from cma.utilities.utils import ElapsedWCTime
+
+    es = cma.CMAEvolutionStrategy(state["mean"].copy(), float(state["sigma"]), opts)
+    sm = es.sm
+    sm.C, sm.B, sm.D = state["C"].copy(), state["B"].copy(), state["D"].copy()
+    sm.count_tell, sm.last_update = int(state["count_tell"]), int(state["last_update"])
+    if hasattr(sm, "_inverse_root_C"):
+        sm._inverse_root_C = None  # recomputed from B and D when needed
+    es.pc, es.adapt_sigma.ps = state["pc"].copy(), state["ps"].copy()
+    es.mean_old = state["mean_old"].copy()
+    es.countiter, es.countevals = int(state["countiter"]), int(state["countevals"])
+    es.timer = ElapsedWCTime()  # pycma makes it on its first ask(); we start mid-run
+    return es
+
+
+def save_state(path: Path, es, trainer: dict, best_params: np.ndarray | None) -> None:
+    arrays = cma_state(es)
+    arrays["trainer"] = np.array(json.dumps(trainer))
+    if best_params is not None:
+        arrays["best_candidate"] = np.asarray(best_params, np.float64)
+    with atomic_open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def load_state(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        return arrays, json.loads(str(arrays.pop("trainer")))
+    except Exception as exc:  # noqa: BLE001 - any unreadable state is the same user error
+        raise CheckpointError(f"{path}: unreadable CMA-ES state ({exc}); delete it to restart "
+                              f"the evolution") from None
+
+
+# ---------------------------------------------------------------------------- scoring
+
+
+class _Scorer:
+    """Scores parameter vectors (P, D) -> returns (P, R), in the dream or the real env."""
+
+    def __init__(self, config: TrainControllerConfig, device: torch.device) -> None:
+        from world_models.envs.presets import get_preset
+        from world_models.models.controller import Controller, mode_for_env
+        from world_models.models.mdrnn import MDNRNN
+        from world_models.models.vae import ConvVAE
+
+        self.config, self.device = config, device
+        preset = get_preset(config.env)
+        self.mdrnn = MDNRNN.from_pretrained(config.mdrnn_path, map_location=device).eval()
+        self.vae = None
+        if config.vae_path is not None and (config.target == "real" or
+                                            config.series_dir is None):
+            self.vae = ConvVAE.from_pretrained(config.vae_path, map_location=device).eval()
+        outputs, mode = mode_for_env(preset.action_kind, preset.action_dim)
+        self.controller = Controller(self.mdrnn.latent_size, self.mdrnn.hidden_size, outputs,
+                                     mode).to(device)
+        m_in = self.mdrnn.action_size
+        if mode == "thirds" and m_in not in (1, 3) or mode != "thirds" and m_in != outputs:
+            raise ConfigError(f"M takes actions of size {m_in}, which does not fit the "
+                              f"{config.env} env's actions")
+        self.pool = None
+        if config.target == "dream":
+            from world_models.envs.dream import BatchedDream, load_initial_states
+
+            mu, logvar = load_initial_states(config.series_dir, config.data_dir, self.vae,
+                                             config.max_initial_states, device)
+            self.dream = BatchedDream(self.mdrnn, mu, logvar, config.tau, config.dream_max_steps,
+                                      device, cuda_graph=config.cuda_graph)
+        else:
+            if self.vae is None:
+                raise ConfigError("training in the real env needs --vae-path")
+            from world_models.evaluation.rollout import EnvFactory, EnvPool
+            from world_models.models.controller import ControllerPolicy
+
+            self.policy = ControllerPolicy(self.vae, self.mdrnn, self.controller, device,
+                                           config.z_mode)
+            workers = config.workers or os.cpu_count() or 1
+            per = config.envs_per_worker or min(32, -(-config.popsize * config.rollouts
+                                                       // workers))
+            self.pool = EnvPool(EnvFactory(config.env, config.max_steps), workers, per)
+
+    def score(self, params: np.ndarray, rollouts: int, seed: int) -> np.ndarray:
+        """Returns (P, R): candidate p on episode seeds ``seed + r``, the same for every p."""
+        p = params.shape[0]
+        if self.pool is None:
+            ret = self.dream.evaluate(self.controller, torch.as_tensor(params, dtype=torch.float32),
+                                      rollouts, seed=seed)
+            return ret.double().cpu().numpy()  # (P, R)
+        self.policy.set_population(params)
+        seeds = np.tile(np.arange(rollouts) + seed, p)  # (P*R,) the same R seeds per candidate
+        cands = np.repeat(np.arange(p), rollouts)  # (P*R,)
+        res = self.pool.run(self.policy, seeds, candidates=cands, max_steps=self.config.max_steps)
+        return res.returns.reshape(p, rollouts)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def train_controller(config: TrainControllerConfig) -> Path:
+    """Run (or resume) CMA-ES on C; return the run folder.
+
+    The folder holds ``checkpoints/last`` (the mean of the search distribution),
+    ``checkpoints/best`` (the mean with the best periodic evaluation),
+    ``checkpoints/best_candidate`` (the single best-scoring candidate), ``cma_state.npz``,
+    ``metrics.csv``/``metrics.jsonl`` (one row per generation) and ``fitness_curve.png``.
+    """
+    from tqdm.auto import tqdm
+
+    from world_models.training.runs import MetricsLogger, RunDir, pick_device
+
+    for name in ("popsize", "rollouts", "eval_every", "eval_rollouts", "generations"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.popsize < 2:
+        raise ConfigError("CMA-ES needs popsize >= 2")
+    device = pick_device(config.device)
+    run = RunDir(config.run_dir)
+    run.open(config, RESUMABLE_FIELDS)
+    state_path = run.path / STATE_FILE
+    scorer = _Scorer(config, device)
+    dim = scorer.controller.num_params
+    trainer = {"generation": 0, "best_candidate_fitness": None, "best_eval": None}
+    best_params = None
+    if state_path.exists():
+        arrays, trainer = load_state(state_path)
+        best_params = arrays.pop("best_candidate", None)
+        es = make_es(dim, config.sigma0, config.popsize, config.seed, arrays)
+    else:
+        es = make_es(dim, config.sigma0, config.popsize, config.seed)
+    metrics = MetricsLogger(run, trainer["generation"], config.tensorboard)
+    start = trainer["generation"]
+    bar = tqdm(total=config.generations, initial=min(start, config.generations), unit="gen",
+               disable=not config.progress, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    episode_len = config.dream_max_steps if config.target == "dream" else None
+    try:
+        for gen in range(start, config.generations):
+            tg = time.perf_counter()
+            # pycma samples with numpy's global generator: seed it per generation so a
+            # resumed run proposes the same candidates as an uninterrupted one.
+            np.random.seed((config.seed * 1_000_003 + gen) % 2**32)
+            candidates = np.asarray(es.ask())  # (P, D)
+            returns = scorer.score(candidates, config.rollouts,
+                                   seed=config.seed * 10_000_019 + gen * config.rollouts)
+            fitness = returns.mean(axis=1)  # (P,)
+            if not np.all(np.isfinite(fitness)):
+                raise ConfigError(f"generation {gen}: non-finite returns; check M and V")
+            es.tell(list(candidates), list(-fitness))  # pycma minimises
+            i = int(np.argmax(fitness))
+            if trainer["best_candidate_fitness"] is None or \
+                    fitness[i] > trainer["best_candidate_fitness"]:
+                trainer["best_candidate_fitness"] = float(fitness[i])
+                best_params = candidates[i]
+                _save_controller(scorer.controller, best_params, run.checkpoints / "best_candidate",
+                                 gen + 1, {"fitness": float(fitness[i])})
+            trainer["generation"] = gen + 1
+            secs = time.perf_counter() - tg
+            row = {"fitness_max": float(fitness.max()), "fitness_mean": float(fitness.mean()),
+                   "fitness_min": float(fitness.min()), "fitness_std": float(fitness.std()),
+                   "sigma": float(es.sigma), "seconds": round(secs, 3),
+                   "episodes_per_s": round(returns.size / secs, 1)}
+            if episode_len is None:
+                row["episodes"] = int(returns.size)
+            done = gen + 1 == config.generations
+            out_of_time = (config.time_budget_s is not None
+                           and time.perf_counter() - t0 >= config.time_budget_s)
+            if (gen + 1) % config.eval_every == 0 or done or out_of_time:
+                ev = scorer.score(np.asarray(es.mean)[None], config.eval_rollouts,
+                                  seed=config.seed * 10_000_019 + 7 * 10**8)[0]  # fixed seeds
+                row["eval_mean"], row["eval_std"] = float(ev.mean()), float(ev.std())
+                if trainer["best_eval"] is None or ev.mean() > trainer["best_eval"]:
+                    trainer["best_eval"] = float(ev.mean())
+                    _save_controller(scorer.controller, es.mean, run.best, gen + 1,
+                                     {"eval_mean": float(ev.mean()), "eval_std": float(ev.std()),
+                                      "eval_rollouts": config.eval_rollouts})
+            # the state first: it is the truth on resume; `last` is only an output
+            save_state(state_path, es, trainer, best_params)
+            _save_controller(scorer.controller, es.mean, run.last, gen + 1,
+                             {"trainer": trainer, "target": config.target})
+            metrics.log(gen + 1, **row)
+            bar.set_postfix(best=f"{fitness.max():.1f}", mean=f"{fitness.mean():.1f}",
+                            sigma=f"{es.sigma:.3f}")
+            bar.update(1)
+            if out_of_time:
+                break
+        _plot(metrics, run.path / "fitness_curve.png")
+    finally:
+        bar.close()
+        metrics.close()
+        scorer.close()
+    return run.path
+
+
+def _save_controller(controller, params, where: Path, generation: int, meta: dict) -> None:
+    controller.set_flat(np.asarray(params))
+    controller.save_pretrained(where, step=generation, meta={"generation": generation, **meta})
+
+
+def _plot(metrics, path: Path) -> None:
+    from world_models.evaluation.media import plot_curves
+
+    rows = metrics.rows
+    series = {}
+    for key, label in (("fitness_max", "best candidate"), ("fitness_mean", "population mean"),
+                       ("eval_mean", "mean parameters (evaluation)")):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        series[label] = tuple(zip(*pts)) if pts else ((), ())
+    if any(len(xs) for xs, _ in series.values()):
+        plot_curves(series, path, title="CMA-ES on the controller", xlabel="generation",
+                    ylabel="return", logy=False)
+
+
+def summarize(run_dir: Path) -> str:
+    """A few lines: where the results are and the latest scores."""
+    run_dir = Path(run_dir)
+    lines = [f"run folder:        {run_dir}"]
+    state = run_dir / STATE_FILE
+    if state.exists():
+        _, trainer = load_state(state)
+        lines.append(f"generations:       {trainer['generation']}")
+        for k in ("best_candidate_fitness", "best_eval"):
+            v = trainer.get(k)
+            if v is not None and math.isfinite(v):
+                lines.append(f"{k.replace('_', ' ') + ':':<18} {v:.2f}")
+    for name, rel in (("best (mean):", "checkpoints/best"), ("last (mean):", "checkpoints/last"),
+                      ("best candidate:", "checkpoints/best_candidate"), ("metrics:", "metrics.csv"),
+                      ("fitness curve:", "fitness_curve.png")):
+        if (run_dir / rel).exists():
+            lines.append(f"{name:<18} {run_dir / rel}")
+    return "\n".join(lines)
