@@ -229,8 +229,6 @@ def test_sequence_stride_split_and_bad_files(tmp_path):
 def test_series_loader_splits_like_the_frame_store():
     """Frames and their latent series must fall on the same side of the split."""
     series = pytest.importorskip("world_models.data.series")
-    if not hasattr(series, "is_held_out"):
-        pytest.skip("world_models.data.series has no is_held_out")
     names = [store.episode_name(i) for i in range(500)]
     for f in (0.1, 0.5):
         assert [series.is_held_out(n, f) for n in names] == [store.is_holdout(n, f) for n in names]

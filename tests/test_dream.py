@@ -36,8 +36,15 @@ def _mdrnn(done_bias: float | None = None, reward: bool = False, action_size: in
 
 def test_check_env_and_gymnasium_make():
     init = torch.randn(5, Z)
-    env = gym.make(DREAM_ID, mdrnn=_mdrnn(-5.0), vae=ConvVAE(Z), initial_mu=init,
-                   initial_logvar=torch.zeros(5, Z), render_mode="rgb_array", max_steps=20)
+    env = gym.make(
+        DREAM_ID,
+        mdrnn=_mdrnn(-5.0),
+        vae=ConvVAE(Z),
+        initial_mu=init,
+        initial_logvar=torch.zeros(5, Z),
+        render_mode="rgb_array",
+        max_steps=20,
+    )
     check_env(env.unwrapped, skip_render_check=False)
     obs, info = env.reset(seed=3)
     assert obs.shape == (Z + H,) and obs.dtype == np.float32
@@ -153,7 +160,9 @@ def test_load_initial_states_from_series(tmp_path):
     from world_models.data.store import save_npz
 
     for i in range(3):
-        save_npz(tmp_path / f"ep_{i:06d}.npz",
-                 {"mu": np.full((4, Z), i, np.float16), "logvar": np.zeros((4, Z), np.float16)})
+        save_npz(
+            tmp_path / f"ep_{i:06d}.npz",
+            {"mu": np.full((4, Z), i, np.float16), "logvar": np.zeros((4, Z), np.float16)},
+        )
     mu, logvar = load_initial_states(series_dir=tmp_path, max_episodes=2)
     assert mu.shape == (2, Z) and mu[:, 0].tolist() == [0.0, 1.0] and logvar.abs().sum() == 0

@@ -58,8 +58,7 @@ def test_parallel_matches_sequential_and_records_raw_frames():
 
 
 def test_killed_worker_is_a_clear_error_not_a_hang():
-    factory = EnvFactory("fake", env_kwargs={"min_len": 200, "max_len": 200,
-                                             "step_delay": 0.01})
+    factory = EnvFactory("fake", env_kwargs={"min_len": 200, "max_len": 200, "step_delay": 0.01})
     pool = EnvPool(factory, workers=2, envs_per_worker=1, step_timeout_s=30, poll_s=0.1)
     try:
         victim = pool._procs[1].pid
@@ -104,8 +103,9 @@ class DieOnceFactory:
 def test_dead_worker_is_restarted_and_its_wave_rerun(tmp_path):
     policy = _policy()
     expected = run_sequential(EnvFactory("fake", env_kwargs=SHORT), policy, [0, 1, 2])
-    with EnvPool(DieOnceFactory(str(tmp_path / "died")), workers=1, envs_per_worker=3,
-                 retries=2) as pool:
+    with EnvPool(
+        DieOnceFactory(str(tmp_path / "died")), workers=1, envs_per_worker=3, retries=2
+    ) as pool:
         res = pool.run(policy, [0, 1, 2])
     assert (tmp_path / "died").exists()
     assert np.allclose(res.returns, expected.returns, rtol=1e-4)

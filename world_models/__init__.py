@@ -15,6 +15,16 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "ConvVAE": "world_models.models.vae",
     "VAEConfig": "world_models.models.vae",
+    "MDNRNN": "world_models.models.mdrnn",
+    "MDNRNNConfig": "world_models.models.mdrnn",
+    "FrameSource": "world_models.data.sources",
+    "SequenceSource": "world_models.data.sources",
+    "Policy": "world_models.policies",
+    "make_env": "world_models.envs.make",
+    "collect": "world_models.data.collect",
+    "train_vae": "world_models.training.vae",
+    "encode": "world_models.data.encode",
+    "train_mdrnn": "world_models.training.mdrnn",
 }
 
 __all__ = [*_PUBLIC, "__version__"]

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "dream": "world_models.commands.dream",
     "train-controller": "world_models.commands.train_controller",
     "evaluate": "world_models.commands.evaluate",
+    "reproduce": "world_models.commands.reproduce",
 }
 
 

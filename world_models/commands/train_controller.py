@@ -20,8 +20,13 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_args(parser, TrainControllerConfig, PRESETS)
-    parser.add_argument("--in", dest="target", choices=("dream", "real"), default=None,
-                        help="same as --target: where candidates are scored")
+    parser.add_argument(
+        "--in",
+        dest="target",
+        choices=("dream", "real"),
+        default=None,
+        help="same as --target: where candidates are scored",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

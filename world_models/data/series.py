@@ -21,7 +21,6 @@ of its *name*, so it never changes between runs and adding episodes does not mov
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import os
 from collections.abc import Iterator
@@ -31,15 +30,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from world_models.data.store import is_holdout
 from world_models.errors import DataError
 
 SERIES_KEYS = ("mu", "logvar", "action", "reward", "terminated", "truncated")
 
 
 def is_held_out(name: str, fraction: float) -> bool:
-    """True if episode file ``name`` belongs to the held-out split: sha1(name) < fraction."""
-    digest = hashlib.sha1(name.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64 < fraction
+    """True if episode file ``name`` is held out; the one split rule, shared with the frames."""
+    return is_holdout(name, fraction)
 
 
 def split_files(

@@ -37,8 +37,14 @@ CARRACING_LOW = np.array([-1.0, 0.0, 0.0], np.float32)
 CARRACING_HIGH = np.array([1.0, 1.0, 1.0], np.float32)
 
 
-def sample_mdn(logpi: torch.Tensor, mu: torch.Tensor, logsigma: torch.Tensor, tau: float,
-               u: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def sample_mdn(
+    logpi: torch.Tensor,
+    mu: torch.Tensor,
+    logsigma: torch.Tensor,
+    tau: float,
+    u: torch.Tensor,
+    eps: torch.Tensor,
+) -> torch.Tensor:
     """:meth:`MDNRNN.sample` with the noise given: uniform ``u`` (..., Z, K), normal ``eps``
     (..., Z). Drawing ``u`` then ``eps`` from one generator reproduces ``MDNRNN.sample``."""
     if tau == 0:
@@ -56,11 +62,20 @@ def _initial(initial_mu, initial_logvar, latent_size: int, device) -> tuple[torc
     if initial_mu is None:
         empty = torch.zeros(0, latent_size, device=device)
         return empty, empty
-    mu = torch.as_tensor(np.asarray(initial_mu) if not torch.is_tensor(initial_mu)
-                         else initial_mu).float().to(device)
-    logvar = (torch.full_like(mu, -30.0) if initial_logvar is None else
-              torch.as_tensor(np.asarray(initial_logvar) if not torch.is_tensor(initial_logvar)
-                              else initial_logvar).float().to(device))
+    mu = (
+        torch.as_tensor(np.asarray(initial_mu) if not torch.is_tensor(initial_mu) else initial_mu)
+        .float()
+        .to(device)
+    )
+    logvar = (
+        torch.full_like(mu, -30.0)
+        if initial_logvar is None
+        else torch.as_tensor(
+            np.asarray(initial_logvar) if not torch.is_tensor(initial_logvar) else initial_logvar
+        )
+        .float()
+        .to(device)
+    )
     if mu.dim() != 2 or mu.shape[1] != latent_size or logvar.shape != mu.shape or len(mu) == 0:
         raise ValueError(
             f"initial mu/logvar must be (E, {latent_size}) with E >= 1, got "
@@ -89,9 +104,18 @@ class DreamEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 35}
 
-    def __init__(self, mdrnn, vae=None, initial_mu=None, initial_logvar=None, tau: float = 1.0,
-                 max_steps: int = 2100, action_mode: ActionMode = "thirds",
-                 render_mode: str | None = None, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        mdrnn,
+        vae=None,
+        initial_mu=None,
+        initial_logvar=None,
+        tau: float = 1.0,
+        max_steps: int = 2100,
+        action_mode: ActionMode = "thirds",
+        render_mode: str | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
         if tau < 0:
             raise ValueError(f"tau must be >= 0, got {tau}")
         if max_steps < 1:
@@ -179,22 +203,29 @@ class BatchedDream:
     (state kept inside). High level: :meth:`evaluate` runs P controller candidates x R
     rollouts to the end and returns their returns (P, R).
 
-    CUDA graphs: on a CUDA device with ``cuda_graph=True`` the per-step body of
-    :meth:`evaluate` is captured once per batch shape and replayed (fewer kernel
-    launches); everywhere else it runs eagerly.
+    CUDA graphs (experimental, not yet run on a GPU): on a CUDA device with
+    ``cuda_graph=True`` the per-step body of :meth:`evaluate` is captured once per call and
+    replayed (fewer kernel launches); everywhere else it runs eagerly.
     """
 
-    def __init__(self, mdrnn, initial_mu=None, initial_logvar=None, tau: float = 1.0,
-                 max_steps: int = 2100, device: str | torch.device | None = None,
-                 cuda_graph: bool = False) -> None:
+    def __init__(
+        self,
+        mdrnn,
+        initial_mu=None,
+        initial_logvar=None,
+        tau: float = 1.0,
+        max_steps: int = 2100,
+        device: str | torch.device | None = None,
+        cuda_graph: bool = False,
+    ) -> None:
         if tau < 0 or max_steps < 1:
             raise ValueError(f"need tau >= 0 and max_steps >= 1, got {tau}, {max_steps}")
-        self.device = torch.device(device) if device is not None else \
-            mdrnn.lstm.weight_hh_l0.device
+        self.device = torch.device(device) if device is not None else mdrnn.lstm.weight_hh_l0.device
         self.mdrnn = mdrnn.to(self.device).eval()
         self.tau, self.max_steps = float(tau), int(max_steps)
-        self.init_mu, self.init_logvar = _initial(initial_mu, initial_logvar,
-                                                  mdrnn.latent_size, self.device)
+        self.init_mu, self.init_logvar = _initial(
+            initial_mu, initial_logvar, mdrnn.latent_size, self.device
+        )
         self.cuda_graph = bool(cuda_graph) and self.device.type == "cuda"
         self.z: torch.Tensor | None = None
         self.state = None
@@ -209,8 +240,9 @@ class BatchedDream:
         i = torch.randint(len(self.init_mu), (n,), generator=generator, device=self.device)
         return self.init_mu[i] + torch.exp(0.5 * self.init_logvar[i]) * eps
 
-    def reset(self, n: int, generator: torch.Generator | None = None,
-              z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def reset(
+        self, n: int, generator: torch.Generator | None = None, z: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Start n dreams (from ``z`` (n, Z) when given); returns z (n, Z) and h (n, H)."""
         self.z = self.initial_z(n, generator) if z is None else z.to(self.device).float()
         self.state = self.mdrnn.initial_state(n, self.device)
@@ -242,8 +274,9 @@ class BatchedDream:
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluate(self, controller: Controller, params, rollouts: int, seed: int = 0,
-                 check_every: int = 50) -> torch.Tensor:
+    def evaluate(
+        self, controller: Controller, params, rollouts: int, seed: int = 0, check_every: int = 50
+    ) -> torch.Tensor:
         """Returns (P, R) of P candidates ``params`` (P, D) over R rollouts each.
 
         Common random numbers: rollout r starts from the same initial z and sees the same
@@ -251,8 +284,11 @@ class BatchedDream:
         luck). Finished dreams keep stepping (masked) so shapes stay fixed; the loop stops
         early once all are done, checked every ``check_every`` steps (one host sync).
         """
-        params = torch.as_tensor(np.asarray(params) if not torch.is_tensor(params) else params,
-                                 dtype=torch.float32, device=self.device)
+        params = torch.as_tensor(
+            np.asarray(params) if not torch.is_tensor(params) else params,
+            dtype=torch.float32,
+            device=self.device,
+        )
         if params.dim() == 1:
             params = params[None]
         p, r = params.shape[0], int(rollouts)
@@ -302,8 +338,20 @@ class BatchedDream:
             with torch.cuda.graph(graph):
                 reward, done = self._eager_step(w, b, (static_u, static_eps), mode, a_size, p, r)
                 out_z, out_h, out_c = self.z, self.state[0], self.state[1]
-            self._graph = (key, graph, static_u, static_eps, static_z, static_h, static_c,
-                           out_z, out_h, out_c, reward, done)
+            self._graph = (
+                key,
+                graph,
+                static_u,
+                static_eps,
+                static_z,
+                static_h,
+                static_c,
+                out_z,
+                out_h,
+                out_c,
+                reward,
+                done,
+            )
             # the capture did not run the step: restore the inputs and fall through to replay
             self.z, self.state = static_z, (static_h, static_c)
         (_, graph, s_u, s_eps, s_z, s_h, s_c, o_z, o_h, o_c, reward, done) = self._graph
@@ -321,8 +369,13 @@ class BatchedDream:
         return reward.clone(), done.clone()
 
 
-def load_initial_states(series_dir=None, data_dir=None, vae=None, max_episodes: int = 10_000,
-                        device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def load_initial_states(
+    series_dir=None,
+    data_dir=None,
+    vae=None,
+    max_episodes: int = 10_000,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(mu, logvar), each (E, Z) float32, of the first frame of up to ``max_episodes`` episodes.
 
     From a series folder (``encode``'s output: ``mu``/``logvar`` per episode) when

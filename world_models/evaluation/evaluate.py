@@ -62,10 +62,13 @@ class EvaluateConfig:
 
 PRESETS: dict[str, EvaluateConfig] = {
     "carracing": EvaluateConfig(),
-    "doom": EvaluateConfig(controller_path=Path("runs/controller-doom/checkpoints/best"),
-                           vae_path=Path("runs/vae-doom/checkpoints/best"),
-                           mdrnn_path=Path("runs/mdrnn-doom/checkpoints/best"), env="doom",
-                           out_dir=Path("runs/evaluation-doom")),
+    "doom": EvaluateConfig(
+        controller_path=Path("runs/controller-doom/checkpoints/best"),
+        vae_path=Path("runs/vae-doom/checkpoints/best"),
+        mdrnn_path=Path("runs/mdrnn-doom/checkpoints/best"),
+        env="doom",
+        out_dir=Path("runs/evaluation-doom"),
+    ),
 }
 
 
@@ -98,8 +101,10 @@ def build_policy(config: EvaluateConfig):
     controller = Controller.from_pretrained(config.controller_path, map_location=device)
     _, mode = mode_for_env(preset.action_kind, preset.action_dim)
     if controller.action_mode != mode:
-        raise ConfigError(f"controller {config.controller_path} maps actions as "
-                          f"{controller.action_mode!r}; the {config.env} env needs {mode!r}")
+        raise ConfigError(
+            f"controller {config.controller_path} maps actions as "
+            f"{controller.action_mode!r}; the {config.env} env needs {mode!r}"
+        )
     return ControllerPolicy(vae, mdrnn, controller, device, config.z_mode)
 
 
@@ -125,30 +130,40 @@ def evaluate(config: EvaluateConfig) -> Path:
         best, worst = int(np.argmax(res.returns)), int(np.argmin(res.returns))
         replay = None
         if config.video != "none":
-            replay = pool.run(policy, seeds[[best, worst]], max_steps=config.max_steps,
-                              record=True)
+            replay = pool.run(policy, seeds[[best, worst]], max_steps=config.max_steps, record=True)
     results = {
-        "env": config.env, "policy": config.policy, "trials": config.trials,
-        "mean": float(res.returns.mean()), "std": float(res.returns.std()),
-        "min": float(res.returns.min()), "max": float(res.returns.max()),
+        "env": config.env,
+        "policy": config.policy,
+        "trials": config.trials,
+        "mean": float(res.returns.mean()),
+        "std": float(res.returns.std()),
+        "min": float(res.returns.min()),
+        "max": float(res.returns.max()),
         "mean_length": float(res.lengths.mean()),
-        "best_seed": int(seeds[best]), "worst_seed": int(seeds[worst]),
-        "returns": [float(r) for r in res.returns], "seeds": [int(s) for s in seeds],
-        "controller_path": str(config.controller_path), "z_mode": config.z_mode,
+        "best_seed": int(seeds[best]),
+        "worst_seed": int(seeds[worst]),
+        "returns": [float(r) for r in res.returns],
+        "seeds": [int(s) for s in seeds],
+        "controller_path": str(config.controller_path),
+        "z_mode": config.z_mode,
     }
     if replay is not None:
         for name, frames in zip(("best", "worst"), replay.frames):
             save_animation(list(frames), out / f"{name}.{config.video}", fps=config.fps)
         results["replay_returns"] = [float(r) for r in replay.returns]
-        results["replay_matches"] = bool(np.allclose(
-            replay.returns, res.returns[[best, worst]], rtol=1e-5, atol=1e-6))
+        results["replay_matches"] = bool(
+            np.allclose(replay.returns, res.returns[[best, worst]], rtol=1e-5, atol=1e-6)
+        )
     atomic_write_json(out / "results.json", results)
     with atomic_open(out / "returns.csv", "w") as fh:
         fh.write("seed,return,length\n")
         fh.writelines(f"{s},{r:.6g},{n}\n" for s, r, n in zip(seeds, res.returns, res.lengths))
-    save_histogram(res.returns, out / "histogram.png",
-                   title=f"{config.env}: {config.trials} trials, "
-                         f"{results['mean']:.1f} +- {results['std']:.1f}")
+    save_histogram(
+        res.returns,
+        out / "histogram.png",
+        title=f"{config.env}: {config.trials} trials, "
+        f"{results['mean']:.1f} +- {results['std']:.1f}",
+    )
     return out
 
 
@@ -177,10 +192,12 @@ def summarize(out_dir: Path) -> str:
     import json
 
     r = json.loads((Path(out_dir) / "results.json").read_text())
-    lines = [f"{r['env']} ({r['policy']}): {r['mean']:.2f} +- {r['std']:.2f} over "
-             f"{r['trials']} trials (min {r['min']:.2f}, max {r['max']:.2f})",
-             f"results:   {Path(out_dir) / 'results.json'}",
-             f"histogram: {Path(out_dir) / 'histogram.png'}"]
+    lines = [
+        f"{r['env']} ({r['policy']}): {r['mean']:.2f} +- {r['std']:.2f} over "
+        f"{r['trials']} trials (min {r['min']:.2f}, max {r['max']:.2f})",
+        f"results:   {Path(out_dir) / 'results.json'}",
+        f"histogram: {Path(out_dir) / 'histogram.png'}",
+    ]
     for f in sorted(Path(out_dir).glob("best.*")) + sorted(Path(out_dir).glob("worst.*")):
         lines.append(f"{f.stem + ':':<10} {f}")
     return "\n".join(lines)

@@ -48,8 +48,9 @@ class EnvFactory:
         from world_models.envs.make import make_env
         from world_models.envs.presets import get_preset
 
-        return make_env(get_preset(self.env), max_steps=self.max_steps,
-                        env_kwargs=dict(self.env_kwargs))
+        return make_env(
+            get_preset(self.env), max_steps=self.max_steps, env_kwargs=dict(self.env_kwargs)
+        )
 
 
 @dataclass
@@ -128,12 +129,20 @@ class EnvPool:
     Use as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, factory: Callable[[], Any], workers: int = 2, envs_per_worker: int = 1,
-                 step_timeout_s: float = 120.0, poll_s: float = 0.2, retries: int = 0,
-                 start_method: str = "spawn") -> None:
+    def __init__(
+        self,
+        factory: Callable[[], Any],
+        workers: int = 2,
+        envs_per_worker: int = 1,
+        step_timeout_s: float = 120.0,
+        poll_s: float = 0.2,
+        retries: int = 0,
+        start_method: str = "spawn",
+    ) -> None:
         if workers < 1 or envs_per_worker < 1:
-            raise ValueError(f"need workers and envs_per_worker >= 1, got "
-                             f"{workers}, {envs_per_worker}")
+            raise ValueError(
+                f"need workers and envs_per_worker >= 1, got {workers}, {envs_per_worker}"
+            )
         self.factory, self.workers, self.per_worker = factory, workers, envs_per_worker
         self.step_timeout_s, self.poll_s, self.retries = step_timeout_s, poll_s, retries
         self._ctx = mp.get_context(start_method)
@@ -148,8 +157,12 @@ class EnvPool:
 
     def _start(self, w: int) -> None:
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_worker, args=(child, self.factory, self.per_worker),
-                                 daemon=True, name=f"world-models-env-{w}")
+        proc = self._ctx.Process(
+            target=_worker,
+            args=(child, self.factory, self.per_worker),
+            daemon=True,
+            name=f"world-models-env-{w}",
+        )
         proc.start()
         child.close()  # so the parent sees EOF when the worker dies
         self._procs[w], self._conns[w] = proc, parent
@@ -198,9 +211,16 @@ class EnvPool:
         return {w: self._reply(w) for w in per_worker}
 
     # ------------------------------------------------------------------ rollouts
-    def run(self, policy: Policy, seeds: Sequence[int], *, candidates: Sequence[int] | None = None,
-            max_steps: int | None = None, record: bool = False,
-            progress: Callable[[int], None] | None = None) -> RolloutResult:
+    def run(
+        self,
+        policy: Policy,
+        seeds: Sequence[int],
+        *,
+        candidates: Sequence[int] | None = None,
+        max_steps: int | None = None,
+        record: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> RolloutResult:
         """Play one episode per seed with ``policy``; see :class:`RolloutResult`.
 
         ``candidates`` (E,) go to ``policy.reset(..., candidates=...)`` (population mode of
@@ -217,8 +237,9 @@ class EnvPool:
             idx = np.arange(start, min(n, start + self.slots))
             for attempt in range(self.retries + 1):
                 try:
-                    r, ln, fr = self._wave(policy, seeds[idx], None if cands is None
-                                           else cands[idx], max_steps, record)
+                    r, ln, fr = self._wave(
+                        policy, seeds[idx], None if cands is None else cands[idx], max_steps, record
+                    )
                     break
                 except WorkerDiedError as exc:
                     if attempt == self.retries:
@@ -297,8 +318,9 @@ class EnvPool:
         self.close()
 
 
-def run_sequential(factory: Callable[[], Any], policy: Policy, seeds: Sequence[int],
-                   max_steps: int | None = None) -> RolloutResult:
+def run_sequential(
+    factory: Callable[[], Any], policy: Policy, seeds: Sequence[int], max_steps: int | None = None
+) -> RolloutResult:
     """The reference: one env in this process, one episode at a time, batch size 1."""
     env = factory()
     returns, lengths = [], []
@@ -318,5 +340,6 @@ def run_sequential(factory: Callable[[], Any], policy: Policy, seeds: Sequence[i
             lengths.append(t)
     finally:
         env.close()
-    return RolloutResult(np.array(returns), np.array(lengths, np.int64),
-                         np.asarray(list(seeds), np.int64))
+    return RolloutResult(
+        np.array(returns), np.array(lengths, np.int64), np.asarray(list(seeds), np.int64)
+    )

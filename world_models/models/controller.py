@@ -124,8 +124,11 @@ class Controller(PretrainedMixin, nn.Module):
         action_mode: ActionMode = "carracing",
     ) -> None:
         super().__init__()
-        for name, value in (("latent_size", latent_size), ("hidden_size", hidden_size),
-                            ("output_size", output_size)):
+        for name, value in (
+            ("latent_size", latent_size),
+            ("hidden_size", hidden_size),
+            ("output_size", output_size),
+        ):
             if int(value) != value or value < (0 if name == "hidden_size" else 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if action_mode not in ("carracing", "thirds", "tanh"):
@@ -134,8 +137,9 @@ class Controller(PretrainedMixin, nn.Module):
             raise ValueError(f"action_mode carracing needs 3 outputs, got {output_size}")
         if action_mode == "thirds" and output_size != 1:
             raise ValueError(f"action_mode thirds needs 1 output, got {output_size}")
-        self.config = ControllerConfig(int(latent_size), int(hidden_size), int(output_size),
-                                       action_mode)
+        self.config = ControllerConfig(
+            int(latent_size), int(hidden_size), int(output_size), action_mode
+        )
         self.latent_size, self.hidden_size = int(latent_size), int(hidden_size)
         self.output_size, self.action_mode = int(output_size), action_mode
         self.fc = nn.Linear(self.latent_size + self.hidden_size, self.output_size)
@@ -178,8 +182,9 @@ class Controller(PretrainedMixin, nn.Module):
         return params[:, : a * i].reshape(-1, a, i), params[:, a * i :]
 
 
-def batched_raw(weight: torch.Tensor, bias: torch.Tensor, z: torch.Tensor,
-                h: torch.Tensor) -> torch.Tensor:
+def batched_raw(
+    weight: torch.Tensor, bias: torch.Tensor, z: torch.Tensor, h: torch.Tensor
+) -> torch.Tensor:
     """P controllers on their own N inputs each: tanh(W_p [z, h] + b_p).
 
     Args:
@@ -191,8 +196,9 @@ def batched_raw(weight: torch.Tensor, bias: torch.Tensor, z: torch.Tensor,
     return torch.tanh(torch.einsum("pai,pni->pna", weight, x) + bias[:, None, :])
 
 
-def batched_actions(controller: Controller, params: torch.Tensor, z: torch.Tensor,
-                    h: torch.Tensor) -> torch.Tensor:
+def batched_actions(
+    controller: Controller, params: torch.Tensor, z: torch.Tensor, h: torch.Tensor
+) -> torch.Tensor:
     """Env actions of P candidate parameter vectors ``params`` (P, D) on z (P, N, Z), h (P, N, H):
     (P, N, A) floats or (P, N) int64 for thirds."""
     w, b = controller.unflatten(params.to(z.dtype))
@@ -219,8 +225,14 @@ class ControllerPolicy(Policy):
     supports_active = True
     """``act`` takes an ``active`` mask and advances only those envs' state."""
 
-    def __init__(self, vae, mdrnn, controller: Controller,
-                 device: torch.device | str | None = None, z_mode: ZMode = "sample") -> None:
+    def __init__(
+        self,
+        vae,
+        mdrnn,
+        controller: Controller,
+        device: torch.device | str | None = None,
+        z_mode: ZMode = "sample",
+    ) -> None:
         if z_mode not in ("sample", "mu"):
             raise ValueError(f"z_mode must be 'sample' or 'mu', got {z_mode!r}")
         if controller.latent_size != vae.latent_size or controller.latent_size != mdrnn.latent_size:
@@ -260,8 +272,9 @@ class ControllerPolicy(Policy):
         if self.population is not None:
             if candidates is None:
                 raise ValueError("a population needs candidates=(n,) indices in reset()")
-            self._cand = torch.as_tensor(np.asarray(candidates), dtype=torch.long,
-                                         device=self.device)
+            self._cand = torch.as_tensor(
+                np.asarray(candidates), dtype=torch.long, device=self.device
+            )
             if self._cand.shape != (n,):
                 raise ValueError(f"expected {n} candidate indices, got {tuple(self._cand.shape)}")
         else:
@@ -291,8 +304,9 @@ class ControllerPolicy(Policy):
         z = mu
         if self.z_mode == "sample":
             eps = np.stack([self._rngs[i].standard_normal(mu.shape[1]) for i in idx])
-            z = mu + torch.exp(0.5 * logvar) * torch.as_tensor(eps, dtype=mu.dtype,
-                                                                device=self.device)
+            z = mu + torch.exp(0.5 * logvar) * torch.as_tensor(
+                eps, dtype=mu.dtype, device=self.device
+            )
         h_all, c_all = self._state  # (1, n, H) each
         h = h_all[0, ti]  # (k, H)
         if self._cand is None:

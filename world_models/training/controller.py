@@ -36,8 +36,18 @@ import torch
 from world_models.atomic import atomic_open
 from world_models.errors import CheckpointError, ConfigError
 
-RESUMABLE_FIELDS = frozenset({"generations", "device", "workers", "envs_per_worker", "progress",
-                              "tensorboard", "time_budget_s", "cuda_graph"})
+RESUMABLE_FIELDS = frozenset(
+    {
+        "generations",
+        "device",
+        "workers",
+        "envs_per_worker",
+        "progress",
+        "tensorboard",
+        "time_budget_s",
+        "cuda_graph",
+    }
+)
 STATE_FILE = "cma_state.npz"
 
 
@@ -61,7 +71,8 @@ class TrainControllerConfig:
     run_dir: Path = Path("runs/controller-doom")
     """Run folder: checkpoints, cma_state.npz, metrics; re-running resumes it."""
     generations: int = 2000
-    """Total generations (a re-run may raise it to continue)."""
+    """Total generations (a re-run may raise it to continue); Doom's 2000 is our choice, the
+    paper does not state it."""
     popsize: int = 64
     """Candidates per generation (the original: 64)."""
     rollouts: int = 16
@@ -88,8 +99,9 @@ class TrainControllerConfig:
     """Real env: envs per worker (0: enough for a whole generation in one wave, up to 32)."""
     device: str | None = None
     """cpu, cuda, ...; None picks CUDA when present."""
-    cuda_graph: bool = True
-    """Dream on CUDA: replay each step as a CUDA graph (ignored elsewhere)."""
+    cuda_graph: bool = False
+    """Dream on CUDA: replay each step as a CUDA graph (ignored elsewhere; experimental,
+    not yet run on a GPU)."""
     seed: int = 0
     """Seed of CMA-ES sampling and of the episodes."""
     time_budget_s: float | None = None
@@ -105,14 +117,33 @@ PRESETS: dict[str, TrainControllerConfig] = {
     "doom": TrainControllerConfig(),
     # CarRacing: evolved in the real env (1800 generations in the paper).
     "carracing": TrainControllerConfig(
-        target="real", env="carracing", mdrnn_path=Path("runs/mdrnn/checkpoints/best"),
-        vae_path=Path("runs/vae/checkpoints/best"), series_dir=None,
-        run_dir=Path("runs/controller"), generations=1800, tau=1.0),
+        target="real",
+        env="carracing",
+        mdrnn_path=Path("runs/mdrnn/checkpoints/best"),
+        vae_path=Path("runs/vae/checkpoints/best"),
+        series_dir=None,
+        run_dir=Path("runs/controller"),
+        generations=1800,
+        tau=1.0,
+    ),
     "debug": TrainControllerConfig(
-        target="dream", env="fake-discrete", mdrnn_path=Path("runs/mdrnn-debug/checkpoints/best"),
-        vae_path=None, series_dir=Path("data/debug-series"), run_dir=Path("runs/controller-debug"),
-        generations=3, popsize=8, rollouts=2, eval_every=2, eval_rollouts=8, dream_max_steps=50,
-        max_steps=50, workers=2, progress=False, tensorboard=False),
+        target="dream",
+        env="fake-discrete",
+        mdrnn_path=Path("runs/mdrnn-debug/checkpoints/best"),
+        vae_path=None,
+        series_dir=Path("data/debug-series"),
+        run_dir=Path("runs/controller-debug"),
+        generations=3,
+        popsize=8,
+        rollouts=2,
+        eval_every=2,
+        eval_rollouts=8,
+        dream_max_steps=50,
+        max_steps=50,
+        workers=2,
+        progress=False,
+        tensorboard=False,
+    ),
 }
 
 
@@ -123,11 +154,18 @@ def cma_state(es) -> dict[str, np.ndarray]:
     """The arrays and counters that rebuild ``es`` (see the module docstring)."""
     sm = es.sm
     return {
-        "mean": np.asarray(es.mean, np.float64), "mean_old": np.asarray(es.mean_old, np.float64),
-        "sigma": np.float64(es.sigma), "C": np.asarray(sm.C), "B": np.asarray(sm.B),
-        "D": np.asarray(sm.D), "pc": np.asarray(es.pc), "ps": np.asarray(es.adapt_sigma.ps),
-        "countiter": np.int64(es.countiter), "countevals": np.int64(es.countevals),
-        "count_tell": np.int64(sm.count_tell), "last_update": np.int64(sm.last_update),
+        "mean": np.asarray(es.mean, np.float64),
+        "mean_old": np.asarray(es.mean_old, np.float64),
+        "sigma": np.float64(es.sigma),
+        "C": np.asarray(sm.C),
+        "B": np.asarray(sm.B),
+        "D": np.asarray(sm.D),
+        "pc": np.asarray(es.pc),
+        "ps": np.asarray(es.adapt_sigma.ps),
+        "countiter": np.int64(es.countiter),
+        "countevals": np.int64(es.countevals),
+        "count_tell": np.int64(sm.count_tell),
+        "last_update": np.int64(sm.last_update),
     }
 
 
@@ -139,8 +177,9 @@ def make_es(dim: int, sigma0: float, popsize: int, seed: int, state=None):
     if state is None:
         return cma.CMAEvolutionStrategy(np.zeros(dim), sigma0, opts)
     if state["mean"].shape != (dim,):
-        raise CheckpointError(f"saved CMA-ES state has {state['mean'].shape[0]} parameters, "
-                              f"this controller has {dim}")
+        raise CheckpointError(
+            f"saved CMA-ES state has {state['mean'].shape[0]} parameters, this controller has {dim}"
+        )
     from cma.utilities.utils import ElapsedWCTime
 
     es = cma.CMAEvolutionStrategy(state["mean"].copy(), float(state["sigma"]), opts)
@@ -171,8 +210,9 @@ def load_state(path: Path) -> tuple[dict[str, np.ndarray], dict]:
             arrays = {k: z[k] for k in z.files}
         return arrays, json.loads(str(arrays.pop("trainer")))
     except Exception as exc:  # noqa: BLE001 - any unreadable state is the same user error
-        raise CheckpointError(f"{path}: unreadable CMA-ES state ({exc}); delete it to restart "
-                              f"the evolution") from None
+        raise CheckpointError(
+            f"{path}: unreadable CMA-ES state ({exc}); delete it to restart the evolution"
+        ) from None
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -191,43 +231,53 @@ class _Scorer:
         preset = get_preset(config.env)
         self.mdrnn = MDNRNN.from_pretrained(config.mdrnn_path, map_location=device).eval()
         self.vae = None
-        if config.vae_path is not None and (config.target == "real" or
-                                            config.series_dir is None):
+        if config.vae_path is not None and (config.target == "real" or config.series_dir is None):
             self.vae = ConvVAE.from_pretrained(config.vae_path, map_location=device).eval()
         outputs, mode = mode_for_env(preset.action_kind, preset.action_dim)
-        self.controller = Controller(self.mdrnn.latent_size, self.mdrnn.hidden_size, outputs,
-                                     mode).to(device)
+        self.controller = Controller(
+            self.mdrnn.latent_size, self.mdrnn.hidden_size, outputs, mode
+        ).to(device)
         m_in = self.mdrnn.action_size
         if mode == "thirds" and m_in not in (1, 3) or mode != "thirds" and m_in != outputs:
-            raise ConfigError(f"M takes actions of size {m_in}, which does not fit the "
-                              f"{config.env} env's actions")
+            raise ConfigError(
+                f"M takes actions of size {m_in}, which does not fit the {config.env} env's actions"
+            )
         self.pool = None
         if config.target == "dream":
             from world_models.envs.dream import BatchedDream, load_initial_states
 
-            mu, logvar = load_initial_states(config.series_dir, config.data_dir, self.vae,
-                                             config.max_initial_states, device)
-            self.dream = BatchedDream(self.mdrnn, mu, logvar, config.tau, config.dream_max_steps,
-                                      device, cuda_graph=config.cuda_graph)
+            mu, logvar = load_initial_states(
+                config.series_dir, config.data_dir, self.vae, config.max_initial_states, device
+            )
+            self.dream = BatchedDream(
+                self.mdrnn,
+                mu,
+                logvar,
+                config.tau,
+                config.dream_max_steps,
+                device,
+                cuda_graph=config.cuda_graph,
+            )
         else:
             if self.vae is None:
                 raise ConfigError("training in the real env needs --vae-path")
             from world_models.evaluation.rollout import EnvFactory, EnvPool
             from world_models.models.controller import ControllerPolicy
 
-            self.policy = ControllerPolicy(self.vae, self.mdrnn, self.controller, device,
-                                           config.z_mode)
+            self.policy = ControllerPolicy(
+                self.vae, self.mdrnn, self.controller, device, config.z_mode
+            )
             workers = config.workers or os.cpu_count() or 1
-            per = config.envs_per_worker or min(32, -(-config.popsize * config.rollouts
-                                                       // workers))
+            per = config.envs_per_worker or min(32, -(-config.popsize * config.rollouts // workers))
             self.pool = EnvPool(EnvFactory(config.env, config.max_steps), workers, per)
 
     def score(self, params: np.ndarray, rollouts: int, seed: int) -> np.ndarray:
         """Returns (P, R): candidate p on episode seeds ``seed + r``, the same for every p."""
         p = params.shape[0]
         if self.pool is None:
-            ret = self.dream.evaluate(self.controller, torch.as_tensor(params, dtype=torch.float32),
-                                      rollouts, seed=seed)
+            ret = self.dream.evaluate(
+                self.controller, torch.as_tensor(params, dtype=torch.float32), rollouts, seed=seed
+            )
             return ret.double().cpu().numpy()  # (P, R)
         self.policy.set_population(params)
         seeds = np.tile(np.arange(rollouts) + seed, p)  # (P*R,) the same R seeds per candidate
@@ -276,8 +326,13 @@ def train_controller(config: TrainControllerConfig) -> Path:
         es = make_es(dim, config.sigma0, config.popsize, config.seed)
     metrics = MetricsLogger(run, trainer["generation"], config.tensorboard)
     start = trainer["generation"]
-    bar = tqdm(total=config.generations, initial=min(start, config.generations), unit="gen",
-               disable=not config.progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=config.generations,
+        initial=min(start, config.generations),
+        unit="gen",
+        disable=not config.progress,
+        dynamic_ncols=True,
+    )
     t0 = time.perf_counter()
     episode_len = config.dream_max_steps if config.target == "dream" else None
     try:
@@ -287,46 +342,78 @@ def train_controller(config: TrainControllerConfig) -> Path:
             # resumed run proposes the same candidates as an uninterrupted one.
             np.random.seed((config.seed * 1_000_003 + gen) % 2**32)
             candidates = np.asarray(es.ask())  # (P, D)
-            returns = scorer.score(candidates, config.rollouts,
-                                   seed=config.seed * 10_000_019 + gen * config.rollouts)
+            returns = scorer.score(
+                candidates, config.rollouts, seed=config.seed * 10_000_019 + gen * config.rollouts
+            )
             fitness = returns.mean(axis=1)  # (P,)
             if not np.all(np.isfinite(fitness)):
                 raise ConfigError(f"generation {gen}: non-finite returns; check M and V")
             es.tell(list(candidates), list(-fitness))  # pycma minimises
             i = int(np.argmax(fitness))
-            if trainer["best_candidate_fitness"] is None or \
-                    fitness[i] > trainer["best_candidate_fitness"]:
+            if (
+                trainer["best_candidate_fitness"] is None
+                or fitness[i] > trainer["best_candidate_fitness"]
+            ):
                 trainer["best_candidate_fitness"] = float(fitness[i])
                 best_params = candidates[i]
-                _save_controller(scorer.controller, best_params, run.checkpoints / "best_candidate",
-                                 gen + 1, {"fitness": float(fitness[i])})
+                _save_controller(
+                    scorer.controller,
+                    best_params,
+                    run.checkpoints / "best_candidate",
+                    gen + 1,
+                    {"fitness": float(fitness[i])},
+                )
             trainer["generation"] = gen + 1
             secs = time.perf_counter() - tg
-            row = {"fitness_max": float(fitness.max()), "fitness_mean": float(fitness.mean()),
-                   "fitness_min": float(fitness.min()), "fitness_std": float(fitness.std()),
-                   "sigma": float(es.sigma), "seconds": round(secs, 3),
-                   "episodes_per_s": round(returns.size / secs, 1)}
+            row = {
+                "fitness_max": float(fitness.max()),
+                "fitness_mean": float(fitness.mean()),
+                "fitness_min": float(fitness.min()),
+                "fitness_std": float(fitness.std()),
+                "sigma": float(es.sigma),
+                "seconds": round(secs, 3),
+                "episodes_per_s": round(returns.size / secs, 1),
+            }
             if episode_len is None:
                 row["episodes"] = int(returns.size)
             done = gen + 1 == config.generations
-            out_of_time = (config.time_budget_s is not None
-                           and time.perf_counter() - t0 >= config.time_budget_s)
+            out_of_time = (
+                config.time_budget_s is not None
+                and time.perf_counter() - t0 >= config.time_budget_s
+            )
             if (gen + 1) % config.eval_every == 0 or done or out_of_time:
-                ev = scorer.score(np.asarray(es.mean)[None], config.eval_rollouts,
-                                  seed=config.seed * 10_000_019 + 7 * 10**8)[0]  # fixed seeds
+                ev = scorer.score(
+                    np.asarray(es.mean)[None],
+                    config.eval_rollouts,
+                    seed=config.seed * 10_000_019 + 7 * 10**8,
+                )[0]  # fixed seeds
                 row["eval_mean"], row["eval_std"] = float(ev.mean()), float(ev.std())
                 if trainer["best_eval"] is None or ev.mean() > trainer["best_eval"]:
                     trainer["best_eval"] = float(ev.mean())
-                    _save_controller(scorer.controller, es.mean, run.best, gen + 1,
-                                     {"eval_mean": float(ev.mean()), "eval_std": float(ev.std()),
-                                      "eval_rollouts": config.eval_rollouts})
+                    _save_controller(
+                        scorer.controller,
+                        es.mean,
+                        run.best,
+                        gen + 1,
+                        {
+                            "eval_mean": float(ev.mean()),
+                            "eval_std": float(ev.std()),
+                            "eval_rollouts": config.eval_rollouts,
+                        },
+                    )
             # the state first: it is the truth on resume; `last` is only an output
             save_state(state_path, es, trainer, best_params)
-            _save_controller(scorer.controller, es.mean, run.last, gen + 1,
-                             {"trainer": trainer, "target": config.target})
+            _save_controller(
+                scorer.controller,
+                es.mean,
+                run.last,
+                gen + 1,
+                {"trainer": trainer, "target": config.target},
+            )
             metrics.log(gen + 1, **row)
-            bar.set_postfix(best=f"{fitness.max():.1f}", mean=f"{fitness.mean():.1f}",
-                            sigma=f"{es.sigma:.3f}")
+            bar.set_postfix(
+                best=f"{fitness.max():.1f}", mean=f"{fitness.mean():.1f}", sigma=f"{es.sigma:.3f}"
+            )
             bar.update(1)
             if out_of_time:
                 break
@@ -348,13 +435,22 @@ def _plot(metrics, path: Path) -> None:
 
     rows = metrics.rows
     series = {}
-    for key, label in (("fitness_max", "best candidate"), ("fitness_mean", "population mean"),
-                       ("eval_mean", "mean parameters (evaluation)")):
+    for key, label in (
+        ("fitness_max", "best candidate"),
+        ("fitness_mean", "population mean"),
+        ("eval_mean", "mean parameters (evaluation)"),
+    ):
         pts = [(r["step"], r[key]) for r in rows if key in r]
         series[label] = tuple(zip(*pts)) if pts else ((), ())
     if any(len(xs) for xs, _ in series.values()):
-        plot_curves(series, path, title="CMA-ES on the controller", xlabel="generation",
-                    ylabel="return", logy=False)
+        plot_curves(
+            series,
+            path,
+            title="CMA-ES on the controller",
+            xlabel="generation",
+            ylabel="return",
+            logy=False,
+        )
 
 
 def summarize(run_dir: Path) -> str:
@@ -369,9 +465,13 @@ def summarize(run_dir: Path) -> str:
             v = trainer.get(k)
             if v is not None and math.isfinite(v):
                 lines.append(f"{k.replace('_', ' ') + ':':<18} {v:.2f}")
-    for name, rel in (("best (mean):", "checkpoints/best"), ("last (mean):", "checkpoints/last"),
-                      ("best candidate:", "checkpoints/best_candidate"), ("metrics:", "metrics.csv"),
-                      ("fitness curve:", "fitness_curve.png")):
+    for name, rel in (
+        ("best (mean):", "checkpoints/best"),
+        ("last (mean):", "checkpoints/last"),
+        ("best candidate:", "checkpoints/best_candidate"),
+        ("metrics:", "metrics.csv"),
+        ("fitness curve:", "fitness_curve.png"),
+    ):
         if (run_dir / rel).exists():
             lines.append(f"{name:<18} {run_dir / rel}")
     return "\n".join(lines)

@@ -1,0 +1,160 @@
+"""Dream throughput: BatchedDream against stepping one dream at a time, in one run.
+
+Measured at the Doom shapes by default (z 64, LSTM 512, K 5, 1 action, done head):
+
+* ``dream steps/s`` of :class:`~world_models.envs.dream.BatchedDream` with N = 1, 64 and
+  1024 parallel dreams (controller + LSTM cell + MDN sampling + done mask per step, via
+  ``BatchedDream.evaluate`` with a done head that never fires, so every step is counted).
+* ``DreamEnv``: the Gymnasium env, one dream, through ``env.step`` (numpy in and out).
+* one CMA-ES generation in the dream, popsize x rollouts (64 x 16 = 1024 dreams) of
+  ``--gen-steps`` steps: ``ours`` is one ``evaluate`` of the whole population; the
+  baseline is what one-dream-per-process code does in each process: a loop over the
+  dreams, batch 1. The baseline is timed on ``--baseline-dreams`` of the 1024 and scaled
+  linearly (it is a sequential loop, so its time is linear in the number of dreams).
+
+Usage::
+
+    python benchmarks/dream_throughput.py                    # CPU, ~1-2 minutes
+    python benchmarks/dream_throughput.py --device cuda --gen-steps 2100 --cuda-graph
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from world_models.envs.dream import BatchedDream, DreamEnv
+from world_models.models.controller import Controller
+from world_models.models.mdrnn import MDNRNN
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_models(z: int, hidden: int, k: int, device: torch.device):
+    torch.manual_seed(0)
+    m = MDNRNN(z, 1, hidden, k, done_head=True)
+    with torch.no_grad():  # never done: every dream runs every step, so all steps count
+        m.head.weight[-1].zero_()
+        m.head.bias[-1] = -100.0
+    c = Controller(z, hidden, 1, "thirds")
+    return m.to(device).eval(), c.to(device)
+
+
+def dream_steps_per_s(m, c, n: int, steps: int, device, cuda_graph: bool) -> float:
+    """N dreams of ``steps`` steps as one batch (candidates x 1 rollout); best of 2 runs."""
+    bd = BatchedDream(m, tau=1.15, max_steps=steps, device=device, cuda_graph=cuda_graph)
+    params = torch.randn(n, c.num_params, device=device) * 0.1
+    bd.evaluate(c, params[:, :], 1, seed=0, check_every=10**9)  # warm-up (and graph capture)
+    best = float("inf")
+    for rep in range(2):
+        _sync(device)
+        t0 = time.perf_counter()
+        bd.evaluate(c, params, 1, seed=rep, check_every=10**9)
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return n * steps / best
+
+
+def dream_env_steps_per_s(m, steps: int, device) -> float:
+    env = DreamEnv(m, tau=1.15, max_steps=10**9, device=device)
+    env.reset(seed=0)
+    t0 = time.perf_counter()
+    for t in range(steps):
+        env.step(t % 3)
+    return steps / (time.perf_counter() - t0)
+
+
+def generation_time(m, c, popsize: int, rollouts: int, steps: int, device, cuda_graph: bool):
+    bd = BatchedDream(m, tau=1.15, max_steps=steps, device=device, cuda_graph=cuda_graph)
+    params = torch.randn(popsize, c.num_params, device=device) * 0.1
+    bd.evaluate(c, params, rollouts, seed=0)  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    bd.evaluate(c, params, rollouts, seed=1)
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def baseline_generation_time(
+    m, c, popsize: int, rollouts: int, steps: int, device, sample: int
+) -> tuple[float, int]:
+    """One dream at a time (batch 1), ``sample`` of the popsize x rollouts dreams, scaled."""
+    bd = BatchedDream(m, tau=1.15, max_steps=steps, device=device)
+    params = torch.randn(popsize, c.num_params, device=device) * 0.1
+    bd.evaluate(c, params[:1], 1, seed=0)  # warm-up
+    total = popsize * rollouts
+    sample = min(sample, total)
+    _sync(device)
+    t0 = time.perf_counter()
+    for i in range(sample):
+        bd.evaluate(c, params[i % popsize : i % popsize + 1], 1, seed=i)
+    _sync(device)
+    return (time.perf_counter() - t0) * total / sample, sample
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--latent", type=int, default=64)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--gaussians", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=100, help="steps per throughput measurement")
+    ap.add_argument("--sizes", default="1,64,1024", help="parallel dreams to measure")
+    ap.add_argument("--popsize", type=int, default=64)
+    ap.add_argument("--rollouts", type=int, default=16)
+    ap.add_argument("--gen-steps", type=int, default=100, help="dream length of the generation")
+    ap.add_argument(
+        "--baseline-dreams",
+        type=int,
+        default=32,
+        help="dreams the batch-1 baseline actually runs (then scaled)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (0: leave as is); 1 by default: the per-process baseline"
+        " is one core per process, and 2 threads on a shared box mostly contend",
+    )
+    ap.add_argument("--cuda-graph", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    m, c = make_models(args.latent, args.hidden, args.gaussians, device)
+    print(
+        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"z {args.latent}, LSTM {args.hidden}, K {args.gaussians}, controller "
+        f"{c.num_params} params, cuda_graph {args.cuda_graph and device.type == 'cuda'}"
+    )
+
+    env_rate = dream_env_steps_per_s(m, max(50, args.steps), device)
+    print(f"\n{'dreams':>8} {'dream steps/s':>15} {'vs N=1':>8}")
+    print(f"{'DreamEnv':>8} {env_rate:>15,.0f} {'':>8}  (gymnasium env.step, one dream)")
+    base = None
+    for n in (int(s) for s in args.sizes.split(",")):
+        rate = dream_steps_per_s(m, c, n, args.steps, device, args.cuda_graph)
+        base = base or rate
+        print(f"{n:>8} {rate:>15,.0f} {'x%.1f' % (rate / base):>8}")
+
+    p, r, s = args.popsize, args.rollouts, args.gen_steps
+    ours = generation_time(m, c, p, r, s, device, args.cuda_graph)
+    naive, k = baseline_generation_time(m, c, p, r, s, device, args.baseline_dreams)
+    print(f"\none CMA-ES generation in the dream: {p} x {r} = {p * r} dreams x {s} steps")
+    print(f"  BatchedDream, one batch:        {ours:8.2f} s")
+    print(f"  one dream at a time (batch 1):  {naive:8.2f} s  (timed {k} dreams, scaled)")
+    print(f"  ratio:                          x{naive / ours:.1f}")
+    full = 2100
+    print(
+        f"  at the full {full}-step limit (no early deaths), ours would take "
+        f"~{ours * full / s:.0f} s per generation on this device"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""``reproduce``: the whole pipeline on the fake env, resumable; Doom's stage settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from world_models.recipes import ReproduceConfig, reproduce, stage_configs
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_doom_recipe_uses_the_original_settings_and_scale():
+    full = stage_configs(ReproduceConfig(game="doom"))
+    assert full["collect"].env == "doom" and full["collect"].episodes == 10_000
+    assert full["vae"].latent_size == 64
+    m = full["mdrnn"]
+    assert (m.hidden_size, m.done_head, m.done_pos_weight, m.seq_len) == (512, True, 10.0, 500)
+    c = full["controller"]
+    assert (c.target, c.popsize, c.rollouts, c.sigma0, c.tau) == ("dream", 64, 16, 0.1, 1.15)
+    assert (c.dream_max_steps, c.eval_every, c.eval_rollouts) == (2100, 25, 1024)
+    assert full["evaluate"].trials == 100 and full["evaluate"].env == "doom"
+    small = stage_configs(ReproduceConfig(game="doom", scale=0.01))
+    assert small["collect"].episodes == 100 and small["controller"].generations == 20
+    assert small["controller"].popsize == 64 and small["evaluate"].trials == 10
+
+
+def test_debug_recipe_runs_end_to_end_and_resumes(tmp_path):
+    config = ReproduceConfig(game="debug", root=tmp_path, workers=2, progress=False)
+    lines: list[str] = []
+    reproduce(config, log=lines.append)
+    assert [line[:5] for line in lines[:6]] == [f"[{i}/6]" for i in range(1, 7)]
+    results = json.loads((tmp_path / "evaluation/results.json").read_text())
+    assert results["trials"] == 4 and results["env"] == "fake-discrete"
+    assert (tmp_path / "evaluation/best.gif").exists()
+    rows = (tmp_path / "controller/metrics.jsonl").read_text().splitlines()
+    reproduce(config, log=lines.append)  # every stage finds its work done
+    assert (tmp_path / "controller/metrics.jsonl").read_text().splitlines() == rows

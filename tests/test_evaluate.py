@@ -1,0 +1,115 @@
+"""``evaluate``: N trials in the (fake) real env, histogram, best/worst animations."""
+
+from __future__ import annotations
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from world_models.cli import main
+from world_models.errors import ConfigError
+from world_models.evaluation.evaluate import EvaluateConfig, evaluate
+from world_models.evaluation.rollout import EnvFactory, run_sequential
+from world_models.models.controller import Controller, ControllerPolicy
+from world_models.models.mdrnn import MDNRNN
+from world_models.models.vae import ConvVAE
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _checkpoints(tmp_path, mode="carracing", outputs=3, action_size=3):
+    torch.manual_seed(0)
+    vae, m, c = ConvVAE(8), MDNRNN(8, action_size, 16, 2), Controller(8, 16, outputs, mode)
+    with torch.no_grad():
+        c.fc.weight.mul_(20)
+    vae.save_pretrained(tmp_path / "v")
+    m.save_pretrained(tmp_path / "m")
+    c.save_pretrained(tmp_path / "c")
+    return vae, m, c
+
+
+def test_evaluate_writes_results_histogram_and_animations(tmp_path):
+    vae, m, c = _checkpoints(tmp_path)
+    config = EvaluateConfig(
+        controller_path=tmp_path / "c",
+        vae_path=tmp_path / "v",
+        mdrnn_path=tmp_path / "m",
+        env="fake",
+        trials=6,
+        max_steps=15,
+        workers=2,
+        out_dir=tmp_path / "eval",
+        progress=False,
+    )
+    out = evaluate(config)
+    r = json.loads((out / "results.json").read_text())
+    assert r["trials"] == 6 and len(r["returns"]) == 6
+    assert r["mean"] == pytest.approx(np.mean(r["returns"]))
+    assert r["std"] == pytest.approx(np.std(r["returns"]))
+    assert r["replay_matches"] is True
+    # the same numbers as playing each seed alone in this process
+    seq = run_sequential(EnvFactory("fake", 15), ControllerPolicy(vae, m, c), range(6))
+    assert np.allclose(r["returns"], seq.returns, rtol=1e-4)
+    assert (out / "histogram.png").stat().st_size > 1000
+    best = iio.imread(out / "best.gif")
+    worst = iio.imread(out / "worst.gif")
+    # raw 96x96 env frames, as many as the episode's steps + 1
+    lengths = {
+        int(s): int(n)
+        for s, _, n in (
+            line.split(",") for line in (out / "returns.csv").read_text().splitlines()[1:]
+        )
+    }
+    assert best.shape[1:3] == (96, 96) and best.shape[0] == lengths[r["best_seed"]] + 1
+    assert worst.shape[0] == lengths[r["worst_seed"]] + 1
+    assert r["returns"][r["best_seed"]] >= r["returns"][r["worst_seed"]]
+
+
+def test_evaluate_cli_random_baseline_and_mode_mismatch(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "evaluate",
+                "--policy",
+                "random",
+                "--env",
+                "fake-discrete",
+                "--trials",
+                "3",
+                "--max-steps",
+                "5",
+                "--workers",
+                "1",
+                "--video",
+                "none",
+                "--no-progress",
+                "--out-dir",
+                str(tmp_path / "rnd"),
+            ]
+        )
+        == 0
+    )
+    assert "over 3 trials" in capsys.readouterr().out
+    assert not list((tmp_path / "rnd").glob("*.gif"))
+    _checkpoints(tmp_path)  # a CarRacing-style controller on a discrete env: refused
+    with pytest.raises(ConfigError, match="thirds"):
+        evaluate(
+            EvaluateConfig(
+                controller_path=tmp_path / "c",
+                vae_path=tmp_path / "v",
+                mdrnn_path=tmp_path / "m",
+                env="fake-discrete",
+                trials=2,
+                out_dir=tmp_path / "x",
+                progress=False,
+            )
+        )
