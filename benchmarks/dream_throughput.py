@@ -14,7 +14,7 @@ Measured at the Doom shapes by default (z 64, LSTM 512, K 5, 1 action, done head
 
 Usage::
 
-    python benchmarks/dream_throughput.py                    # CPU, ~1-2 minutes
+    python benchmarks/dream_throughput.py                    # CPU, 1 thread, ~40 s
     python benchmarks/dream_throughput.py --device cuda --gen-steps 2100 --cuda-graph
 """
 
@@ -107,11 +107,11 @@ def main() -> None:
     ap.add_argument("--sizes", default="1,64,1024", help="parallel dreams to measure")
     ap.add_argument("--popsize", type=int, default=64)
     ap.add_argument("--rollouts", type=int, default=16)
-    ap.add_argument("--gen-steps", type=int, default=100, help="dream length of the generation")
+    ap.add_argument("--gen-steps", type=int, default=200, help="dream length of the generation")
     ap.add_argument(
         "--baseline-dreams",
         type=int,
-        default=32,
+        default=128,
         help="dreams the batch-1 baseline actually runs (then scaled)",
     )
     ap.add_argument(

@@ -28,6 +28,7 @@ def test_doom_recipe_uses_the_original_settings_and_scale():
     assert (c.target, c.popsize, c.rollouts, c.sigma0, c.tau) == ("dream", 64, 16, 0.1, 1.15)
     assert (c.dream_max_steps, c.eval_every, c.eval_rollouts) == (2100, 25, 1024)
     assert full["evaluate"].trials == 100 and full["evaluate"].env == "doom"
+    assert full["evaluate_dream"].target == "dream" and full["evaluate_dream"].tau == 1.15
     small = stage_configs(ReproduceConfig(game="doom", scale=0.01))
     assert small["collect"].episodes == 100 and small["controller"].generations == 20
     assert small["controller"].popsize == 64 and small["evaluate"].trials == 10
@@ -41,6 +42,9 @@ def test_debug_recipe_runs_end_to_end_and_resumes(tmp_path):
     results = json.loads((tmp_path / "evaluation/results.json").read_text())
     assert results["trials"] == 4 and results["env"] == "fake-discrete"
     assert (tmp_path / "evaluation/best.gif").exists()
+    dream = json.loads((tmp_path / "evaluation-dream/results.json").read_text())
+    assert dream["target"] == "dream" and dream["trials"] == 4
+    assert (tmp_path / "evaluation-dream/best.gif").exists()
     rows = (tmp_path / "controller/metrics.jsonl").read_text().splitlines()
     reproduce(config, log=lines.append)  # every stage finds its work done
     assert (tmp_path / "controller/metrics.jsonl").read_text().splitlines() == rows

@@ -34,6 +34,7 @@ def _mdrnn(done_bias: float | None = None, reward: bool = False, action_size: in
     return m.eval()
 
 
+@pytest.mark.filterwarnings("ignore:.*infinity:UserWarning")  # z and h are unbounded
 def test_check_env_and_gymnasium_make():
     init = torch.randn(5, Z)
     env = gym.make(
@@ -166,3 +167,34 @@ def test_load_initial_states_from_series(tmp_path):
         )
     mu, logvar = load_initial_states(series_dir=tmp_path, max_episodes=2)
     assert mu.shape == (2, Z) and mu[:, 0].tolist() == [0.0, 1.0] and logvar.abs().sum() == 0
+
+
+def test_load_initial_states_encodes_first_frames_of_a_dataset(tmp_path):
+    from world_models.data.store import save_npz
+    from world_models.errors import ConfigError
+
+    frames = np.random.default_rng(0).integers(0, 255, (2, 3, 64, 64, 3), dtype=np.uint8)
+    for i in range(2):
+        save_npz(tmp_path / f"ep_{i:06d}.npz", {"obs": frames[i]})
+    vae = ConvVAE(Z, uint8_input=True).eval()
+    mu, logvar = load_initial_states(data_dir=tmp_path, vae=vae)
+    expected, _ = vae.encode(torch.as_tensor(frames[:, 0]).permute(0, 3, 1, 2))
+    assert mu.shape == logvar.shape == (2, Z) and torch.allclose(mu, expected, atol=1e-5)
+    with pytest.raises(ConfigError, match="VAE"):
+        load_initial_states(data_dir=tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore:.*infinity:UserWarning")
+def test_carracing_style_dream_and_make_by_module_path():
+    m = MDNRNN(Z, 3, H, 2, reward_head=True).eval()
+    env = gym.make(
+        "world_models.envs.dream:WorldModels/Dream-v0",
+        mdrnn=m,
+        action_mode="carracing",
+        max_steps=5,
+    )
+    check_env(env.unwrapped)
+    assert env.action_space.shape == (3,) and env.action_space.low.tolist() == [-1, 0, 0]
+    env.reset(seed=0)
+    obs, r, term, trunc, _ = env.step(np.array([0.5, 1.0, 0.0], np.float32))
+    assert obs.shape == (Z + H,) and isinstance(r, float) and not term

@@ -113,3 +113,53 @@ def test_evaluate_cli_random_baseline_and_mode_mismatch(tmp_path, capsys):
                 progress=False,
             )
         )
+
+
+def test_evaluate_in_the_dream_scores_and_decodes_best_and_worst(tmp_path, capsys):
+    from world_models.data.store import save_npz
+    from world_models.envs.dream import BatchedDream
+
+    torch.manual_seed(0)
+    vae, m = ConvVAE(8), MDNRNN(8, 1, 16, 2, done_head=True)
+    with torch.no_grad():  # dies when the done logit, driven by h, crosses 0
+        m.head.weight[-1] *= 10
+        m.head.bias[-1] = -1.0
+    c = Controller(8, 16, 1, "thirds")
+    c.set_flat(np.random.default_rng(0).normal(0, 1.0, c.num_params))
+    for obj, name in ((vae, "v"), (m, "m"), (c, "c")):
+        obj.save_pretrained(tmp_path / name)
+    mu = np.random.default_rng(1).normal(size=(3, 4, 8)).astype(np.float16)
+    for i in range(3):
+        save_npz(tmp_path / "s" / f"ep_{i:06d}.npz", {"mu": mu[i], "logvar": 0 * mu[i] - 3})
+    args = [
+        "evaluate",
+        "--in",
+        "dream",
+        "--env",
+        "fake-discrete",
+        "--trials",
+        "12",
+        "--controller-path",
+        str(tmp_path / "c"),
+        "--vae-path",
+        str(tmp_path / "v"),
+        "--mdrnn-path",
+        str(tmp_path / "m"),
+        "--series-dir",
+        str(tmp_path / "s"),
+        "--tau",
+        "1.0",
+        "--dream-max-steps",
+        "25",
+        "--out-dir",
+        str(tmp_path / "out"),
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    assert "dream (tau 1)" in capsys.readouterr().out
+    r = json.loads((tmp_path / "out/results.json").read_text())
+    dream = BatchedDream(m, torch.tensor(mu[:, 0]).float(), torch.full((3, 8), -3.0), 1.0, 25)
+    direct = dream.evaluate(c, torch.tensor(c.get_flat()[None]), 12, seed=0)[0]
+    assert np.allclose(r["returns"], direct.numpy()) and len(set(r["returns"])) > 1
+    best = iio.imread(tmp_path / "out/best.gif")
+    assert best.shape[1:] == (64, 64, 3) and best.shape[0] == max(r["returns"]) + 1

@@ -109,3 +109,20 @@ def test_dead_worker_is_restarted_and_its_wave_rerun(tmp_path):
         res = pool.run(policy, [0, 1, 2])
     assert (tmp_path / "died").exists()
     assert np.allclose(res.returns, expected.returns, rtol=1e-4)
+
+
+def test_env_error_in_a_worker_is_reported_with_its_message():
+    factory = EnvFactory("fake", env_kwargs={"no_such_option": 1})  # FakeEnv() raises
+    with EnvPool(factory, workers=1) as pool:
+        with pytest.raises(WorkerDiedError, match="failed: TypeError.*no_such_option"):
+            pool.run(_policy(), [0])
+
+
+def test_hung_worker_times_out():
+    factory = EnvFactory("fake", env_kwargs={**SHORT, "step_delay": 30.0})
+    with EnvPool(factory, workers=1, step_timeout_s=1.0, poll_s=0.1) as pool:
+        t0 = time.monotonic()
+        with pytest.raises(WorkerDiedError, match="did not answer within 1 s"):
+            pool.run(_policy(), [0])
+        assert time.monotonic() - t0 < 10
+        assert not pool._procs[0].is_alive()  # ended, not left hanging

@@ -4,7 +4,8 @@
 (a uniform random action held 1-10 frames) -> train V (z = 64) -> encode the series ->
 train M (LSTM 512, done head with positives x10, seq len 500, truncated BPTT, lr decay)
 -> evolve C only inside the dream (tau 1.15, 2100-step limit, popsize 64 x 16 rollouts,
-the mean scored every 25 generations) -> score C in the real game over 100 trials.
+the mean scored every 25 generations) -> score C in the dream and in the real game,
+100 trials each.
 ``debug`` is the same pipeline on the tiny fake env with tiny sizes (tests, smoke runs).
 
 One knob, ``scale``, shrinks the amounts (episodes, generations, evaluation rollouts and,
@@ -59,7 +60,8 @@ def _amounts(
 
 
 def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
-    """The config of every stage, in order: collect, vae, encode, mdrnn, controller, evaluate."""
+    """The config of every stage, in order: collect, vae, encode, mdrnn, controller,
+    evaluate (real env), evaluate_dream."""
     from world_models.data.collect import PRESETS as COLLECT
     from world_models.data.encode import PRESETS as ENCODE
     from world_models.evaluation.evaluate import EvaluateConfig
@@ -149,6 +151,15 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
         out_dir=root / "evaluation",
         **common,
     )
+    # the paper reports both: the score in the dream C was trained in, and the real one
+    stages["evaluate_dream"] = dataclasses.replace(
+        stages["evaluate"],
+        target="dream",
+        series_dir=root / "series",
+        tau=stages["controller"].tau,
+        dream_max_steps=stages["controller"].dream_max_steps,
+        out_dir=root / "evaluation-dream",
+    )
     return stages
 
 
@@ -182,6 +193,10 @@ def reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -> Pa
     ev = dataclasses.replace(
         stages["evaluate"], controller_path=c_ckpt, vae_path=vae_ckpt, mdrnn_path=m_ckpt
     )
-    log(f"[6/6] evaluate in the real env, {ev.trials} trials -> {ev.out_dir}")
+    log(f"[6/6] evaluate in the dream and the real env, {ev.trials} trials each")
+    dream_ev = dataclasses.replace(
+        stages["evaluate_dream"], controller_path=c_ckpt, vae_path=vae_ckpt, mdrnn_path=m_ckpt
+    )
+    log(summarize(evaluate(dream_ev)))
     log(summarize(evaluate(ev)))
     return ctrl.run_dir.parent

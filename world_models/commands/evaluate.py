@@ -7,7 +7,7 @@ import argparse
 from world_models.config import add_config_args, config_from_args
 from world_models.evaluation.evaluate import PRESETS, EvaluateConfig
 
-HELP = "score V+M+C (or a random policy) over N real episodes: mean +- std, histogram, GIFs"
+HELP = "score V+M+C (or a random policy) over N episodes, real or dreamed: mean +- std, GIFs"
 DESCRIPTION = (
     "Play --trials episodes (default 100) in the real env with the controller, envs in "
     "worker processes and V, M, C batched in this process. Writes results.json (mean, std, "
@@ -17,6 +17,13 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_args(parser, EvaluateConfig, PRESETS)
+    parser.add_argument(
+        "--in",
+        dest="target",
+        choices=("real", "dream"),
+        default=None,
+        help="same as --target: score in the real env or inside M's dream",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

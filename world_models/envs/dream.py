@@ -1,8 +1,10 @@
 """The dream: M (the MDN-RNN) as an environment, one at a time or thousands as one tensor.
 
-* :class:`DreamEnv` is a ``gymnasium.Env`` (registered as ``WorldModels/Dream-v0`` when
-  this module is imported). Its observation is ``[z, h]`` (what C reads), float32 of size
-  Z + H; ``render()`` decodes z with V's decoder to a (64, 64, 3) uint8 frame.
+* :class:`DreamEnv` is a ``gymnasium.Env``, registered as ``WorldModels/Dream-v0`` when
+  this module is imported; ``gymnasium.make("world_models.envs.dream:WorldModels/Dream-v0",
+  mdrnn=..., vae=..., initial_mu=...)`` imports it on the way. Its observation is
+  ``[z, h]`` (what C reads), float32 of size Z + H; ``render()`` decodes z with V's
+  decoder to a (64, 64, 3) uint8 frame.
 * :class:`BatchedDream` steps N dreams at once (one LSTM cell over (N, Z+A), batched MDN
   sampling, done masks) and evaluates P controller candidates x R rollouts in one batch:
   what CMA-ES in the dream uses.
@@ -122,6 +124,10 @@ class DreamEnv(gym.Env):
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        if vae is None:
+            if render_mode is not None:
+                raise ValueError("render_mode 'rgb_array' needs V's decoder: pass vae=...")
+            self.metadata = {**self.metadata, "render_modes": []}  # nothing to draw with
         self.device = torch.device(device)
         self.mdrnn = mdrnn.to(self.device).eval()
         self.vae = vae.to(self.device).eval() if vae is not None else None
@@ -258,12 +264,20 @@ class BatchedDream:
     def step(self, action_m: torch.Tensor, noise=None, generator: torch.Generator | None = None):
         """Advance every dream by M's input actions ``action_m`` (n, A_m).
 
+        ``noise`` is ``(u, eps)`` of n rows, or of m rows shared by the n / m groups of m
+        consecutive dreams (candidates x rollouts: common random numbers, no copies).
+
         Returns ``(z, h, reward, terminated)``: (n, Z), (n, H), (n,), (n,) bool.
         """
         n = self.z.shape[0]
         out = self.mdrnn.step(self.z, action_m.to(self.z.dtype), self.state)
         u, eps = noise if noise is not None else self.noise(n, generator)
-        self.z = sample_mdn(out.logpi, out.mu, out.logsigma, self.tau, u, eps)  # (n, Z)
+        if u.shape[0] == n:
+            self.z = sample_mdn(out.logpi, out.mu, out.logsigma, self.tau, u, eps)  # (n, Z)
+        else:  # common noise: rows i, i + m, i + 2m, ... share noise row i (m = len(u))
+            g = (n // u.shape[0], u.shape[0])  # (P, R)
+            mix = [x.view(*g, *x.shape[1:]) for x in (out.logpi, out.mu, out.logsigma)]
+            self.z = sample_mdn(*mix, self.tau, u, eps).reshape(n, -1)  # (P, R, Z) -> (n, Z)
         self.state = out.state
         reward = out.reward if out.reward is not None else torch.ones(n, device=self.device)
         if out.done_logit is not None:
@@ -275,7 +289,13 @@ class BatchedDream:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(
-        self, controller: Controller, params, rollouts: int, seed: int = 0, check_every: int = 50
+        self,
+        controller: Controller,
+        params,
+        rollouts: int,
+        seed: int = 0,
+        check_every: int = 50,
+        record: list[int] | None = None,
     ) -> torch.Tensor:
         """Returns (P, R) of P candidates ``params`` (P, D) over R rollouts each.
 
@@ -283,6 +303,10 @@ class BatchedDream:
         sampling noise for every candidate (so candidates differ by their policy, not by
         luck). Finished dreams keep stepping (masked) so shapes stay fixed; the loop stops
         early once all are done, checked every ``check_every`` steps (one host sync).
+
+        Afterwards ``last_lengths`` (P, R) holds each dream's steps, and with ``record``
+        (rollout indices of candidate 0) ``last_recording`` holds their z trajectories,
+        one (T + 1, Z) tensor each (the initial z, then one per step until the end).
         """
         params = torch.as_tensor(
             np.asarray(params) if not torch.is_tensor(params) else params,
@@ -298,16 +322,27 @@ class BatchedDream:
         self.reset(p * r, z=z0.repeat(p, 1))  # (P*R, Z)
         mode, a_size = controller.action_mode, self.mdrnn.action_size
         returns = torch.zeros(p * r, device=self.device)
+        lengths = torch.zeros(p * r, dtype=torch.long, device=self.device)
         alive = torch.ones(p * r, dtype=torch.bool, device=self.device)
+        rec = torch.as_tensor(record or [], dtype=torch.long, device=self.device)
+        traj = [self.z[rec].clone()] if record else []  # list of (k, Z)
         step_fn = self._graphed_step if self.cuda_graph else self._eager_step
         for t in range(self.max_steps):
             u, eps = self.noise(r, gen)  # (R, Z, K), (R, Z): shared across candidates
-            noise = (u.repeat(p, 1, 1), eps.repeat(p, 1))
+            noise = (u, eps)  # broadcast over the P candidates inside step()
             reward, done = step_fn(w, b, noise, mode, a_size, p, r)
             returns += reward * alive
+            lengths += alive
             alive &= ~done
+            if record:
+                traj.append(self.z[rec].clone())
             if (t + 1) % check_every == 0 and not bool(alive.any()):
                 break
+        self.last_lengths = lengths.view(p, r)
+        if record:
+            steps = torch.stack(traj, dim=1)  # (k, T + 1, Z)
+            n = lengths[rec].tolist()
+            self.last_recording = [steps[i, : n[i] + 1] for i in range(len(n))]
         return returns.view(p, r)
 
     def _eager_step(self, w, b, noise, mode, a_size, p, r):

@@ -1,4 +1,4 @@
-"""Score a controller in the real env: ``evaluate(config) -> output folder``.
+"""Score a controller in the real env (or the dream): ``evaluate(config) -> output folder``.
 
 N trials (default 100, as the paper's tables) with seeds ``seed .. seed + N - 1``, run in
 parallel by :class:`~world_models.evaluation.rollout.EnvPool` (V, M and C batched in this
@@ -7,6 +7,10 @@ process). Writes ``results.json`` (mean, std, every return), ``returns.csv``,
 env frames (e.g. 96x96 CarRacing, 240x320 Doom). Episodes are functions of their seeds, so
 the two are replayed with recording on rather than storing every frame of every trial;
 ``results.json`` says whether the replays scored the same.
+
+``target="dream"`` scores the controller inside M's dream instead (the paper's "dream
+score" beside the real one): all trials as one :class:`~world_models.envs.dream.BatchedDream`
+batch at temperature ``tau``, and the best and worst dreams decoded by V as animations.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class EvaluateConfig:
     """MDNRNN checkpoint folder (M)."""
     env: Literal["carracing", "doom", "fake", "fake-discrete"] = "carracing"
     """Env preset."""
+    target: Literal["real", "dream"] = "real"
+    """Score in the real env, or inside M's dream (the paper's "dream score")."""
     policy: Literal["controller", "random"] = "controller"
     """controller (V+M+C) or the env's random data policy (a baseline)."""
     trials: int = 100
@@ -48,6 +54,8 @@ class EvaluateConfig:
     """Env worker processes (0: all cores)."""
     envs_per_worker: int = 0
     """Envs per worker (0: all trials in one wave, up to 32 per worker)."""
+    backend: Literal["local", "ray"] = "local"
+    """Worker processes on this machine, or Ray actors (optional ray extra)."""
     device: str | None = None
     """cpu, cuda, ...; None picks CUDA when present."""
     out_dir: Path = Path("runs/evaluation")
@@ -56,6 +64,14 @@ class EvaluateConfig:
     """Animation format of the best and worst episode (mp4 needs imageio[ffmpeg])."""
     fps: int = 30
     """Frames per second of the animations."""
+    series_dir: Path | None = None
+    """Dream: series folder whose first frames' (mu, logvar) start the dreams."""
+    data_dir: Path | None = None
+    """Dream: dataset folder whose first frames V encodes (when no series_dir)."""
+    tau: float = 1.15
+    """Dream: sampling temperature."""
+    dream_max_steps: int = 2100
+    """Dream: episodes are truncated here (the original: 2100)."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -68,6 +84,7 @@ PRESETS: dict[str, EvaluateConfig] = {
         mdrnn_path=Path("runs/mdrnn-doom/checkpoints/best"),
         env="doom",
         out_dir=Path("runs/evaluation-doom"),
+        series_dir=Path("data/doom-series"),
     ),
 }
 
@@ -109,62 +126,115 @@ def build_policy(config: EvaluateConfig):
 
 
 def evaluate(config: EvaluateConfig) -> Path:
-    """Play ``trials`` episodes and write the results; returns ``out_dir``."""
-    from tqdm.auto import tqdm
-
+    """Play ``trials`` episodes (real env or dream) and write the results; returns ``out_dir``."""
     from world_models.evaluation.media import save_animation
-    from world_models.evaluation.rollout import EnvFactory, EnvPool
 
     if config.trials < 1:
         raise ConfigError(f"trials must be >= 1, got {config.trials}")
-    policy = build_policy(config)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    workers = max(1, min(config.workers or os.cpu_count() or 1, config.trials))
-    per = config.envs_per_worker or min(32, -(-config.trials // workers))
     seeds = np.arange(config.trials) + config.seed
-    bar = tqdm(total=config.trials, unit="ep", disable=not config.progress, dynamic_ncols=True)
-    with EnvPool(EnvFactory(config.env, config.max_steps), workers, per) as pool:
-        res = pool.run(policy, seeds, max_steps=config.max_steps, progress=bar.update)
-        bar.close()
-        best, worst = int(np.argmax(res.returns)), int(np.argmin(res.returns))
-        replay = None
-        if config.video != "none":
-            replay = pool.run(policy, seeds[[best, worst]], max_steps=config.max_steps, record=True)
+    if config.target == "dream":
+        returns, lengths, videos, replay_returns = _dream_trials(config)
+    else:
+        returns, lengths, videos, replay_returns = _real_trials(config, seeds)
+    best, worst = int(np.argmax(returns)), int(np.argmin(returns))
     results = {
         "env": config.env,
+        "target": config.target,
         "policy": config.policy,
         "trials": config.trials,
-        "mean": float(res.returns.mean()),
-        "std": float(res.returns.std()),
-        "min": float(res.returns.min()),
-        "max": float(res.returns.max()),
-        "mean_length": float(res.lengths.mean()),
+        "mean": float(returns.mean()),
+        "std": float(returns.std()),
+        "min": float(returns.min()),
+        "max": float(returns.max()),
+        "mean_length": float(lengths.mean()),
         "best_seed": int(seeds[best]),
         "worst_seed": int(seeds[worst]),
-        "returns": [float(r) for r in res.returns],
+        "returns": [float(r) for r in returns],
         "seeds": [int(s) for s in seeds],
         "controller_path": str(config.controller_path),
         "z_mode": config.z_mode,
     }
-    if replay is not None:
-        for name, frames in zip(("best", "worst"), replay.frames):
-            save_animation(list(frames), out / f"{name}.{config.video}", fps=config.fps)
-        results["replay_returns"] = [float(r) for r in replay.returns]
+    if config.target == "dream":
+        results["tau"] = config.tau
+    for name, frames in zip(("best", "worst"), videos):
+        save_animation(list(frames), out / f"{name}.{config.video}", fps=config.fps)
+    if replay_returns is not None:
+        results["replay_returns"] = [float(r) for r in replay_returns]
         results["replay_matches"] = bool(
-            np.allclose(replay.returns, res.returns[[best, worst]], rtol=1e-5, atol=1e-6)
+            np.allclose(replay_returns, returns[[best, worst]], rtol=1e-5, atol=1e-6)
         )
     atomic_write_json(out / "results.json", results)
     with atomic_open(out / "returns.csv", "w") as fh:
         fh.write("seed,return,length\n")
-        fh.writelines(f"{s},{r:.6g},{n}\n" for s, r, n in zip(seeds, res.returns, res.lengths))
+        fh.writelines(f"{s},{r:.6g},{n}\n" for s, r, n in zip(seeds, returns, lengths))
+    where = f"{config.env} dream, tau {config.tau}" if config.target == "dream" else config.env
     save_histogram(
-        res.returns,
+        returns,
         out / "histogram.png",
-        title=f"{config.env}: {config.trials} trials, "
-        f"{results['mean']:.1f} +- {results['std']:.1f}",
+        title=f"{where}: {config.trials} trials, {results['mean']:.1f} +- {results['std']:.1f}",
     )
     return out
+
+
+def _real_trials(config: EvaluateConfig, seeds: np.ndarray):
+    """Returns, lengths, raw frames of the best and worst episode, and their replays' returns."""
+    from tqdm.auto import tqdm
+
+    from world_models.evaluation.rollout import EnvFactory, make_pool
+
+    policy = build_policy(config)
+    workers = max(1, min(config.workers or os.cpu_count() or 1, config.trials))
+    per = config.envs_per_worker or min(32, -(-config.trials // workers))
+    bar = tqdm(total=config.trials, unit="ep", disable=not config.progress, dynamic_ncols=True)
+    with make_pool(config.backend, EnvFactory(config.env, config.max_steps), workers, per) as pool:
+        res = pool.run(policy, seeds, max_steps=config.max_steps, progress=bar.update)
+        bar.close()
+        if config.video == "none":
+            return res.returns, res.lengths, [], None
+        pick = [int(np.argmax(res.returns)), int(np.argmin(res.returns))]
+        replay = pool.run(policy, seeds[pick], max_steps=config.max_steps, record=True)
+    return res.returns, res.lengths, replay.frames, replay.returns
+
+
+def _dream_trials(config: EvaluateConfig):
+    """All trials as one BatchedDream batch; the best and worst dreams decoded by V."""
+    import torch
+
+    from world_models.envs.dream import BatchedDream, load_initial_states
+    from world_models.evaluation.media import to_uint8_hwc
+    from world_models.models.controller import Controller
+    from world_models.models.mdrnn import MDNRNN
+    from world_models.models.vae import ConvVAE
+    from world_models.training.runs import pick_device
+
+    if config.policy != "controller" or config.controller_path is None:
+        raise ConfigError("evaluating in the dream needs a controller (--controller-path)")
+    if config.mdrnn_path is None:
+        raise ConfigError("evaluating in the dream needs --mdrnn-path")
+    device = pick_device(config.device)
+    mdrnn = MDNRNN.from_pretrained(config.mdrnn_path, map_location=device)
+    controller = Controller.from_pretrained(config.controller_path, map_location=device)
+    vae = None
+    if config.vae_path is not None and (config.video != "none" or config.series_dir is None):
+        vae = ConvVAE.from_pretrained(config.vae_path, map_location=device).eval()
+    mu, logvar = load_initial_states(config.series_dir, config.data_dir, vae, device=device)
+    dream = BatchedDream(mdrnn, mu, logvar, config.tau, config.dream_max_steps, device)
+    params = torch.as_tensor(controller.get_flat()[None], dtype=torch.float32)
+    ret = dream.evaluate(controller, params, config.trials, seed=config.seed)[0]  # (R,)
+    returns = ret.double().cpu().numpy()
+    lengths = dream.last_lengths[0].cpu().numpy()
+    if config.video == "none" or vae is None:
+        return returns, lengths, [], None
+    pick = [int(np.argmax(returns)), int(np.argmin(returns))]
+    dream.evaluate(controller, params, config.trials, seed=config.seed, record=pick)
+    videos = []
+    with torch.no_grad():
+        for z in dream.last_recording:  # (T + 1, Z) each
+            frames = torch.cat([vae.decode(chunk) for chunk in z.split(512)])  # (T+1, 3, 64, 64)
+            videos.append(to_uint8_hwc(frames))
+    return returns, lengths, videos, None
 
 
 def save_histogram(values: np.ndarray, path: Path, title: str = "") -> Path:
@@ -192,8 +262,9 @@ def summarize(out_dir: Path) -> str:
     import json
 
     r = json.loads((Path(out_dir) / "results.json").read_text())
+    where = f"{r['env']} dream (tau {r['tau']:g})" if r.get("target") == "dream" else r["env"]
     lines = [
-        f"{r['env']} ({r['policy']}): {r['mean']:.2f} +- {r['std']:.2f} over "
+        f"{where} ({r['policy']}): {r['mean']:.2f} +- {r['std']:.2f} over "
         f"{r['trials']} trials (min {r['min']:.2f}, max {r['max']:.2f})",
         f"results:   {Path(out_dir) / 'results.json'}",
         f"histogram: {Path(out_dir) / 'histogram.png'}",

@@ -12,6 +12,9 @@ and the whole wave is re-run from its seeds (same results, since episodes are fu
 of their seeds); otherwise, or when retries run out, :class:`WorkerDiedError` stops the
 run. A worker alive but silent for ``step_timeout_s`` is treated as dead. Never a hang.
 
+:class:`RayEnvPool` (optional ``ray`` extra) puts the envs in Ray actors behind the same
+interface, for rollouts across machines; :func:`make_pool` picks the backend.
+
 This module imports no torch at the top, so spawned workers start fast.
 """
 
@@ -84,40 +87,54 @@ def _raw_frame(raw):
 
 def _worker(conn, factory: Callable[[], Any], n_envs: int) -> None:
     """Serve ``("reset", [(slot, seed)], record)``, ``("step", [(slot, action)], record)``
-    and ``("close",)`` over ``conn`` until told to close or the pipe breaks."""
-    envs = [factory() for _ in range(n_envs)]
+    and ``("close",)`` over ``conn`` until told to close or the pipe breaks. An exception
+    (making or stepping an env) is sent back as ``("__error__", text)`` and ends the worker."""
+    envs: list[Any] = []
     try:
+        envs = [factory() for _ in range(n_envs)]
         while True:
             msg = conn.recv()
             if msg[0] == "close":
                 break
-            out = []
-            if msg[0] == "reset":
-                for slot, seed in msg[1]:
-                    env = envs[slot]
-                    if msg[2]:  # record: keep the raw frame beside the preprocessed one
-                        from world_models.envs.make import FrameObservation
-
-                        if isinstance(env, FrameObservation):
-                            raw, _ = env.env.reset(seed=int(seed))
-                            out.append((env.observation(raw), _raw_frame(raw)))
-                            continue
-                    obs, _ = env.reset(seed=int(seed))
-                    out.append((obs, obs if msg[2] else None))
-            else:
-                for slot, action in msg[1]:
-                    if msg[2]:
-                        obs, raw, rew, term, trunc = _split_raw(envs[slot], action)
-                    else:
-                        obs, rew, term, trunc, _ = envs[slot].step(action)
-                        raw = None
-                    out.append((obs, raw, float(rew), bool(term), bool(trunc)))
-            conn.send(out)
+            conn.send(_serve(envs, msg))
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         pass
+    except Exception as exc:  # noqa: BLE001 - reported to the main process, which raises
+        import traceback
+
+        last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        try:
+            conn.send(("__error__", last))
+        except (BrokenPipeError, OSError):
+            pass
     finally:
         for env in envs:
             env.close()
+
+
+def _serve(envs: list, msg: tuple) -> list:
+    out: list = []
+    if msg[0] == "reset":
+        for slot, seed in msg[1]:
+            env = envs[slot]
+            if msg[2]:  # record: keep the raw frame beside the preprocessed one
+                from world_models.envs.make import FrameObservation
+
+                if isinstance(env, FrameObservation):
+                    raw, _ = env.env.reset(seed=int(seed))
+                    out.append((env.observation(raw), _raw_frame(raw)))
+                    continue
+            obs, _ = env.reset(seed=int(seed))
+            out.append((obs, obs if msg[2] else None))
+        return out
+    for slot, action in msg[1]:
+        if msg[2]:
+            obs, raw, rew, term, trunc = _split_raw(envs[slot], action)
+        else:
+            obs, rew, term, trunc, _ = envs[slot].step(action)
+            raw = None
+        out.append((obs, raw, float(rew), bool(term), bool(trunc)))
+    return out
 
 
 # ---------------------------------------------------------------------------- main side
@@ -177,10 +194,13 @@ class EnvPool:
     def _dead(self, w: int, why: str) -> WorkerDiedError:
         proc = self._procs[w]
         proc.join(timeout=1.0)  # reap it, so the exit code is known
-        code = proc.exitcode
+        if proc.is_alive():  # hung: end it, so a retry starts a fresh one
+            proc.kill()
+            proc.join(timeout=2.0)
+        hint = "" if "failed" in why else " If it was killed for memory, use fewer --workers."
         return WorkerDiedError(
-            f"environment worker {w} (pid {proc.pid}) {why} (exit code {code}); its episodes "
-            f"are lost. If it was killed for memory, use fewer --workers"
+            f"environment worker {w} (pid {proc.pid}) {why} (exit code {proc.exitcode}); "
+            f"its episodes are lost.{hint}"
         )
 
     def _request(self, w: int, msg: tuple) -> None:
@@ -195,7 +215,10 @@ class EnvPool:
         while True:
             try:
                 if conn.poll(self.poll_s):
-                    return conn.recv()
+                    reply = conn.recv()
+                    if isinstance(reply, tuple) and reply and reply[0] == "__error__":
+                        raise self._dead(w, f"failed: {reply[1]}")
+                    return reply
             except (EOFError, OSError):
                 raise self._dead(w, "died") from None
             if not proc.is_alive():
@@ -316,6 +339,101 @@ class EnvPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _EnvServer:
+    """The envs of one Ray actor; ``serve`` answers the same messages as :func:`_worker`."""
+
+    def __init__(self, factory: Callable[[], Any], n_envs: int) -> None:
+        self.envs = [factory() for _ in range(n_envs)]
+
+    def serve(self, msg: tuple) -> list:
+        return _serve(self.envs, msg)
+
+
+class RayEnvPool(EnvPool):
+    """:class:`EnvPool` with Ray actors instead of local processes (optional ``ray`` extra).
+
+    The same interface and guarantees: the policy runs batched in this process, actors
+    only step envs; an actor that dies (``RayActorError``), raises, or does not answer
+    within ``step_timeout_s`` is a :class:`WorkerDiedError` (restarted with ``retries``).
+    Connects to the cluster in ``RAY_ADDRESS`` when set, else starts a local Ray.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], Any],
+        workers: int = 2,
+        envs_per_worker: int = 1,
+        step_timeout_s: float = 120.0,
+        retries: int = 0,
+        cpus_per_worker: float = 1.0,
+    ) -> None:
+        from world_models.errors import require
+
+        self._ray = require("ray", "ray", "the ray rollout backend")
+        if not self._ray.is_initialized():
+            self._ray.init(include_dashboard=False, log_to_driver=False)
+        self._actor_cls = self._ray.remote(num_cpus=cpus_per_worker)(_EnvServer)
+        self._alive: list[bool] = [False] * workers
+        super().__init__(factory, workers, envs_per_worker, step_timeout_s, 0.0, retries)
+
+    def _start(self, w: int) -> None:
+        self._procs[w] = self._actor_cls.remote(self.factory, self.per_worker)
+        self._alive[w] = True
+
+    def _restart_dead(self) -> None:
+        for w, alive in enumerate(self._alive):
+            if not alive:
+                self._start(w)
+
+    def _ray_dead(self, w: int, why: str) -> WorkerDiedError:
+        self._alive[w] = False
+        try:
+            self._ray.kill(self._procs[w])
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        return WorkerDiedError(f"ray env actor {w} {why}; its episodes are lost")
+
+    def _call(self, per_worker: dict[int, list], kind: str, record: bool) -> dict[int, list]:
+        ray = self._ray
+        refs = {
+            w: self._procs[w].serve.remote((kind, items, record)) for w, items in per_worker.items()
+        }
+        out = {}
+        for w, ref in refs.items():
+            try:
+                out[w] = ray.get(ref, timeout=self.step_timeout_s)
+            except ray.exceptions.GetTimeoutError:
+                raise self._ray_dead(
+                    w, f"did not answer within {self.step_timeout_s:.0f} s"
+                ) from None
+            except ray.exceptions.RayActorError as exc:
+                raise self._ray_dead(w, f"died ({type(exc).__name__})") from None
+            except ray.exceptions.RayTaskError as exc:
+                cause = getattr(exc, "cause", None) or exc
+                raise self._ray_dead(w, f"failed: {type(cause).__name__}: {cause}") from None
+        return out
+
+    def close(self) -> None:
+        for w, actor in enumerate(self._procs):
+            if actor is not None:
+                try:
+                    self._ray.kill(actor)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+                self._procs[w] = None
+
+
+def make_pool(
+    backend: str, factory: Callable[[], Any], workers: int, envs_per_worker: int, **kwargs
+) -> EnvPool:
+    """An :class:`EnvPool` (``backend="local"``) or a :class:`RayEnvPool` (``"ray"``)."""
+    if backend == "local":
+        return EnvPool(factory, workers, envs_per_worker, **kwargs)
+    if backend == "ray":
+        return RayEnvPool(factory, workers, envs_per_worker, **kwargs)
+    raise ValueError(f"unknown rollout backend {backend!r}; choose local or ray")
 
 
 def run_sequential(

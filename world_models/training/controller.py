@@ -38,6 +38,7 @@ from world_models.errors import CheckpointError, ConfigError
 
 RESUMABLE_FIELDS = frozenset(
     {
+        "backend",
         "generations",
         "device",
         "workers",
@@ -97,6 +98,9 @@ class TrainControllerConfig:
     """Real env: worker processes (0: all cores)."""
     envs_per_worker: int = 0
     """Real env: envs per worker (0: enough for a whole generation in one wave, up to 32)."""
+    backend: Literal["local", "ray"] = "local"
+    """Real env: worker processes on this machine, or Ray actors (optional ray extra;
+    RAY_ADDRESS picks a cluster)."""
     device: str | None = None
     """cpu, cuda, ...; None picks CUDA when present."""
     cuda_graph: bool = False
@@ -261,7 +265,7 @@ class _Scorer:
         else:
             if self.vae is None:
                 raise ConfigError("training in the real env needs --vae-path")
-            from world_models.evaluation.rollout import EnvFactory, EnvPool
+            from world_models.evaluation.rollout import EnvFactory, make_pool
             from world_models.models.controller import ControllerPolicy
 
             self.policy = ControllerPolicy(
@@ -269,7 +273,9 @@ class _Scorer:
             )
             workers = config.workers or os.cpu_count() or 1
             per = config.envs_per_worker or min(32, -(-config.popsize * config.rollouts // workers))
-            self.pool = EnvPool(EnvFactory(config.env, config.max_steps), workers, per)
+            self.pool = make_pool(
+                config.backend, EnvFactory(config.env, config.max_steps), workers, per
+            )
 
     def score(self, params: np.ndarray, rollouts: int, seed: int) -> np.ndarray:
         """Returns (P, R): candidate p on episode seeds ``seed + r``, the same for every p."""
@@ -334,7 +340,6 @@ def train_controller(config: TrainControllerConfig) -> Path:
         dynamic_ncols=True,
     )
     t0 = time.perf_counter()
-    episode_len = config.dream_max_steps if config.target == "dream" else None
     try:
         for gen in range(start, config.generations):
             tg = time.perf_counter()
@@ -374,8 +379,7 @@ def train_controller(config: TrainControllerConfig) -> Path:
                 "seconds": round(secs, 3),
                 "episodes_per_s": round(returns.size / secs, 1),
             }
-            if episode_len is None:
-                row["episodes"] = int(returns.size)
+            row["episodes"] = int(returns.size)
             done = gen + 1 == config.generations
             out_of_time = (
                 config.time_budget_s is not None
@@ -461,10 +465,10 @@ def summarize(run_dir: Path) -> str:
     if state.exists():
         _, trainer = load_state(state)
         lines.append(f"generations:       {trainer['generation']}")
-        for k in ("best_candidate_fitness", "best_eval"):
+        for k, label in (("best_candidate_fitness", "best fitness:"), ("best_eval", "best eval:")):
             v = trainer.get(k)
             if v is not None and math.isfinite(v):
-                lines.append(f"{k.replace('_', ' ') + ':':<18} {v:.2f}")
+                lines.append(f"{label:<18} {v:.2f}")
     for name, rel in (
         ("best (mean):", "checkpoints/best"),
         ("last (mean):", "checkpoints/last"),
