@@ -18,13 +18,8 @@ from world_models.models.controller import (
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: threads only add contention on a shared machine
-    yield
-    torch.set_num_threads(n)
+# Tiny models: one thread avoids spin-waits on a busy 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_parameter_counts_match_the_paper():

@@ -5,17 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from world_models.recipes import ReproduceConfig, reproduce, stage_configs
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Small models: one thread avoids oversubscribing the cores shared with env workers.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_doom_recipe_uses_the_original_settings_and_scale():

@@ -26,12 +26,8 @@ from world_models.training.controller import (
 Z, H = 6, 10
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Small models: one thread avoids oversubscribing the cores shared with env workers.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_cma_state_round_trip_continues_identically():
@@ -75,6 +71,7 @@ def _dream_setup(tmp_path):
         )
     return dataclasses.replace(
         PRESETS["debug"],
+        env="fake-discrete",  # Doom-like: one controller output split into thirds
         mdrnn_path=tmp_path / "m",
         series_dir=tmp_path / "series",
         run_dir=tmp_path / "run",
@@ -124,6 +121,7 @@ def test_dream_training_improves_on_a_learnable_dream(tmp_path):
     )
     config = dataclasses.replace(
         PRESETS["debug"],
+        env="fake-discrete",  # Doom-like: one controller output split into thirds
         mdrnn_path=tmp_path / "m",
         series_dir=tmp_path / "series",
         run_dir=tmp_path / "run",

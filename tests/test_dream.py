@@ -16,12 +16,8 @@ from world_models.models.vae import ConvVAE
 Z, H = 6, 12
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Small models: one thread avoids oversubscribing the cores shared with env workers.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _mdrnn(done_bias: float | None = None, reward: bool = False, action_size: int = 1):

@@ -17,13 +17,8 @@ from world_models.models.controller import Controller, ControllerPolicy
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Small models: one thread avoids oversubscribing the cores shared with env workers.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _checkpoints(tmp_path, mode="carracing", outputs=3, action_size=3):

@@ -20,14 +20,8 @@ from world_models.training.mdrnn import TRAIN_MDNRNN_PRESETS, evaluate, train_md
 Z, A = 4, 1
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: a second intra-op thread only adds spin-waits (6x slower on a
-    busy 2-core machine), so run them single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one thread avoids spin-waits on a busy 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_series(

@@ -22,12 +22,8 @@ from world_models.policies import BrownianPolicy
 SHORT = {"min_len": 5, "max_len": 12}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Small models: one thread avoids oversubscribing the cores shared with env workers.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _policy():

@@ -46,9 +46,8 @@ def test_without_ray_the_backend_names_the_extra(monkeypatch):
         make_pool("dask", EnvFactory("fake"), 1, 1)
 
 
-def test_ray_pool_matches_sequential_and_reports_a_killed_actor():
+def test_ray_pool_matches_sequential_and_reports_a_killed_actor(one_thread):
     ray = pytest.importorskip("ray")
-    torch.set_num_threads(1)
     factory = EnvFactory("fake", env_kwargs=SHORT)
     policy = _policy()
     seq = run_sequential(factory, policy, range(4))

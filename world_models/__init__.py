@@ -25,9 +25,34 @@ _PUBLIC = {
     "train_vae": "world_models.training.vae",
     "encode": "world_models.data.encode",
     "train_mdrnn": "world_models.training.mdrnn",
+    "Controller": "world_models.models.controller",
+    "ControllerConfig": "world_models.models.controller",
+    "ControllerPolicy": "world_models.models.controller",
+    "DreamEnv": "world_models.envs.dream",
+    "BatchedDream": "world_models.envs.dream",
+    "train_controller": "world_models.training.controller",
+    "evaluate": "world_models.evaluation.evaluate",
 }
 
 __all__ = [*_PUBLIC, "__version__"]
+
+
+def _register_envs() -> None:
+    """Make ``gymnasium.make("WorldModels/Dream-v0", ...)`` work after ``import world_models``.
+
+    The entry point is a string, so nothing heavy is imported until the env is made.
+    """
+    try:
+        import gymnasium
+    except ImportError:  # pragma: no cover - gymnasium is a core dependency
+        return
+    if "WorldModels/Dream-v0" not in gymnasium.registry:
+        gymnasium.register(
+            id="WorldModels/Dream-v0", entry_point="world_models.envs.dream:DreamEnv"
+        )
+
+
+_register_envs()
 
 
 def __getattr__(name: str) -> Any:

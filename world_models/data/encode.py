@@ -63,6 +63,12 @@ PRESETS = {
         vae=Path("runs/vae-doom/checkpoints/best"),
         out_dir=Path("data/doom-series"),
     ),
+    "debug": EncodeConfig(
+        data_dir=Path("data/debug"),
+        vae=Path("runs/vae-debug/checkpoints/best"),
+        out_dir=Path("data/debug-series"),
+        batch_size=256,
+    ),
 }
 
 

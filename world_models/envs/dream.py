@@ -33,30 +33,11 @@ from world_models.models.controller import (
     batched_raw,
     map_actions,
 )
+from world_models.models.mdrnn import sample_mixture
 
 DREAM_ID = "WorldModels/Dream-v0"
 CARRACING_LOW = np.array([-1.0, 0.0, 0.0], np.float32)
 CARRACING_HIGH = np.array([1.0, 1.0, 1.0], np.float32)
-
-
-def sample_mdn(
-    logpi: torch.Tensor,
-    mu: torch.Tensor,
-    logsigma: torch.Tensor,
-    tau: float,
-    u: torch.Tensor,
-    eps: torch.Tensor,
-) -> torch.Tensor:
-    """:meth:`MDNRNN.sample` with the noise given: uniform ``u`` (..., Z, K), normal ``eps``
-    (..., Z). Drawing ``u`` then ``eps`` from one generator reproduces ``MDNRNN.sample``."""
-    if tau == 0:
-        k = logpi.argmax(dim=-1, keepdim=True)  # (..., Z, 1)
-        return mu.gather(-1, k).squeeze(-1)
-    gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))  # (..., Z, K)
-    k = (logpi.float() / tau + gumbel).argmax(dim=-1, keepdim=True)  # (..., Z, 1)
-    mean = mu.gather(-1, k).squeeze(-1)  # (..., Z)
-    std = logsigma.gather(-1, k).squeeze(-1).exp()  # (..., Z)
-    return mean + std * eps.to(mean.dtype) * math.sqrt(tau)
 
 
 def _initial(initial_mu, initial_logvar, latent_size: int, device) -> tuple[torch.Tensor, ...]:
@@ -273,11 +254,11 @@ class BatchedDream:
         out = self.mdrnn.step(self.z, action_m.to(self.z.dtype), self.state)
         u, eps = noise if noise is not None else self.noise(n, generator)
         if u.shape[0] == n:
-            self.z = sample_mdn(out.logpi, out.mu, out.logsigma, self.tau, u, eps)  # (n, Z)
+            self.z = sample_mixture(out.logpi, out.mu, out.logsigma, self.tau, u, eps)  # (n, Z)
         else:  # common noise: rows i, i + m, i + 2m, ... share noise row i (m = len(u))
             g = (n // u.shape[0], u.shape[0])  # (P, R)
             mix = [x.view(*g, *x.shape[1:]) for x in (out.logpi, out.mu, out.logsigma)]
-            self.z = sample_mdn(*mix, self.tau, u, eps).reshape(n, -1)  # (P, R, Z) -> (n, Z)
+            self.z = sample_mixture(*mix, self.tau, u, eps).reshape(n, -1)  # (P, R, Z) -> (n, Z)
         self.state = out.state
         reward = out.reward if out.reward is not None else torch.ones(n, device=self.device)
         if out.done_logit is not None:

@@ -86,6 +86,17 @@ PRESETS: dict[str, EvaluateConfig] = {
         out_dir=Path("runs/evaluation-doom"),
         series_dir=Path("data/doom-series"),
     ),
+    # Follows the other commands' debug presets (fake env, runs/*-debug).
+    "debug": EvaluateConfig(
+        controller_path=Path("runs/controller-debug/checkpoints/best"),
+        vae_path=Path("runs/vae-debug/checkpoints/best"),
+        mdrnn_path=Path("runs/mdrnn-debug/checkpoints/best"),
+        env="fake",
+        trials=8,
+        max_steps=50,
+        out_dir=Path("runs/evaluation-debug"),
+        progress=False,
+    ),
 }
 
 

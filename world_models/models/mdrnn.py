@@ -359,17 +359,42 @@ class MDNRNN(PretrainedMixin, nn.Module):
                 f"{tuple(logpi.shape)}, {tuple(mu.shape)}, {tuple(logsigma.shape)}"
             )
         if tau == 0:
-            k = logpi.argmax(dim=-1, keepdim=True)  # (..., Z, 1)
-            return mu.gather(-1, k).squeeze(-1)
-        # Gumbel-max: argmax(logits + Gumbel noise) is a draw from softmax(logits); batched,
-        # no host sync, reproducible with a generator.
+            return sample_mixture(logpi, mu, logsigma, 0.0, None, None)
         u = torch.rand(logpi.shape, device=logpi.device, generator=generator)
-        gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
-        k = (logpi.float() / tau + gumbel).argmax(dim=-1, keepdim=True)  # (..., Z, 1)
-        mean = mu.gather(-1, k).squeeze(-1)  # (..., Z)
-        std = logsigma.gather(-1, k).squeeze(-1).exp()  # (..., Z)
-        eps = torch.randn(mean.shape, device=mean.device, generator=generator)
-        return mean + std * eps.to(mean.dtype) * math.sqrt(tau)
+        eps = torch.randn(mu.shape[:-1], device=mu.device, generator=generator)
+        return sample_mixture(logpi, mu, logsigma, tau, u, eps)
+
+
+def sample_mixture(
+    logpi: torch.Tensor,
+    mu: torch.Tensor,
+    logsigma: torch.Tensor,
+    tau: float,
+    u: torch.Tensor | None,
+    eps: torch.Tensor | None,
+) -> torch.Tensor:
+    """Draw from per-dimension mixtures at temperature ``tau`` with the noise given.
+
+    The component is ``argmax(logpi / tau + Gumbel(u))``, a draw from ``softmax(logpi /
+    tau)`` (batched, no host sync); its Gaussian is sampled with noise ``eps * sqrt(tau)``.
+    Taking the noise as arguments lets batched dreams share it across candidates.
+
+    Args:
+        logpi, mu, logsigma: (..., Z, K).
+        u: (..., Z, K) uniform noise in [0, 1); eps: (..., Z) standard normal noise. Both
+            may be None when ``tau == 0`` (the most likely component's mean).
+    Returns:
+        z: (..., Z).
+    """
+    if tau == 0:
+        k = logpi.argmax(dim=-1, keepdim=True)  # (..., Z, 1)
+        return mu.gather(-1, k).squeeze(-1)
+    assert u is not None and eps is not None
+    gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))  # (..., Z, K)
+    k = (logpi.float() / tau + gumbel).argmax(dim=-1, keepdim=True)  # (..., Z, 1)
+    mean = mu.gather(-1, k).squeeze(-1)  # (..., Z)
+    std = logsigma.gather(-1, k).squeeze(-1).exp()  # (..., Z)
+    return mean + std * eps.to(mean.dtype) * math.sqrt(tau)
 
 
 class MDNRNNCell(nn.Module):

@@ -132,7 +132,7 @@ PRESETS: dict[str, TrainControllerConfig] = {
     ),
     "debug": TrainControllerConfig(
         target="dream",
-        env="fake-discrete",
+        env="fake",
         mdrnn_path=Path("runs/mdrnn-debug/checkpoints/best"),
         vae_path=None,
         series_dir=Path("data/debug-series"),

@@ -53,7 +53,7 @@ from world_models.training.runs import MetricsLogger, RunDir, pick_device
 class TrainMDNRNNConfig:
     """Everything ``train-mdrnn`` needs; saved as the run folder's config.json."""
 
-    series_dir: Path = Path("data/series")
+    series_dir: Path = Path("data/carracing-series")
     """Folder of per-episode .npz series (mu, logvar, action, reward, terminated, truncated)."""
     run_dir: Path = Path("runs/mdrnn")
     """Output folder; re-running with the same folder resumes from its last checkpoint."""
@@ -110,6 +110,8 @@ class TrainMDNRNNConfig:
 TRAIN_MDNRNN_PRESETS: dict[str, TrainMDNRNNConfig] = {
     "carracing": TrainMDNRNNConfig(),
     "doom": TrainMDNRNNConfig(
+        series_dir=Path("data/doom-series"),
+        run_dir=Path("runs/mdrnn-doom"),
         hidden_size=512,
         done_head=True,
         done_pos_weight=10.0,
@@ -120,6 +122,8 @@ TRAIN_MDNRNN_PRESETS: dict[str, TrainMDNRNNConfig] = {
         carry_state=True,
     ),
     "debug": TrainMDNRNNConfig(
+        series_dir=Path("data/debug-series"),
+        run_dir=Path("runs/mdrnn-debug"),
         hidden_size=32,
         num_gaussians=3,
         seq_len=16,
