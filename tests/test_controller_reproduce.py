@@ -25,6 +25,8 @@ def test_doom_recipe_uses_the_original_settings_and_scale():
     assert full["evaluate_dream"].target == "dream" and full["evaluate_dream"].tau == 1.15
     small = stage_configs(ReproduceConfig(game="doom", scale=0.01))
     assert small["collect"].episodes == 100 and small["controller"].generations == 20
+    assert full["mdrnn"].epochs == 100 and small["mdrnn"].epochs == 10
+    assert small["vae"].epochs == 2 and full["vae"].epochs == 10
     assert small["controller"].popsize == 64 and small["evaluate"].trials == 10
 
 
@@ -42,3 +44,20 @@ def test_debug_recipe_runs_end_to_end_and_resumes(tmp_path):
     rows = (tmp_path / "controller/metrics.jsonl").read_text().splitlines()
     reproduce(config, log=lines.append)  # every stage finds its work done
     assert (tmp_path / "controller/metrics.jsonl").read_text().splitlines() == rows
+
+
+@pytest.mark.slow
+@pytest.mark.doom
+def test_doom_recipe_at_tiny_scale_runs_on_the_real_game(tmp_path, monkeypatch):
+    pytest.importorskip("vizdoom")
+    monkeypatch.chdir(tmp_path)  # VizDoom writes files into the working directory
+    root = reproduce(
+        ReproduceConfig(game="doom", scale=0.001, root=tmp_path / "r", workers=2, progress=False),
+        log=lambda _: None,
+    )
+    real = json.loads((root / "evaluation/results.json").read_text())
+    dream = json.loads((root / "evaluation-dream/results.json").read_text())
+    assert len(real["returns"]) == len(dream["returns"]) == 4
+    assert all(r > 0 for r in real["returns"])  # TakeCover: +1 per frame survived
+    assert (root / "evaluation/best.gif").stat().st_size > 0
+    assert len(list((root / "series").glob("ep_*.npz"))) == 10

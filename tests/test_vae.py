@@ -206,13 +206,14 @@ def test_channels_last_input_gives_the_same_result():
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
 
 
-def test_bf16_autocast_on_cpu_keeps_the_loss_in_float32():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_on_cpu_keeps_the_loss_in_float32(dtype):
     vae = ConvVAE()
     x = frames(4)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         recon, mu, logvar = vae(x)
         total, rec, kl = vae.compute_loss(x, recon, mu, logvar)
-    assert recon.dtype == torch.bfloat16
+    assert recon.dtype == dtype
     assert total.dtype == rec.dtype == kl.dtype == torch.float32
     total.backward()
     assert vae.fc_mu.weight.grad is not None and torch.isfinite(vae.fc_mu.weight.grad).all()

@@ -9,9 +9,9 @@ the mean scored every 25 generations) -> score C in the dream and in the real ga
 ``debug`` is the same pipeline on the tiny fake env with tiny sizes (tests, smoke runs).
 
 One knob, ``scale``, shrinks the amounts (episodes, generations, evaluation rollouts and,
-below 0.1, trials) and never the architecture or the per-generation settings. Every stage
-writes under ``root`` and resumes on a re-run (finished stages return quickly), so the same
-command continues a killed recipe.
+below 0.1, trials and training epochs) and never the architecture or the per-generation
+settings. Every stage writes under ``root`` and resumes on a re-run (finished stages return
+quickly), so the same command continues a killed recipe.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ class ReproduceConfig:
     """Folder for every stage's output (None: runs/reproduce-<game>)."""
     scale: float = 1.0
     """Multiplies the amounts: episodes (10,000), generations (2,000), evaluation rollouts
-    (1,024); trials (100) shrink only below 0.1. 1.0 = the original's amounts."""
+    (1,024); trials (100) and V's and M's epochs shrink only below 0.1. 1.0 = the
+    original's amounts."""
     device: str | None = None
     """cpu, cuda, ...; None picks CUDA when present."""
     workers: int = 0
@@ -57,6 +58,11 @@ def _amounts(
         "eval_rollouts": max(8, round(eval_rollouts * scale)),
         "trials": trials if scale >= 0.1 else max(4, round(trials * scale * 10)),
     }
+
+
+def _epochs(scale: float, epochs: int) -> int:
+    """Training epochs: as the preset says from scale 0.1 up; fewer (at least 2) below."""
+    return epochs if scale >= 0.1 else max(2, round(epochs * scale * 10))
 
 
 def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
@@ -99,6 +105,7 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
     )
     stages["vae"] = dataclasses.replace(
         vae,
+        epochs=_epochs(config.scale, vae.epochs),
         data_dir=root / "data",
         run_dir=root / "vae",
         device=config.device,
@@ -116,6 +123,7 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
     )
     stages["mdrnn"] = dataclasses.replace(
         mdrnn,
+        epochs=_epochs(config.scale, mdrnn.epochs),
         series_dir=root / "series",
         run_dir=root / "mdrnn",
         device=config.device or "auto",

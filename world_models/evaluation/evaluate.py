@@ -56,6 +56,9 @@ class EvaluateConfig:
     """Envs per worker (0: all trials in one wave, up to 32 per worker)."""
     backend: Literal["local", "ray"] = "local"
     """Worker processes on this machine, or Ray actors (optional ray extra)."""
+    retries: int = 1
+    """Real env: restart a worker that dies or hangs and re-run its episodes this many times
+    before stopping with an error (0: stop at once)."""
     device: str | None = None
     """cpu, cuda, ...; None picks CUDA when present."""
     out_dir: Path = Path("runs/evaluation")
@@ -199,7 +202,8 @@ def _real_trials(config: EvaluateConfig, seeds: np.ndarray):
     workers = max(1, min(config.workers or os.cpu_count() or 1, config.trials))
     per = config.envs_per_worker or min(32, -(-config.trials // workers))
     bar = tqdm(total=config.trials, unit="ep", disable=not config.progress, dynamic_ncols=True)
-    with make_pool(config.backend, EnvFactory(config.env, config.max_steps), workers, per) as pool:
+    factory = EnvFactory(config.env, config.max_steps)
+    with make_pool(config.backend, factory, workers, per, retries=config.retries) as pool:
         res = pool.run(policy, seeds, max_steps=config.max_steps, progress=bar.update)
         bar.close()
         if config.video == "none":

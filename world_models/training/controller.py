@@ -47,6 +47,7 @@ RESUMABLE_FIELDS = frozenset(
         "tensorboard",
         "time_budget_s",
         "cuda_graph",
+        "retries",
     }
 )
 STATE_FILE = "cma_state.npz"
@@ -101,6 +102,9 @@ class TrainControllerConfig:
     backend: Literal["local", "ray"] = "local"
     """Real env: worker processes on this machine, or Ray actors (optional ray extra;
     RAY_ADDRESS picks a cluster)."""
+    retries: int = 1
+    """Real env: restart a worker that dies or hangs and re-run its episodes this many times
+    before stopping with an error (0: stop at once)."""
     device: str | None = None
     """cpu, cuda, ...; None picks CUDA when present."""
     cuda_graph: bool = False
@@ -274,7 +278,11 @@ class _Scorer:
             workers = config.workers or os.cpu_count() or 1
             per = config.envs_per_worker or min(32, -(-config.popsize * config.rollouts // workers))
             self.pool = make_pool(
-                config.backend, EnvFactory(config.env, config.max_steps), workers, per
+                config.backend,
+                EnvFactory(config.env, config.max_steps),
+                workers,
+                per,
+                retries=config.retries,
             )
 
     def score(self, params: np.ndarray, rollouts: int, seed: int) -> np.ndarray:

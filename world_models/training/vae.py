@@ -75,8 +75,8 @@ class TrainVAEConfig:
     """cpu, cuda, cuda:1 ...; None picks CUDA when present."""
     amp: bool | None = None
     """bf16 autocast; None: on for CUDA, and on the CPU when it has native bf16."""
-    channels_last: bool | None = None
-    """channels_last memory format; None: on for CUDA."""
+    channels_last: bool = True
+    """channels_last memory format (faster on GPUs and on this project's CPUs alike)."""
     compile: bool = False
     """torch.compile the training step (pays a compile time once)."""
     seed: int = 0
@@ -156,9 +156,7 @@ class _Trainer:
         self.dist.barrier()
         resuming = (self.run.last / "model.safetensors").exists() or resuming
         self.amp = _auto_amp(self.device) if config.amp is None else config.amp
-        self.channels_last = (
-            self.device.type == "cuda" if config.channels_last is None else config.channels_last
-        )
+        self.channels_last = config.channels_last
         self.train_src = FrameSource(
             config.data_dir, "train", config.holdout_fraction, self.device, config.max_frames
         )
