@@ -141,40 +141,35 @@ def test_killed_collection_resumes_to_the_same_bytes(tmp_path):
     assert file_bytes(out) == file_bytes(collect(clean))
 
 
-def test_envpool_backend_without_envpool_is_a_clear_error(tmp_path):
-    try:
-        import envpool  # noqa: F401
-    except ImportError:
-        with pytest.raises(MissingDependencyError, match=r"world_models\[envpool\]"):
-            collect(cfg(tmp_path, env="carracing", backend="envpool", episodes=1))
-        assert (
-            main(
-                [
-                    "collect",
-                    "--env",
-                    "carracing",
-                    "--backend",
-                    "envpool",
-                    "--out-dir",
-                    str(tmp_path),
-                    "--episodes",
-                    "1",
-                ]
-            )
-            == 2
-        )
-    else:
-        pytest.skip("envpool is installed")
+def test_envpool_backend_without_envpool_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "envpool", None)  # as if not installed
+    with pytest.raises(MissingDependencyError, match=r"world_models\[envpool\]"):
+        collect(cfg(tmp_path, env="carracing", backend="envpool", episodes=1, env_kwargs={}))
+    argv = [
+        "collect",
+        "--env",
+        "carracing",
+        "--backend",
+        "envpool",
+        "--out-dir",
+        str(tmp_path),
+        "--episodes",
+        "1",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
+    assert main(argv) == 2
+    assert "world_models[envpool]" in capsys.readouterr().err
 
 
 @pytest.mark.box2d
 def test_envpool_parity_with_gymnasium(tmp_path):
     pytest.importorskip("envpool")
     pytest.importorskip("Box2D")
-    a = collect(cfg(tmp_path / "gym", env="carracing", episodes=1, max_steps=60))
-    b = collect(
-        cfg(tmp_path / "pool", env="carracing", episodes=1, max_steps=60, backend="envpool")
-    )
+    real = dict(env="carracing", episodes=1, max_steps=60, env_kwargs={})
+    a = collect(cfg(tmp_path / "gym", **real))
+    b = collect(cfg(tmp_path / "pool", backend="envpool", **real))
     ea, eb = (store.read_episode(d / "ep_000000.npz") for d in (a, b))
     assert ea.obs.shape == eb.obs.shape and ea.action.shape == eb.action.shape
     np.testing.assert_array_equal(ea.action, eb.action)  # the policy depends on the seed only

