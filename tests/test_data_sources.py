@@ -1,4 +1,4 @@
-"""FrameSource (V's batches) and SequenceSource (M's windows)."""
+"""FrameSource (V's batches) and the split it shares with the latent series."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from world_models.data import store
-from world_models.data.sources import FrameSource, SequenceSource, _epoch_order
+from world_models.data.sources import FrameSource, _epoch_order
 from world_models.errors import DataError
 
 
@@ -176,54 +176,6 @@ def series_dir(folder: Path, lengths=(5, 12, 20), Z=4) -> dict[str, dict[str, np
         store.save_npz(folder / name, arrays)
         out[name] = arrays
     return out
-
-
-def test_sequence_windows_padding_mask_and_content(tmp_path):
-    eps = series_dir(tmp_path)
-    src = SequenceSource(tmp_path, seq_len=8, split="all")
-    assert src.num_windows == 1 + 2 + 3 and src.num_steps == 37
-    batches = list(src.batches(2, shuffle=False, drop_last=False))
-    b = batches[0]
-    assert set(b) == {"mu", "logvar", "action", "reward", "terminated", "done", "mask"}
-    assert b["mu"].shape == (2, 8, 4) and b["mu"].dtype == torch.float16
-    assert b["action"].shape == (2, 8, 3) and b["mask"].dtype == torch.bool
-    # window 0: episode 0 (T = 5) padded to 8
-    assert b["mask"][0].tolist() == [True] * 5 + [False] * 3
-    np.testing.assert_array_equal(b["mu"][0, :5].numpy(), eps["ep_000000.npz"]["mu"])
-    assert (b["mu"][0, 5:] == 0).all() and (b["reward"][0, 5:] == 0).all()
-    assert b["done"][0].tolist() == [False] * 4 + [True] + [False] * 3
-    # window 1: episode 1 steps 0..7
-    np.testing.assert_array_equal(b["reward"][1].numpy(), np.arange(1, 9) + 100)
-    # every step of every episode appears exactly once over an epoch (stride = seq_len)
-    rewards = torch.cat([x["reward"][x["mask"]] for x in batches]).tolist()
-    expected = [r for a in eps.values() for r in a["reward"].tolist()]
-    assert sorted(rewards) == sorted(expected)
-
-
-def test_sequence_stride_split_and_bad_files(tmp_path):
-    series_dir(tmp_path)
-    overlap = SequenceSource(tmp_path, seq_len=8, stride=4, split="all", keys=("mu", "action"))
-    assert overlap.num_windows == 2 + 3 + 5
-    assert set(next(overlap.batches(3))) == {"mu", "action", "done", "mask"}
-    grown = tmp_path / "grown"
-    grown.mkdir()
-    series_dir(grown, lengths=(5, 6, 7, 8, 9, 10, 11, 12))
-    train = SequenceSource(grown, 4, "train", 0.5, keys=("mu",))
-    hold = SequenceSource(grown, 4, "holdout", 0.5, keys=("mu",))
-    assert train.episodes and hold.episodes
-    assert sorted(train.episodes + hold.episodes) == [f"ep_00000{i}.npz" for i in range(8)]
-    assert hold.episodes == [n for n in hold.episodes if store.is_holdout(n, 0.5)]
-    store.save_npz(
-        tmp_path / "ep_000009.npz",
-        {"mu": np.zeros((4, 4), np.float16), "action": np.zeros((3, 3), np.float32)},
-    )
-    with pytest.raises(DataError, match="ep_000009.npz: arrays of different lengths"):
-        SequenceSource(tmp_path, 4, "all", keys=("mu", "action"))
-    with pytest.warns(UserWarning, match="ep_000009"):
-        ok = SequenceSource(tmp_path, 4, "all", keys=("mu", "action"), skip_bad=True)
-    assert len(ok.episodes) == 3
-    with pytest.raises(DataError, match="missing key"):
-        SequenceSource(tmp_path, 4, "all", keys=("mu", "nope"))
 
 
 def test_series_loader_splits_like_the_frame_store():

@@ -1,4 +1,5 @@
 """Rollout data: the episode store (``store``), parallel collection (``collect``), imports of
-public rollouts (``importers``) and the training sources (``sources``: FrameSource for V,
-SequenceSource for M). Submodules are imported on use; this package imports nothing heavy.
+public rollouts (``importers``), the frame source for V (``sources``), and the latent series
+for M (``encode`` writes them, ``series`` serves their windows). Submodules are imported on
+use; this package imports nothing heavy.
 """

@@ -1,5 +1,7 @@
-"""Data sources for training: frames for V (:class:`FrameSource`), windows for M
-(:class:`SequenceSource`). Both split episodes with :func:`store.split_episodes`.
+"""Frames for training V (:class:`FrameSource`), split with :func:`store.split_episodes`.
+
+M's windows come from the cached latent series (:mod:`world_models.data.series`), which
+use the same split rule.
 
 Frames stay uint8 until they are on the device; the model normalises them there.
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -242,136 +244,3 @@ class FrameSource:
         rng = np.random.default_rng(seed)
         idx = rng.choice(self.num_frames, size=n, replace=n > self.num_frames)
         return self._gather(np.sort(idx)).contiguous(memory_format=torch.channels_last)
-
-
-class SequenceSource:
-    """Windows of ``seq_len`` consecutive steps within episodes, for the MDN-RNN.
-
-    Works on any folder of per-episode ``ep_*.npz`` files: the episode store (keys
-    ``obs``, ``action``, ...) or a latent "series" folder (``mu``, ``logvar``, ``action``,
-    ``reward``, ``terminated``, ``truncated``). All arrays of the chosen ``keys`` are loaded
-    into memory once (keep ``obs`` out of ``keys`` for big datasets).
-
-    Each episode of length T is cut into windows starting at 0, stride, 2 stride, ... < T
-    (stride defaults to seq_len: back-to-back chunks covering the whole episode, as for
-    truncated BPTT). A window that runs past the episode's end is zero-padded; its
-    ``mask`` is False there. For next-step targets ask for seq_len = L + 1 and shift.
-
-    A batch is a dict of tensors of shape (B, L, ...) with the stored dtypes, one per key,
-    plus ``done`` (B, L) bool (the ``done_key`` array, "terminated"; all False if the files
-    lack it) and ``mask`` (B, L) bool.
-    """
-
-    def __init__(
-        self,
-        data_dir: str | Path,
-        seq_len: int,
-        split: str = "train",
-        holdout_fraction: float = 0.1,
-        keys: Sequence[str] = ("mu", "logvar", "action", "reward", "terminated"),
-        done_key: str = "terminated",
-        stride: int | None = None,
-        device: str | torch.device = "cpu",
-        skip_bad: bool = False,
-    ) -> None:
-        if seq_len < 1:
-            raise ValueError(f"seq_len must be >= 1, got {seq_len}")
-        self.data_dir = Path(data_dir)
-        self.seq_len = seq_len
-        self.stride = stride or seq_len
-        self.keys = list(keys)
-        self.device = torch.device(device)
-        paths = store.list_episodes(self.data_dir)
-        if not paths:
-            raise DataError(f"{self.data_dir}: no episode files (ep_*.npz)")
-        paths = store.split_episodes(paths, split, holdout_fraction)  # type: ignore[arg-type]
-        if not paths:
-            raise DataError(f"{self.data_dir}: the {split!r} split is empty")
-        want = list(dict.fromkeys([*self.keys, done_key]))
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in want}
-        lengths: list[int] = []
-        self.episodes: list[str] = []
-        for p in paths:
-            try:
-                arrays = self._load(p, done_key)
-            except DataError as exc:
-                if not skip_bad:
-                    raise
-                warnings.warn(f"skipping {exc}", stacklevel=2)
-                continue
-            for k in want:
-                parts[k].append(arrays[k])
-            lengths.append(len(arrays[self.keys[0]]))
-            self.episodes.append(p.name)
-        if not lengths:
-            raise DataError(f"{self.data_dir}: no readable episodes in the {split!r} split")
-        self._data = {k: np.concatenate(v) for k, v in parts.items()}  # (sum T, ...)
-        self._done_key = done_key
-        L = np.asarray(lengths)
-        offsets = np.concatenate([[0], np.cumsum(L)[:-1]])
-        starts, ends = [], []
-        for off, n in zip(offsets, L):
-            for s in range(0, n, self.stride):
-                starts.append(off + s)
-                ends.append(off + n)
-        self._starts = np.asarray(starts, np.int64)  # (W,) flat index of each window start
-        self._ends = np.asarray(ends, np.int64)  # (W,) flat end of its episode
-        self.num_windows = len(self._starts)
-        self.num_steps = int(L.sum())
-
-    def _load(self, path: Path, done_key: str) -> dict[str, np.ndarray]:
-        names = store.npz_keys(path)
-        keys = self.keys + ([done_key] if done_key in names and done_key not in self.keys else [])
-        arrays = store.load_npz(path, keys)
-        T = len(arrays[self.keys[0]])
-        bad = {k: a.shape for k, a in arrays.items() if a.ndim == 0 or len(a) != T}
-        if bad or T == 0:
-            raise DataError(
-                f"{path}: arrays of different lengths or empty: "
-                f"{ {k: a.shape for k, a in arrays.items()} }"
-            )
-        if done_key not in arrays:
-            arrays[done_key] = np.zeros(T, bool)
-        return arrays
-
-    def __len__(self) -> int:
-        return self.num_windows
-
-    def batches(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool = True,
-        seed: int = 0,
-        drop_last: bool = True,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> Iterator[dict[str, torch.Tensor]]:
-        """Yield dicts of (B, L, ...) tensors on ``device``; same epoch semantics as
-        :meth:`FrameSource.batches`."""
-        order = _epoch_order(
-            self.num_windows, batch_size, shuffle, seed, drop_last, rank, world_size
-        )
-        for s in range(0, len(order), batch_size):
-            yield self.windows(order[s : s + batch_size])
-
-    def windows(self, window_ids: np.ndarray) -> dict[str, torch.Tensor]:
-        """The windows ``window_ids`` (B,) as a dict of (B, L, ...) tensors."""
-        starts = self._starts[window_ids]  # (B,)
-        idx = starts[:, None] + np.arange(self.seq_len)  # (B, L) flat step indices
-        mask = idx < self._ends[window_ids][:, None]  # (B, L) True inside the episode
-        idx = np.where(mask, idx, starts[:, None])  # padded steps read a valid row, zeroed below
-        out: dict[str, torch.Tensor] = {}
-        for k in self.keys:
-            a = self._data[k][idx]  # (B, L, ...)
-            a[~mask] = 0
-            out[k] = torch.from_numpy(a)
-        done = self._data[self._done_key][idx].astype(bool)
-        done[~mask] = False
-        out["done"] = torch.from_numpy(done)
-        out["mask"] = torch.from_numpy(mask)
-        if self.device.type == "cuda":
-            out = {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in out.items()}
-        elif self.device.type != "cpu":
-            out = {k: v.to(self.device) for k, v in out.items()}
-        return out
