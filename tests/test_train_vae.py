@@ -17,7 +17,7 @@ import torch
 from world_models.checkpoint import read_checkpoint
 from world_models.cli import main
 from world_models.data.collect import CollectConfig, collect
-from world_models.errors import CheckpointError, ConfigError, TrainingDivergedError
+from world_models.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from world_models.models.vae import ConvVAE
 from world_models.training.vae import TrainVAEConfig, effective_lr, train_vae
 
@@ -240,3 +240,21 @@ def test_demo_debug_preset_hands_over_every_stage(tmp_path, capsys):
     for name in ["reconstructions.png", "samples.png", "latent_traversal.png", "loss_curve.png"]:
         assert (tmp_path / "demo" / name).stat().st_size > 1000
         assert name in out
+
+
+def test_a_corrupt_held_out_episode_is_named(dataset, tmp_path):
+    from world_models.data import store
+
+    bad = tmp_path / "data"
+    bad.mkdir()
+    for p in dataset.glob("ep_*.npz"):
+        (bad / p.name).write_bytes(p.read_bytes())
+    held = store.split_episodes(store.list_episodes(bad), "holdout", 0.3)[0]
+    held.write_bytes(held.read_bytes()[:4000])
+    with pytest.raises(DataError, match=held.name):
+        train_vae(config(bad, tmp_path / "run"))
+
+
+def test_no_held_out_episode_is_a_clear_error(dataset, tmp_path):
+    with pytest.raises(DataError, match="no held-out episodes at holdout_fraction=0.0"):
+        train_vae(config(dataset, tmp_path / "run", holdout_fraction=0.0))

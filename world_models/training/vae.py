@@ -145,6 +145,7 @@ def _auto_amp(device: torch.device) -> bool:
 
 class _Trainer:
     def __init__(self, config: TrainVAEConfig) -> None:
+        from world_models.data import store
         from world_models.data.sources import FrameSource
         from world_models.training import distributed
         from world_models.training.runs import MetricsLogger, RunDir
@@ -160,15 +161,15 @@ class _Trainer:
         self.train_src = FrameSource(
             config.data_dir, "train", config.holdout_fraction, self.device, config.max_frames
         )
-        try:
-            self.hold_src = FrameSource(
-                config.data_dir, "holdout", config.holdout_fraction, self.device
-            )
-        except DataError:
+        episodes = store.list_episodes(config.data_dir)
+        if episodes and not store.split_episodes(episodes, "holdout", config.holdout_fraction):
             raise DataError(
                 f"{config.data_dir}: no held-out episodes at holdout_fraction="
                 f"{config.holdout_fraction}; collect more episodes or raise --holdout-fraction"
-            ) from None
+            )
+        self.hold_src = FrameSource(
+            config.data_dir, "holdout", config.holdout_fraction, self.device
+        )
         torch.manual_seed(config.seed)
         self.model = ConvVAE(config.latent_size, 3, config.kl_tolerance, uint8_input=True)
         self.model.check_inputs = False  # FrameSource yields valid uint8; skip the sync
