@@ -125,6 +125,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path, mo
         assert torch.isfinite(kept.tensors[k].float()).all()
 
 
+def test_invalid_settings_are_named():
+    with pytest.raises(ConfigError, match=r"batch_size=0, holdout_fraction=1.5"):
+        TrainVAEConfig(batch_size=0, holdout_fraction=1.5)
+
+
 def test_lr_rule():
     c = TrainVAEConfig(lr=1e-4, lr_reference_batch=100)
     assert effective_lr(replace(c, batch_size=400)) == pytest.approx(2e-4)

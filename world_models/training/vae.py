@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 
 from world_models.checkpoint import load_state_strict, read_checkpoint, read_optimizer_state
-from world_models.errors import CheckpointError, DataError, TrainingDivergedError
+from world_models.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from world_models.models.vae import ConvVAE
 
 # A re-run may change these without starting a new run: length, hardware and speed knobs.
@@ -95,6 +95,24 @@ class TrainVAEConfig:
     """Show a progress bar."""
     tensorboard: bool = True
     """Write TensorBoard events when tensorboard is installed."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("latent_size", self.latent_size >= 1),
+            ("epochs", self.epochs >= 1),
+            ("batch_size", self.batch_size >= 1),
+            ("lr", self.lr > 0),
+            ("lr_reference_batch", self.lr_reference_batch >= 1),
+            ("kl_tolerance", self.kl_tolerance >= 0),
+            ("beta", self.beta >= 0),
+            ("warmup_steps", self.warmup_steps >= 0),
+            ("log_every", self.log_every >= 1),
+            ("holdout_fraction", 0 <= self.holdout_fraction < 1),
+            ("image_every", self.image_every >= 1),
+        ]
+        bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks if not ok]
+        if bad:
+            raise ConfigError(f"invalid train-vae settings: {', '.join(bad)}")
 
 
 PRESETS: dict[str, TrainVAEConfig] = {
