@@ -477,13 +477,13 @@ def summarize(run_dir: Path) -> str:
             v = trainer.get(k)
             if v is not None and math.isfinite(v):
                 lines.append(f"{label:<18} {v:.2f}")
-    for name, rel in (
+    from world_models.training.runs import describe_outputs
+
+    entries = [
         ("best (mean):", "checkpoints/best"),
         ("last (mean):", "checkpoints/last"),
         ("best candidate:", "checkpoints/best_candidate"),
         ("metrics:", "metrics.csv"),
         ("fitness curve:", "fitness_curve.png"),
-    ):
-        if (run_dir / rel).exists():
-            lines.append(f"{name:<18} {run_dir / rel}")
-    return "\n".join(lines)
+    ]
+    return "\n".join(lines + describe_outputs(run_dir, entries))

@@ -83,6 +83,11 @@ class RunDir:
         )
 
 
+def describe_outputs(run_dir: Path, entries: list[tuple[str, str]]) -> list[str]:
+    """``label  path`` lines for the ``(label, relative path)`` entries that exist."""
+    return [f"{label:<18} {run_dir / rel}" for label, rel in entries if (run_dir / rel).exists()]
+
+
 class MetricsLogger:
     """Metrics as CSV and JSON lines always, TensorBoard when it is installed.
 

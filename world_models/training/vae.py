@@ -454,15 +454,14 @@ def train_vae(config: TrainVAEConfig) -> Path:
 
 def summarize(run_dir: Path) -> str:
     """A few lines saying where a run's results are."""
+    from world_models.training.runs import describe_outputs
+
     run_dir = Path(run_dir)
-    lines = [f"run folder:        {run_dir}"]
-    for name, rel in [
+    entries = [
         ("best checkpoint:", "checkpoints/best"),
         ("last checkpoint:", "checkpoints/last"),
         ("metrics:", "metrics.csv"),
         ("loss curve:", "loss_curve.png"),
         ("pictures:", "images/"),
-    ]:
-        if (run_dir / rel).exists():
-            lines.append(f"{name:<18} {run_dir / rel}")
-    return "\n".join(lines)
+    ]
+    return "\n".join([f"run folder:        {run_dir}", *describe_outputs(run_dir, entries)])
