@@ -194,3 +194,63 @@ def test_carracing_style_dream_and_make_by_module_path():
     env.reset(seed=0)
     obs, r, term, trunc, _ = env.step(np.array([0.5, 1.0, 0.0], np.float32))
     assert obs.shape == (Z + H,) and isinstance(r, float) and not term
+
+
+def _dying_mdrnn():
+    """Dreams that end at different times: the done logit follows z, which is noisy."""
+    m = _mdrnn(done_bias=-4.0)
+    with torch.no_grad():
+        m.head.weight[-1].normal_(0.0, 3.0)
+    torch.manual_seed(1)
+    return m
+
+
+class _EmulatedGraph:
+    """A CPU stand-in for ``_GraphedSteps``: warm-up and "capture" really step the loop
+    (as a capture may touch buffers and the generator), and each replay runs ``steps``
+    steps. What it checks is evaluate's side: chunking, the eager remainder, early stop,
+    and that warm-up/capture leave no trace in the results."""
+
+    def __init__(self, loop, steps):
+        self.loop, self.steps = loop, steps
+        for _ in range(3 + steps):
+            loop.advance()
+
+    def replay(self):
+        for _ in range(self.steps):
+            self.loop.advance()
+
+
+@pytest.mark.parametrize("max_steps, check_every", [(37, 10), (120, 50), (7, 50), (60, 1)])
+def test_graph_chunked_evaluate_equals_eager(monkeypatch, max_steps, check_every):
+    import world_models.envs.dream as dream
+
+    m, c = _dying_mdrnn(), Controller(Z, H, 1, "thirds")
+    params = torch.randn(4, c.num_params) * 0.5
+    eager = BatchedDream(m, initial_mu=torch.randn(3, Z), tau=1.0, max_steps=max_steps)
+    want = eager.evaluate(c, params, 6, seed=3, check_every=check_every)
+    want_len = eager.last_lengths.clone()
+    assert 1 < len(set(want_len.flatten().tolist()))  # dreams end at different steps
+
+    monkeypatch.setattr(dream, "_GraphedSteps", _EmulatedGraph)
+    graphed = BatchedDream(m, initial_mu=eager.init_mu, tau=1.0, max_steps=max_steps)
+    graphed.cuda_graph = True  # on CPU only through the stand-in
+    for _ in range(2):  # the second call reuses the "graph" with new buffers loaded
+        got = graphed.evaluate(c, params, 6, seed=3, check_every=check_every)
+        assert torch.equal(got, want)
+        assert torch.equal(graphed.last_lengths, want_len)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_dream_equals_eager_on_cuda():
+    m, c = _dying_mdrnn().cuda(), Controller(Z, H, 1, "thirds").cuda()
+    params = torch.randn(8, c.num_params, device="cuda") * 0.5
+    init = torch.randn(3, Z, device="cuda")
+    eager = BatchedDream(m, initial_mu=init, tau=1.0, max_steps=230)
+    graphed = BatchedDream(m, initial_mu=init, tau=1.0, max_steps=230, cuda_graph=True)
+    for seed in (0, 1):
+        want = eager.evaluate(c, params, 16, seed=seed)
+        got = graphed.evaluate(c, params, 16, seed=seed)
+        assert all(loop.graph is not None for loop in graphed._loops.values())
+        torch.testing.assert_close(got, want)
+        assert torch.equal(graphed.last_lengths, eager.last_lengths)

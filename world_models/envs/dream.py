@@ -19,6 +19,7 @@ tau; the episode *terminates* when M's done logit is > 0 (no done head: never) a
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -190,10 +191,18 @@ class BatchedDream:
     (state kept inside). High level: :meth:`evaluate` runs P controller candidates x R
     rollouts to the end and returns their returns (P, R).
 
-    CUDA graphs (experimental, not yet run on a GPU): on a CUDA device with
-    ``cuda_graph=True`` the per-step body of :meth:`evaluate` is captured once per call and
-    replayed (fewer kernel launches); everywhere else it runs eagerly.
+    CUDA graphs (``cuda_graph=True``, CUDA devices only; not yet run on a GPU by us): the
+    whole loop body of :meth:`evaluate` (noise, controller, LSTM cell, mixture sampling,
+    returns and done masks) is captured for ``GRAPH_STEPS`` steps at a time and replayed,
+    so a generation costs a few dozen graph launches instead of ~60 kernel launches per
+    step. The capture is kept for the next call with the same shapes (CMA-ES calls it once
+    per generation with new parameters). Replays draw the same random numbers as the eager
+    loop (the generator is registered with the graph), so both give the same returns.
     """
+
+    GRAPH_STEPS = 50
+    """Steps captured in one graph: long enough to hide launch costs, short enough to
+    capture in well under a second and to stop soon after every dream has ended."""
 
     def __init__(
         self,
@@ -216,6 +225,7 @@ class BatchedDream:
         self.cuda_graph = bool(cuda_graph) and self.device.type == "cuda"
         self.z: torch.Tensor | None = None
         self.state = None
+        self._loops: dict[tuple, _Loop] = {}  # by shape, kept between calls with their graphs
 
     # ------------------------------------------------------------------ low level
     def initial_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -241,30 +251,43 @@ class BatchedDream:
         u = torch.rand(n, zs, k, generator=generator, device=self.device)
         return u, torch.randn(n, zs, generator=generator, device=self.device)
 
-    @torch.no_grad()
-    def step(self, action_m: torch.Tensor, noise=None, generator: torch.Generator | None = None):
-        """Advance every dream by M's input actions ``action_m`` (n, A_m).
+    def transition(self, z, state, action_m, noise):
+        """One step of n dreams, pure (nothing stored): what :meth:`step` and
+        :meth:`evaluate` share.
 
         ``noise`` is ``(u, eps)`` of n rows, or of m rows shared by the n / m groups of m
         consecutive dreams (candidates x rollouts: common random numbers, no copies).
 
-        Returns ``(z, h, reward, terminated)``: (n, Z), (n, H), (n,), (n,) bool.
+        Returns ``(z_next, state, reward, terminated)``: (n, Z), (h, c) each (1, n, H),
+        (n,), (n,) bool.
         """
-        n = self.z.shape[0]
-        out = self.mdrnn.step(self.z, action_m.to(self.z.dtype), self.state)
-        u, eps = noise if noise is not None else self.noise(n, generator)
+        n = z.shape[0]
+        out = self.mdrnn.step(z, action_m.to(z.dtype), state)
+        u, eps = noise
         if u.shape[0] == n:
-            self.z = sample_mixture(out.logpi, out.mu, out.logsigma, self.tau, u, eps)  # (n, Z)
+            z_next = sample_mixture(out.logpi, out.mu, out.logsigma, self.tau, u, eps)  # (n, Z)
         else:  # common noise: rows i, i + m, i + 2m, ... share noise row i (m = len(u))
             g = (n // u.shape[0], u.shape[0])  # (P, R)
             mix = [x.view(*g, *x.shape[1:]) for x in (out.logpi, out.mu, out.logsigma)]
-            self.z = sample_mixture(*mix, self.tau, u, eps).reshape(n, -1)  # (P, R, Z) -> (n, Z)
-        self.state = out.state
-        reward = out.reward if out.reward is not None else torch.ones(n, device=self.device)
+            z_next = sample_mixture(*mix, self.tau, u, eps).reshape(n, -1)  # (P, R, Z) -> (n, Z)
+        reward = out.reward if out.reward is not None else torch.ones(n, device=z.device)
         if out.done_logit is not None:
             done = out.done_logit > 0
         else:
-            done = torch.zeros(n, dtype=torch.bool, device=self.device)
+            done = torch.zeros(n, dtype=torch.bool, device=z.device)
+        return z_next, out.state, reward, done
+
+    @torch.no_grad()
+    def step(self, action_m: torch.Tensor, noise=None, generator: torch.Generator | None = None):
+        """Advance every dream by M's input actions ``action_m`` (n, A_m).
+
+        ``noise``: as in :meth:`transition` (None: drawn from ``generator``).
+
+        Returns ``(z, h, reward, terminated)``: (n, Z), (n, H), (n,), (n,) bool.
+        """
+        if noise is None:
+            noise = self.noise(self.z.shape[0], generator)
+        self.z, self.state, reward, done = self.transition(self.z, self.state, action_m, noise)
         return self.z, self.state[0][0], reward, done
 
     # ------------------------------------------------------------------ evaluation
@@ -288,6 +311,7 @@ class BatchedDream:
         Afterwards ``last_lengths`` (P, R) holds each dream's steps, and with ``record``
         (rollout indices of candidate 0) ``last_recording`` holds their z trajectories,
         one (T + 1, Z) tensor each (the initial z, then one per step until the end).
+        Recording always runs eagerly.
         """
         params = torch.as_tensor(
             np.asarray(params) if not torch.is_tensor(params) else params,
@@ -297,92 +321,132 @@ class BatchedDream:
         if params.dim() == 1:
             params = params[None]
         p, r = params.shape[0], int(rollouts)
+        check_every = max(1, int(check_every))
         w, b = controller.unflatten(params)  # (P, A, Z+H), (P, A)
-        gen = torch.Generator(device=self.device).manual_seed(int(seed))
-        z0 = self.initial_z(r, gen)  # (R, Z): shared by all candidates
-        self.reset(p * r, z=z0.repeat(p, 1))  # (P*R, Z)
-        mode, a_size = controller.action_mode, self.mdrnn.action_size
-        returns = torch.zeros(p * r, device=self.device)
-        lengths = torch.zeros(p * r, dtype=torch.long, device=self.device)
-        alive = torch.ones(p * r, dtype=torch.bool, device=self.device)
+        key = (p, r, controller.action_mode, tuple(w.shape))
+        if key not in self._loops:
+            if len(self._loops) >= 4:  # e.g. a generation's shape and the mean's 1 x 1024
+                self._loops.pop(next(iter(self._loops)))
+            self._loops[key] = _Loop(self, controller, p, r)
+        loop = self._loops[key]
+        chunk = min(self.GRAPH_STEPS, check_every, self.max_steps)
+        graphed = self.cuda_graph and not record
+        if graphed and (loop.graph is None or loop.graph.steps != chunk):
+            try:  # before seeding: warm-up and capture draw noise
+                loop.graph = _GraphedSteps(loop, chunk)
+            except RuntimeError as e:  # an unsupported op or driver: still correct, eagerly
+                warnings.warn(f"CUDA graph capture failed, dreaming eagerly: {e}", stacklevel=2)
+                self.cuda_graph = graphed = False
+        loop.gen.manual_seed(int(seed))
+        z0 = self.initial_z(r, loop.gen)  # (R, Z): shared by all candidates
+        loop.load(w, b, z0)
         rec = torch.as_tensor(record or [], dtype=torch.long, device=self.device)
-        traj = [self.z[rec].clone()] if record else []  # list of (k, Z)
-        step_fn = self._graphed_step if self.cuda_graph else self._eager_step
-        for t in range(self.max_steps):
-            u, eps = self.noise(r, gen)  # (R, Z, K), (R, Z): shared across candidates
-            noise = (u, eps)  # broadcast over the P candidates inside step()
-            reward, done = step_fn(w, b, noise, mode, a_size, p, r)
-            returns += reward * alive
-            lengths += alive
-            alive &= ~done
-            if record:
-                traj.append(self.z[rec].clone())
-            if (t + 1) % check_every == 0 and not bool(alive.any()):
-                break
-        self.last_lengths = lengths.view(p, r)
+        traj = [loop.z[rec].clone()] if record else []  # list of (k, Z)
+        t = since_check = 0
+        while t < self.max_steps:
+            if graphed and t + chunk <= self.max_steps:
+                loop.graph.replay()
+                done_now = chunk
+            else:
+                loop.advance()
+                done_now = 1
+                if record:
+                    traj.append(loop.z[rec].clone())
+            t += done_now
+            since_check += done_now
+            if since_check >= check_every and t < self.max_steps:
+                since_check = 0
+                if not bool(loop.alive.any()):
+                    break
+        self.z, self.state = loop.z, (loop.h, loop.c)
+        self.last_lengths = loop.lengths.view(p, r).clone()
         if record:
             steps = torch.stack(traj, dim=1)  # (k, T + 1, Z)
-            n = lengths[rec].tolist()
+            n = loop.lengths[rec].tolist()
             self.last_recording = [steps[i, : n[i] + 1] for i in range(len(n))]
-        return returns.view(p, r)
+        return loop.returns.view(p, r).clone()
 
-    def _eager_step(self, w, b, noise, mode, a_size, p, r):
-        z, h = self.z.view(p, r, -1), self.state[0][0].view(p, r, -1)  # (P, R, Z), (P, R, H)
-        action = map_actions(batched_raw(w, b, z, h), mode)  # (P, R, A) or (P, R)
-        a_m = actions_for_model(action, mode, a_size).reshape(p * r, a_size)  # (P*R, A_m)
-        _, _, reward, done = self.step(a_m, noise)
-        return reward, done
 
-    def _graphed_step(self, w, b, noise, mode, a_size, p, r):
-        """CUDA only: capture :meth:`_eager_step` once for these shapes, then replay it."""
-        key = (p, r, mode, a_size, w.data_ptr())
-        g = getattr(self, "_graph", None)
-        if g is None or g[0] != key:
-            static_u, static_eps = noise[0].clone(), noise[1].clone()
-            static_z, static_h = self.z.clone(), self.state[0].clone()
-            static_c = self.state[1].clone()
-            self.z, self.state = static_z, (static_h, static_c)
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm-up outside the graph, as PyTorch requires
-                for _ in range(2):
-                    self.z, self.state = static_z.clone(), (static_h.clone(), static_c.clone())
-                    self._eager_step(w, b, (static_u, static_eps), mode, a_size, p, r)
-            torch.cuda.current_stream().wait_stream(side)
-            self.z, self.state = static_z, (static_h, static_c)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                reward, done = self._eager_step(w, b, (static_u, static_eps), mode, a_size, p, r)
-                out_z, out_h, out_c = self.z, self.state[0], self.state[1]
-            self._graph = (
-                key,
-                graph,
-                static_u,
-                static_eps,
-                static_z,
-                static_h,
-                static_c,
-                out_z,
-                out_h,
-                out_c,
-                reward,
-                done,
-            )
-            # the capture did not run the step: restore the inputs and fall through to replay
-            self.z, self.state = static_z, (static_h, static_c)
-        (_, graph, s_u, s_eps, s_z, s_h, s_c, o_z, o_h, o_c, reward, done) = self._graph
-        s_u.copy_(noise[0])
-        s_eps.copy_(noise[1])
-        if self.z.data_ptr() != s_z.data_ptr():
-            s_z.copy_(self.z)
-            s_h.copy_(self.state[0])
-            s_c.copy_(self.state[1])
-        graph.replay()
-        s_z.copy_(o_z)
-        s_h.copy_(o_h)
-        s_c.copy_(o_c)
-        self.z, self.state = s_z, (s_h, s_c)
-        return reward.clone(), done.clone()
+class _Loop:
+    """The state of :meth:`BatchedDream.evaluate` for P candidates x R rollouts.
+
+    Every tensor is preallocated and updated in place by :meth:`advance`, so a CUDA graph
+    captured over it reads and writes the same memory on every replay (a graph replays
+    fixed addresses: rebinding a Python name inside it would never be seen).
+    """
+
+    def __init__(self, dream: BatchedDream, controller: Controller, p: int, r: int):
+        m, dev = dream.mdrnn, dream.device
+        self.dream, self.p, self.r = dream, p, r
+        self.graph: _GraphedSteps | None = None
+        self.mode, self.a_size = controller.action_mode, m.action_size
+        a, i = controller.output_size, controller.latent_size + controller.hidden_size
+        self.w = torch.zeros(p, a, i, device=dev)  # (P, A, Z+H)
+        self.b = torch.zeros(p, a, device=dev)  # (P, A)
+        self.z = torch.zeros(p * r, m.latent_size, device=dev)  # (P*R, Z)
+        self.h, self.c = m.initial_state(p * r, dev)  # (1, P*R, H) each
+        self.returns = torch.zeros(p * r, device=dev)
+        self.lengths = torch.zeros(p * r, dtype=torch.long, device=dev)
+        self.alive = torch.ones(p * r, dtype=torch.bool, device=dev)
+        self.gen = torch.Generator(device=dev)
+
+    def load(self, w, b, z0) -> None:
+        """Start: parameters (P, A, Z+H), (P, A); initial z (R, Z) shared by the P."""
+        self.w.copy_(w)
+        self.b.copy_(b)
+        self.z.view(self.p, self.r, -1).copy_(z0)  # broadcast over P
+        self.h.zero_()
+        self.c.zero_()
+        self.returns.zero_()
+        self.lengths.zero_()
+        self.alive.fill_(True)
+
+    def advance(self) -> None:
+        """One step of every dream, in place; no host sync, no data-dependent shape."""
+        p, r = self.p, self.r
+        u, eps = self.dream.noise(r, self.gen)  # (R, Z, K), (R, Z): shared by the P
+        z, h = self.z.view(p, r, -1), self.h[0].view(p, r, -1)  # (P, R, Z), (P, R, H)
+        action = map_actions(batched_raw(self.w, self.b, z, h), self.mode)  # (P, R[, A])
+        a_m = actions_for_model(action, self.mode, self.a_size).reshape(p * r, self.a_size)
+        z_next, (h_next, c_next), reward, done = self.dream.transition(
+            self.z, (self.h, self.c), a_m, (u, eps)
+        )
+        self.z.copy_(z_next)
+        self.h.copy_(h_next)
+        self.c.copy_(c_next)
+        self.returns.add_(reward * self.alive)
+        self.lengths.add_(self.alive)
+        self.alive.logical_and_(~done)
+
+
+class _GraphedSteps:
+    """``steps`` calls of :meth:`_Loop.advance` captured as one CUDA graph.
+
+    The rules of ``torch.cuda.graphs``: warm up on a side stream first (lazy inits,
+    cuBLAS workspaces), then capture; the loop's generator is registered with the graph so
+    each replay draws fresh numbers (at the generator's current offset, as eager code
+    would). Warm-up and capture leave the loop's buffers and generator in an arbitrary
+    state: :meth:`BatchedDream.evaluate` seeds and loads them afterwards.
+    """
+
+    def __init__(self, loop: _Loop, steps: int) -> None:
+        self.steps = steps
+        self.graph = torch.cuda.CUDAGraph()
+        self.graph.register_generator_state(loop.gen)
+        current = torch.cuda.current_stream(loop.dream.device)
+        side = torch.cuda.Stream(loop.dream.device)
+        side.wait_stream(current)
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                loop.advance()
+        current.wait_stream(side)
+        torch.cuda.synchronize(loop.dream.device)
+        with torch.cuda.graph(self.graph):
+            for _ in range(steps):
+                loop.advance()
+
+    def replay(self) -> None:
+        self.graph.replay()
 
 
 def load_initial_states(
