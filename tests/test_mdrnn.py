@@ -173,6 +173,23 @@ def test_cell_matches_sequence_model_step_by_step():
     assert cell.initial_state(5)[0].shape == (1, 5, 16)
 
 
+def test_lstm_stays_float32_under_autocast():
+    # CUDA autocast would run the cuDNN LSTM in float16 (not bf16) with no GradScaler, where
+    # M's small LSTM gradients underflow; CPU autocast would run it in bf16. Either way the
+    # recurrence must stay float32 while the head may take the lower precision.
+    model = MDNRNN(latent_size=4, action_size=1, hidden_size=16, num_gaussians=3)
+    z, a = torch.randn(2, 5, 4), torch.randn(2, 5, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(z, a)
+        loss = model.loss(out, torch.randn(2, 5, 4))["total"]
+    assert out.state[0].dtype == torch.float32 and out.state[1].dtype == torch.float32
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert model.lstm.weight_hh_l0.grad.abs().sum() > 0
+    plain = model(z, a)
+    torch.testing.assert_close(out.state[0], plain.state[0])
+
+
 def test_save_load_round_trip(tmp_path):
     model = MDNRNN.from_config(MDNRNN_PRESETS["doom"])
     assert model.head.out_features == 64 * 5 * 3 + 1

@@ -255,12 +255,14 @@ def test_cli_train_mdrnn(tmp_path, capsys):
     assert "another config" in capsys.readouterr().err
 
 
-def test_interrupted_run_resumes_mid_epoch_from_save_every(tmp_path, monkeypatch):
+@pytest.mark.parametrize("carry_state", [False, True])
+def test_interrupted_run_resumes_mid_epoch_from_save_every(tmp_path, monkeypatch, carry_state):
     import world_models.training.mdrnn as trainer
 
     write_series(tmp_path / "series", episodes=10, length=200)  # ~13 batches per epoch
-    once = train_mdrnn(debug_config(tmp_path, run_dir=tmp_path / "once", epochs=2))
-    config = debug_config(tmp_path, run_dir=tmp_path / "crash", epochs=2, save_every=4)
+    kw = {"carry_state": carry_state, "batch_size": 2} if carry_state else {}  # 36 rounds
+    once = train_mdrnn(debug_config(tmp_path, run_dir=tmp_path / "once", epochs=2, **kw))
+    config = debug_config(tmp_path, run_dir=tmp_path / "crash", epochs=2, save_every=4, **kw)
     real_step, calls = trainer.train_step, []
 
     def crashing_step(*args, **kwargs):
@@ -314,3 +316,22 @@ def test_training_presets_follow_the_paper():
         10.0,
     )
     assert doom.carry_state and (doom.lr_decay, doom.min_lr) == (0.99999, 1e-5)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"num_gaussians": 0}, "num_gaussians|gaussians"),
+        ({"hidden_size": 0}, "hidden"),
+        ({"lr": -1.0}, "lr must be > 0"),
+        ({"log_every": 0}, "log_every"),
+        ({"lr_decay": 0.0}, "lr_decay"),
+    ],
+)
+def test_unusable_settings_fail_before_the_run_folder_is_written(tmp_path, bad, match):
+    write_series(tmp_path / "series", episodes=6, length=30)
+    config = debug_config(tmp_path, epochs=1)
+    with pytest.raises(ConfigError, match=match):
+        train_mdrnn(dataclasses.replace(config, **bad))
+    assert not (tmp_path / "run" / "config.json").exists()
+    train_mdrnn(config)  # the corrected command is not refused as "another config"

@@ -184,9 +184,16 @@ class SeriesSet:
         ``active`` (B,) false makes a whole window padding (TBPTT lanes that ran dry).
         Indices may be on the CPU; the batch comes out on the data's device.
         """
-        first = torch.isin(start.cpu(), self.starts)  # (B,)
+        start, end = start.cpu(), end.cpu()
+        first = torch.isin(start, self.starts)  # (B,)
+        on = torch.ones_like(first) if active is None else active.cpu().bool()
         device = self.mu.device
-        start, end = start.to(device), end.to(device)
+        # one pinned, asynchronous copy: a pageable one would stall the stream every batch
+        index = torch.stack([start, end, first.long(), on.long()])  # (4, B)
+        if device.type == "cuda":
+            index = index.pin_memory()
+        start, end, first, on = index.to(device, non_blocking=True).unbind(0)  # (B,) each
+        first, on = first.bool(), on.bool()
         j = torch.arange(seq_len + 1, device=device)  # (L+1,)
         flat = start[:, None] + j  # (B, L+1)
         idx = torch.minimum(flat, end[:, None] - 1)  # (B, L+1) stays inside the episode
@@ -194,8 +201,8 @@ class SeriesSet:
         mask = flat[:, :-1] < end[:, None]  # (B, L)
         next_mask = flat[:, 1:] < end[:, None]  # (B, L)
         if active is not None:
-            mask = mask & active.to(device)[:, None]
-            next_mask = next_mask & active.to(device)[:, None]
+            mask = mask & on[:, None]
+            next_mask = next_mask & on[:, None]
         return SeriesBatch(
             mu=self.mu[idx],
             logvar=self.logvar[idx],
@@ -204,7 +211,7 @@ class SeriesSet:
             done=(self.done[step_idx] & mask).float(),
             mask=mask,
             next_mask=next_mask,
-            first=first.to(device),
+            first=first,
         )
 
     def sample(self, batch: int, seq_len: int, generator: torch.Generator | None = None):

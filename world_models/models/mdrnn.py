@@ -218,7 +218,13 @@ class MDNRNN(PretrainedMixin, nn.Module):
         self._check_inputs(z, action, step=False)
         self._check_state(state, z.shape[0])
         x = torch.cat([z, action.to(z.dtype)], dim=-1)  # (B, T, Z + A)
-        h, new_state = self.lstm(x, None if state is None else tuple(state))  # (B, T, H)
+        # The LSTM always runs in float32 (TF32 on recent GPUs): CUDA autocast runs cuDNN
+        # RNNs in float16 whatever dtype it was given (ATen's AutocastRNN.cpp), and M's
+        # gradients at the LSTM are small enough to underflow there without a GradScaler.
+        # The head, where most of the FLOPs are, still runs under the caller's autocast.
+        with torch.autocast(x.device.type, enabled=False):
+            state = None if state is None else tuple(s.float() for s in state)
+            h, new_state = self.lstm(x.float(), state)  # (B, T, H)
         logpi, mu, logsigma, reward, done = self._split_head(self.head(h))
         return MDNOutput(logpi, mu, logsigma, reward, done, new_state)
 
@@ -321,7 +327,8 @@ class MDNRNN(PretrainedMixin, nn.Module):
         if self.config.done_head:
             if done is None:
                 raise ValueError("this model has a done head: pass done (B, T) to loss()")
-            pos_weight = torch.tensor(self.config.done_pos_weight, device=z_next.device)
+            # a fill, not torch.tensor(): copying a Python number to a GPU syncs the stream
+            pos_weight = torch.full((), self.config.done_pos_weight, device=z_next.device)
             bce = F.binary_cross_entropy_with_logits(
                 output.done_logit.float(), done.float(), pos_weight=pos_weight, reduction="none"
             )  # (B, T)

@@ -135,6 +135,8 @@ TRAIN_MDNRNN_PRESETS: dict[str, TrainMDNRNNConfig] = {
 """CarRacing and Doom as in the paper (Doom's epoch count is ours); debug for tests."""
 
 # Fields a re-run may change without starting a new run.
+CARRY_KEY = "world_models_carry_state"
+"""Key of the lanes' LSTM (h, c) in a mid-epoch checkpoint's optimizer state (TBPTT runs)."""
 _RESUMABLE = frozenset(
     {
         "series_dir",
@@ -255,16 +257,38 @@ def evaluate(
     return sums.means()
 
 
+def _check_settings(config: TrainMDNRNNConfig) -> None:
+    """One-line errors for settings no run can use, before anything is written."""
+    rules = [
+        (config.seq_len >= 1, "seq_len must be >= 1"),
+        (config.batch_size >= 1, "batch_size must be >= 1"),
+        (config.epochs >= 0, "epochs must be >= 0"),
+        (config.lr > 0, "lr must be > 0"),
+        (0 < config.lr_decay <= 1, "lr_decay must be in (0, 1]"),
+        (config.min_lr >= 0, "min_lr must be >= 0"),
+        (config.grad_clip >= 0, "grad_clip must be >= 0 (0: no clipping)"),
+        (config.log_every >= 1, "log_every must be >= 1"),
+        (config.save_every >= 0, "save_every must be >= 0 (0: at epoch ends only)"),
+        (0 <= config.holdout_fraction < 1, "holdout_fraction must be in [0, 1)"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise ConfigError(f"train-mdrnn: {message}")
+
+
 def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
     """Train (or resume training) an MDN-RNN; return the run folder (see module docstring)."""
     from tqdm import tqdm
 
-    if config.seq_len < 1 or config.batch_size < 1 or config.epochs < 0:
-        raise ConfigError("seq_len and batch_size must be >= 1 and epochs >= 0")
+    _check_settings(config)
     device = pick_device(config.device)
     autocast = device.type == "cuda" and config.bf16
     train, held = load_series(config.series_dir, config.holdout_fraction)
     model_config = _model_config(config, train)
+    try:  # the model's own checks (sizes, K, pos_weight) before the folder is written
+        MDNRNN.from_config(model_config)
+    except ValueError as e:
+        raise ConfigError(f"train-mdrnn: {e}") from None
     # Opened (config.json written) once the settings proved usable: a typo'd first try
     # does not stick to the folder.
     run = RunDir(config.run_dir)
@@ -277,6 +301,7 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
     model = MDNRNN.from_config(model_config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     step, epoch, skip, best = 0, 0, 0, math.inf
+    carry = None  # the lanes' LSTM state when resuming mid-epoch with carry_state
     last_dir, best_dir = run.last, run.best
     if resuming:
         ckpt = read_checkpoint(last_dir, expected_kind="MDNRNN", device=device)
@@ -285,30 +310,41 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
         load_state_strict(model, ckpt.tensors, f"checkpoint {last_dir}")
         opt_state = read_optimizer_state(last_dir)
         if opt_state is not None:
+            carry = opt_state.pop(CARRY_KEY, None)
             optimizer.load_state_dict(opt_state)
         step, epoch = int(ckpt.meta["step"]), int(ckpt.meta["epoch"])
         skip, best = int(ckpt.meta["batch_in_epoch"]), float(ckpt.meta["best"])
     logger = MetricsLogger(run, resume_step=step, tensorboard=config.tensorboard)
 
     def save(target: Path) -> None:
+        opt_state = optimizer.state_dict()
+        if config.carry_state and skip and state is not None:
+            # mid-epoch: the lanes' LSTM state too, so a resumed run continues exactly
+            opt_state = {**opt_state, CARRY_KEY: [s.detach().float().cpu() for s in state]}
         meta = {
             "epoch": epoch,
             "batch_in_epoch": skip,
             "best": best,
             "train_config": to_dict(config),
         }
-        model.save_pretrained(target, step=step, meta=meta, optimizer_state=optimizer.state_dict())
+        model.save_pretrained(target, step=step, meta=meta, optimizer_state=opt_state)
 
     model.train()
     bpe = train.batches_per_epoch(config.batch_size, config.seq_len)
     lr = max(config.lr * config.lr_decay**step, config.min_lr)
     while epoch < config.epochs:
-        sums, state, started, steps0 = _Sums(), None, time.perf_counter(), step
+        sums, started, steps0 = _Sums(), time.perf_counter(), step
+        state = None
+        if config.carry_state and skip and carry is not None:
+            state = tuple(x.to(device) for x in carry)  # (1, B, H) each
+        carry = None
         if config.carry_state:
             gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
             plan = train.lane_plan(config.batch_size, config.seq_len, gen)
             batches = (
-                (i, train.gather(s, e, config.seq_len, a)) for i, (s, e, a) in enumerate(plan)
+                (i, train.gather(s, e, config.seq_len, a))
+                for i, (s, e, a) in enumerate(plan)
+                if i >= skip
             )
             total = len(plan)
         else:
@@ -328,8 +364,6 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
             dynamic_ncols=True,
         )
         for i, batch in batches:
-            if i < skip:  # resuming mid-epoch (carried state restarts from zero there)
-                continue
             zgen = torch.Generator(device=device).manual_seed(config.seed + 31 * step + 1)
             if config.carry_state:
                 state = _reset_state(state, batch.first)
