@@ -45,16 +45,24 @@ def make_models(z: int, hidden: int, k: int, device: torch.device):
     return m.to(device).eval(), c.to(device)
 
 
+def _graph_check(bd: BatchedDream, asked: bool) -> None:
+    if asked and not bd.cuda_graph:  # the capture failed (warned): not graph figures
+        raise SystemExit("CUDA graph capture failed (see the warning); no graph figures")
+
+
 def dream_steps_per_s(m, c, n: int, steps: int, device, cuda_graph: bool) -> float:
-    """N dreams of ``steps`` steps as one batch (candidates x 1 rollout); best of 2 runs."""
+    """N dreams of ``steps`` steps as one batch, shaped as a generation is (N / 16
+    candidates x 16 rollouts when N allows, else N x 1); best of 2 runs."""
+    p, r = (n // 16, 16) if n >= 16 and n % 16 == 0 else (n, 1)
     bd = BatchedDream(m, tau=1.15, max_steps=steps, device=device, cuda_graph=cuda_graph)
-    params = torch.randn(n, c.num_params, device=device) * 0.1
-    bd.evaluate(c, params[:, :], 1, seed=0, check_every=10**9)  # warm-up (and graph capture)
+    params = torch.randn(p, c.num_params, device=device) * 0.1
+    bd.evaluate(c, params, r, seed=0, check_every=10**9)  # warm-up (and graph capture)
+    _graph_check(bd, cuda_graph)
     best = float("inf")
     for rep in range(2):
         _sync(device)
         t0 = time.perf_counter()
-        bd.evaluate(c, params, 1, seed=rep, check_every=10**9)
+        bd.evaluate(c, params, r, seed=rep, check_every=10**9)
         _sync(device)
         best = min(best, time.perf_counter() - t0)
     return n * steps / best
@@ -73,6 +81,7 @@ def generation_time(m, c, popsize: int, rollouts: int, steps: int, device, cuda_
     bd = BatchedDream(m, tau=1.15, max_steps=steps, device=device, cuda_graph=cuda_graph)
     params = torch.randn(popsize, c.num_params, device=device) * 0.1
     bd.evaluate(c, params, rollouts, seed=0)  # warm-up
+    _graph_check(bd, cuda_graph)
     _sync(device)
     t0 = time.perf_counter()
     bd.evaluate(c, params, rollouts, seed=1)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
+import world_models.envs.dream as dream_module
 from world_models.envs.dream import DREAM_ID, BatchedDream, DreamEnv, load_initial_states
 from world_models.models.controller import Controller
 from world_models.models.mdrnn import MDNRNN
@@ -205,16 +206,20 @@ def _dying_mdrnn():
     return m
 
 
-class _EmulatedGraph:
+class _EmulatedGraph(dream_module._GraphedSteps):
     """A CPU stand-in for ``_GraphedSteps``: warm-up and "capture" really step the loop
     (as a capture may touch buffers and the generator), and each replay runs ``steps``
     steps. What it checks is evaluate's side: chunking, the eager remainder, early stop,
-    and that warm-up/capture leave no trace in the results."""
+    reuse and re-capture, and that warm-up/capture leave no trace in the results."""
+
+    captures = 0
 
     def __init__(self, loop, steps):
         self.loop, self.steps = loop, steps
+        self.tau, self.weights = loop.dream.tau, dream_module._weights(loop.dream.mdrnn)
         for _ in range(3 + steps):
             loop.advance()
+        type(self).captures += 1
 
     def replay(self):
         for _ in range(self.steps):
@@ -223,8 +228,6 @@ class _EmulatedGraph:
 
 @pytest.mark.parametrize("max_steps, check_every", [(37, 10), (120, 50), (7, 50), (60, 1)])
 def test_graph_chunked_evaluate_equals_eager(monkeypatch, max_steps, check_every):
-    import world_models.envs.dream as dream
-
     m, c = _dying_mdrnn(), Controller(Z, H, 1, "thirds")
     params = torch.randn(4, c.num_params) * 0.5
     eager = BatchedDream(m, initial_mu=torch.randn(3, Z), tau=1.0, max_steps=max_steps)
@@ -232,13 +235,18 @@ def test_graph_chunked_evaluate_equals_eager(monkeypatch, max_steps, check_every
     want_len = eager.last_lengths.clone()
     assert 1 < len(set(want_len.flatten().tolist()))  # dreams end at different steps
 
-    monkeypatch.setattr(dream, "_GraphedSteps", _EmulatedGraph)
+    monkeypatch.setattr(dream_module, "_GraphedSteps", _EmulatedGraph)
+    monkeypatch.setattr(_EmulatedGraph, "captures", 0)
     graphed = BatchedDream(m, initial_mu=eager.init_mu, tau=1.0, max_steps=max_steps)
     graphed.cuda_graph = True  # on CPU only through the stand-in
     for _ in range(2):  # the second call reuses the "graph" with new buffers loaded
         got = graphed.evaluate(c, params, 6, seed=3, check_every=check_every)
         assert torch.equal(got, want)
         assert torch.equal(graphed.last_lengths, want_len)
+    assert _EmulatedGraph.captures == 1
+    graphed.tau = eager.tau = 0.5  # a graph holds tau: a new one is captured
+    assert torch.equal(graphed.evaluate(c, params, 6, seed=3), eager.evaluate(c, params, 6, seed=3))
+    assert _EmulatedGraph.captures == 2
 
 
 @pytest.mark.gpu
@@ -254,3 +262,39 @@ def test_cuda_graph_dream_equals_eager_on_cuda():
         assert all(loop.graph is not None for loop in graphed._loops.values())
         torch.testing.assert_close(got, want)
         assert torch.equal(graphed.last_lengths, eager.last_lengths)
+
+
+def test_failed_capture_warns_and_dreams_eagerly(monkeypatch):
+    def refuse(loop, steps):
+        raise AttributeError("register_generator_state")  # e.g. an older torch
+
+    m, c = _dying_mdrnn(), Controller(Z, H, 1, "thirds")
+    params = torch.randn(2, c.num_params) * 0.5
+    want = BatchedDream(m, tau=1.0, max_steps=40).evaluate(c, params, 3, seed=1)
+    monkeypatch.setattr(dream_module, "_GraphedSteps", refuse)
+    bd = BatchedDream(m, tau=1.0, max_steps=40)
+    bd.cuda_graph = True
+    with pytest.warns(UserWarning, match="capture failed, dreaming eagerly"):
+        got = bd.evaluate(c, params, 3, seed=1)
+    assert torch.equal(got, want) and not bd.cuda_graph
+
+
+def test_latent_policy_drives_dream_env_like_the_controller():
+    from world_models import LatentPolicy
+
+    c = Controller(Z, H, 1, "thirds")
+    with torch.no_grad():
+        c.fc.weight.normal_(0.0, 2.0)  # actions that vary with [z, h]
+    env = gym.make(DREAM_ID, mdrnn=_mdrnn(-3.0), max_steps=15)
+    policy = LatentPolicy(c)
+    obs, _ = env.reset(seed=0)
+    policy.reset(1, seed=0)
+    seen, steps, done = set(), 0, False
+    while not done:
+        action = policy.act(obs[None])  # (1,) int64
+        z, h = torch.as_tensor(obs[:Z])[None], torch.as_tensor(obs[Z:])[None]
+        assert action.dtype == np.int64 and action[0] == int(c.act(z, h)[0])
+        seen.add(int(action[0]))
+        obs, _, terminated, truncated, _ = env.step(int(action[0]))
+        steps, done = steps + 1, terminated or truncated
+    assert steps == 15 and truncated and len(seen) > 1

@@ -158,3 +158,5 @@ def test_evaluate_in_the_dream_scores_and_decodes_best_and_worst(tmp_path, capsy
     assert np.allclose(r["returns"], direct.numpy()) and len(set(r["returns"])) > 1
     best = iio.imread(tmp_path / "out/best.gif")
     assert best.shape[1:] == (64, 64, 3) and best.shape[0] == max(r["returns"]) + 1
+    assert r["returns"][r["best_trial"]] == max(r["returns"]) and "best_seed" not in r
+    assert (tmp_path / "out/returns.csv").read_text().startswith("trial,return,length\n")

@@ -75,36 +75,54 @@ def test_crashing_env_raises_after_retries():
 
 
 class DieOnce(gym.Wrapper):
-    """Exits the process on its first reset ever (a marker file remembers it)."""
+    """Exits the process once ever (a marker file remembers it): on its first reset, or
+    with ``at_step`` at that step of seed 0's episode (other workers mid-wave then)."""
 
-    def __init__(self, env, marker: str) -> None:
+    def __init__(self, env, marker: str, at_step: int = 0) -> None:
         super().__init__(env)
-        self.marker = marker
+        self.marker, self.at_step, self.seed, self.t = marker, at_step, None, 0
 
-    def reset(self, **kwargs):
+    def _die_once(self) -> None:
         if not os.path.exists(self.marker):
             Path(self.marker).touch()
             os._exit(9)
+
+    def reset(self, **kwargs):
+        if not self.at_step:
+            self._die_once()
+        self.seed, self.t = kwargs.get("seed"), 0
         return self.env.reset(**kwargs)
+
+    def step(self, action):
+        self.t += 1
+        if self.at_step and self.seed == 0 and self.t == self.at_step:
+            self._die_once()
+        return self.env.step(action)
 
 
 class DieOnceFactory:
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
+    def __init__(self, marker: str, at_step: int = 0) -> None:
+        self.marker, self.at_step = marker, at_step
 
     def __call__(self):
-        return DieOnce(EnvFactory("fake", env_kwargs=SHORT)(), self.marker)
+        return DieOnce(EnvFactory("fake", env_kwargs=SHORT)(), self.marker, self.at_step)
 
 
-def test_dead_worker_is_restarted_and_its_wave_rerun(tmp_path):
+@pytest.mark.parametrize(
+    "workers, per_worker, at_step",
+    [(1, 3, 0), (2, 1, 3)],  # alone at reset; one of two, mid-episode
+)
+def test_dead_worker_is_restarted_and_its_wave_rerun(tmp_path, workers, per_worker, at_step):
     policy = _policy()
-    expected = run_sequential(EnvFactory("fake", env_kwargs=SHORT), policy, [0, 1, 2])
-    with EnvPool(
-        DieOnceFactory(str(tmp_path / "died")), workers=1, envs_per_worker=3, retries=2
-    ) as pool:
-        res = pool.run(policy, [0, 1, 2])
-    assert (tmp_path / "died").exists()
-    assert np.allclose(res.returns, expected.returns, rtol=1e-4)
+    seeds = [0, 1, 2]
+    expected = run_sequential(EnvFactory("fake", env_kwargs=SHORT), policy, seeds)
+    factory = DieOnceFactory(str(tmp_path / "died"), at_step)
+    with EnvPool(factory, workers=workers, envs_per_worker=per_worker, retries=2) as pool:
+        res = pool.run(policy, seeds)
+        assert (tmp_path / "died").exists()
+        assert np.allclose(res.returns, expected.returns, rtol=1e-4)
+        again = pool.run(policy, seeds)  # the survivors' pipes are in step too
+    assert np.allclose(again.returns, expected.returns, rtol=1e-4)
 
 
 def test_env_error_in_a_worker_is_reported_with_its_message():

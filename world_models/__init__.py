@@ -29,6 +29,7 @@ _PUBLIC = {
     "Controller": "world_models.models.controller",
     "ControllerConfig": "world_models.models.controller",
     "ControllerPolicy": "world_models.models.controller",
+    "LatentPolicy": "world_models.models.controller",
     "DreamEnv": "world_models.envs.dream",
     "BatchedDream": "world_models.envs.dream",
     "train_controller": "world_models.training.controller",

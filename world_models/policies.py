@@ -7,7 +7,9 @@ The contract (:class:`Policy`) is batched so one call serves many environments a
 * ``act(obs)`` takes ``obs`` of shape (n, 64, 64, 3) uint8, one frame per environment, and
   returns the env-native actions for all ``n``: float32 (n, A) for a Box action space,
   int64 (n,) for a Discrete one. Policies with state (an LSTM, a held action) keep it per
-  environment between ``act`` calls until the next ``reset``.
+  environment between ``act`` calls until the next ``reset``. In the dream the
+  observation is ``[z, h]`` instead, (n, Z + H) float32: see
+  :class:`~world_models.models.controller.LatentPolicy`.
 
 The random data policies of the original: :class:`BrownianPolicy` (CarRacing; ctallec's
 ``sample_continuous_policy``, dt = 1/50), :class:`UniformPolicy`, and

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import nullcontext
 from typing import Any
 
 import gymnasium as gym
@@ -323,6 +324,16 @@ class BatchedDream:
         p, r = params.shape[0], int(rollouts)
         check_every = max(1, int(check_every))
         w, b = controller.unflatten(params)  # (P, A, Z+H), (P, A)
+        device_ctx = torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext()
+        with device_ctx:  # a graph captures on the current device's streams
+            returns, loop = self._run(controller, w, b, r, seed, max(1, int(check_every)), record)
+        # copies: the loop's buffers are overwritten by the next call of the same shape
+        self.z, self.state = loop.z.clone(), (loop.h.clone(), loop.c.clone())
+        self.last_lengths = loop.lengths.view(p, r).clone()
+        return returns
+
+    def _run(self, controller, w, b, r, seed, check_every, record):
+        p = w.shape[0]
         key = (p, r, controller.action_mode, tuple(w.shape))
         if key not in self._loops:
             if len(self._loops) >= 4:  # e.g. a generation's shape and the mean's 1 x 1024
@@ -331,12 +342,15 @@ class BatchedDream:
         loop = self._loops[key]
         chunk = min(self.GRAPH_STEPS, check_every, self.max_steps)
         graphed = self.cuda_graph and not record
-        if graphed and (loop.graph is None or loop.graph.steps != chunk):
+        if graphed and not (loop.graph and loop.graph.fits(chunk, self)):
             try:  # before seeding: warm-up and capture draw noise
+                loop.graph = None
                 loop.graph = _GraphedSteps(loop, chunk)
-            except RuntimeError as e:  # an unsupported op or driver: still correct, eagerly
-                warnings.warn(f"CUDA graph capture failed, dreaming eagerly: {e}", stacklevel=2)
+            except Exception as e:  # an unsupported op, torch or driver: still right, eagerly
+                warnings.warn(f"CUDA graph capture failed, dreaming eagerly: {e}", stacklevel=3)
                 self.cuda_graph = graphed = False
+                # a fresh loop: the failed capture may have left its generator unusable
+                loop = self._loops[key] = _Loop(self, controller, p, r)
         loop.gen.manual_seed(int(seed))
         z0 = self.initial_z(r, loop.gen)  # (R, Z): shared by all candidates
         loop.load(w, b, z0)
@@ -358,13 +372,11 @@ class BatchedDream:
                 since_check = 0
                 if not bool(loop.alive.any()):
                     break
-        self.z, self.state = loop.z, (loop.h, loop.c)
-        self.last_lengths = loop.lengths.view(p, r).clone()
         if record:
             steps = torch.stack(traj, dim=1)  # (k, T + 1, Z)
             n = loop.lengths[rec].tolist()
             self.last_recording = [steps[i, : n[i] + 1] for i in range(len(n))]
-        return loop.returns.view(p, r).clone()
+        return loop.returns.view(p, r).clone(), loop
 
 
 class _Loop:
@@ -430,7 +442,7 @@ class _GraphedSteps:
     """
 
     def __init__(self, loop: _Loop, steps: int) -> None:
-        self.steps = steps
+        self.steps, self.tau, self.weights = steps, loop.dream.tau, _weights(loop.dream.mdrnn)
         self.graph = torch.cuda.CUDAGraph()
         self.graph.register_generator_state(loop.gen)
         current = torch.cuda.current_stream(loop.dream.device)
@@ -445,8 +457,17 @@ class _GraphedSteps:
             for _ in range(steps):
                 loop.advance()
 
+    def fits(self, steps: int, dream: BatchedDream) -> bool:
+        """Still the right graph: same length, and tau and M's weights (which the graph
+        reads at fixed addresses) have not been replaced since the capture."""
+        return (steps, dream.tau, _weights(dream.mdrnn)) == (self.steps, self.tau, self.weights)
+
     def replay(self) -> None:
         self.graph.replay()
+
+
+def _weights(module: torch.nn.Module) -> tuple:
+    return tuple((p.data_ptr(), p.dtype) for p in module.parameters())
 
 
 def load_initial_states(

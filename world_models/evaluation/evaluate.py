@@ -163,15 +163,18 @@ def evaluate(config: EvaluateConfig) -> Path:
         "min": float(returns.min()),
         "max": float(returns.max()),
         "mean_length": float(lengths.mean()),
-        "best_seed": int(seeds[best]),
-        "worst_seed": int(seeds[worst]),
         "returns": [float(r) for r in returns],
-        "seeds": [int(s) for s in seeds],
         "controller_path": str(config.controller_path),
         "z_mode": config.z_mode,
     }
-    if config.target == "dream":
-        results["tau"] = config.tau
+    if config.target == "dream":  # one generator seeds all dreams: trials have no own seed
+        results.update(tau=config.tau, seed=config.seed, best_trial=best, worst_trial=worst)
+    else:
+        results.update(
+            best_seed=int(seeds[best]),
+            worst_seed=int(seeds[worst]),
+            seeds=[int(s) for s in seeds],
+        )
     for name, frames in zip(("best", "worst"), videos):
         save_animation(list(frames), out / f"{name}.{config.video}", fps=config.fps)
     if replay_returns is not None:
@@ -181,8 +184,10 @@ def evaluate(config: EvaluateConfig) -> Path:
         )
     atomic_write_json(out / "results.json", results)
     with atomic_open(out / "returns.csv", "w") as fh:
-        fh.write("seed,return,length\n")
-        fh.writelines(f"{s},{r:.6g},{n}\n" for s, r, n in zip(seeds, returns, lengths))
+        first = "trial" if config.target == "dream" else "seed"
+        keys = range(len(returns)) if config.target == "dream" else seeds
+        fh.write(f"{first},return,length\n")
+        fh.writelines(f"{s},{r:.6g},{n}\n" for s, r, n in zip(keys, returns, lengths))
     where = f"{config.env} dream, tau {config.tau}" if config.target == "dream" else config.env
     save_histogram(
         returns,

@@ -229,9 +229,24 @@ class EnvPool:
                 raise self._dead(w, f"did not answer within {self.step_timeout_s:.0f} s")
 
     def _call(self, per_worker: dict[int, list], kind: str, record: bool) -> dict[int, list]:
+        """Send to every worker, then read every reply, even after one worker failed: an
+        unread reply would be taken for the answer to the next request (after a retry)."""
+        sent, error = [], None
         for w, items in per_worker.items():
-            self._request(w, (kind, items, record))
-        return {w: self._reply(w) for w in per_worker}
+            try:
+                self._request(w, (kind, items, record))
+                sent.append(w)
+            except WorkerDiedError as exc:
+                error = error or exc
+        replies = {}
+        for w in sent:
+            try:
+                replies[w] = self._reply(w)
+            except WorkerDiedError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        return replies
 
     # ------------------------------------------------------------------ rollouts
     def run(

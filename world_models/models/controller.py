@@ -79,9 +79,9 @@ def map_actions(raw: torch.Tensor, mode: ActionMode) -> torch.Tensor:
         return torch.stack([steer, gas, brake], dim=-1)
     if mode == "thirds":
         a = raw[..., 0]
-        out = torch.full(a.shape, DOOM_STAY, dtype=torch.long, device=a.device)
-        out = torch.where(a < -1.0 / 3.0, torch.full_like(out, DOOM_LEFT), out)
-        return torch.where(a > 1.0 / 3.0, torch.full_like(out, DOOM_RIGHT), out)
+        # arithmetic on the two masks (DOOM_STAY is 0): fewer kernels than torch.where
+        # chains, and the dream runs this every step
+        return DOOM_LEFT * (a < -1.0 / 3.0).long() + DOOM_RIGHT * (a > 1.0 / 3.0).long()
     if mode == "tanh":
         return raw
     raise ValueError(f"unknown action_mode {mode!r}")
@@ -203,6 +203,33 @@ def batched_actions(
     (P, N, A) floats or (P, N) int64 for thirds."""
     w, b = controller.unflatten(params.to(z.dtype))
     return map_actions(batched_raw(w, b, z, h), controller.action_mode)
+
+
+class LatentPolicy(Policy):
+    """C alone as a :class:`~world_models.policies.Policy` on ``[z, h]`` observations: what
+    :class:`~world_models.envs.dream.DreamEnv` (or ``gymnasium.make`` of it, or a vector of
+    them) gives, so the same loop that drives a real env with :class:`ControllerPolicy`
+    drives dreams with this. (Batched CMA-ES in the dream bypasses both: see
+    :class:`~world_models.envs.dream.BatchedDream`.)
+
+    ``act(obs)`` takes (n, Z + H) float32 (or (Z + H,) for one env) and returns float32
+    (n, A), or int64 (n,) for ``thirds`` (the Discrete(3) of DreamEnv's Doom preset).
+    """
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller.eval()
+        self._size = controller.latent_size + controller.hidden_size
+
+    def reset(self, n: int = 1, seed: SeedLike = None) -> None:
+        """Nothing to reset: C has no state (M's state is the env's)."""
+
+    @torch.no_grad()
+    def act(self, obs) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(obs, np.float32)).reshape(-1, self._size)  # (n, Z+H)
+        w = self.controller.fc.weight
+        x = x.to(w.device, w.dtype)
+        z, h = x[:, : self.controller.latent_size], x[:, self.controller.latent_size :]
+        return self.controller.act(z, h).cpu().numpy()
 
 
 class ControllerPolicy(Policy):
