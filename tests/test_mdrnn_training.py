@@ -335,3 +335,26 @@ def test_unusable_settings_fail_before_the_run_folder_is_written(tmp_path, bad, 
         train_mdrnn(dataclasses.replace(config, **bad))
     assert not (tmp_path / "run" / "config.json").exists()
     train_mdrnn(config)  # the corrected command is not refused as "another config"
+
+
+def test_m_records_its_vae_and_refuses_another(tmp_path):
+    from world_models.data.encode import weights_digest
+    from world_models.data.series import check_vae_matches
+    from world_models.models.vae import ConvVAE
+
+    write_series(tmp_path / "series", episodes=6, length=30)
+    torch.manual_seed(0)
+    ConvVAE(Z).save_pretrained(tmp_path / "vae_a")
+    ConvVAE(Z).save_pretrained(tmp_path / "vae_b")  # same sizes, other weights
+    manifest = tmp_path / "series" / "series.json"
+    manifest.write_text(json.dumps({"vae_sha256": weights_digest(tmp_path / "vae_a")}))
+    config = debug_config(tmp_path, epochs=1)
+    run = train_mdrnn(config)
+    m = MDNRNN.from_pretrained(run / "checkpoints" / "last")
+    assert m.checkpoint_meta["vae_sha256"] == weights_digest(tmp_path / "vae_a")
+    check_vae_matches(tmp_path / "vae_a", m, run)
+    with pytest.raises(ConfigError, match="latents of another VAE"):
+        check_vae_matches(tmp_path / "vae_b", m, run)
+    manifest.write_text(json.dumps({"vae_sha256": weights_digest(tmp_path / "vae_b")}))
+    with pytest.raises(ConfigError, match="re-encoded by another VAE"):
+        train_mdrnn(dataclasses.replace(config, epochs=2))

@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from world_models.atomic import atomic_open, atomic_write_json
+from world_models.data.series import check_vae_matches
 from world_models.errors import ConfigError
 
 
@@ -129,6 +130,7 @@ def build_policy(config: EvaluateConfig):
     device = pick_device(config.device)
     vae = ConvVAE.from_pretrained(config.vae_path, map_location=device)
     mdrnn = MDNRNN.from_pretrained(config.mdrnn_path, map_location=device)
+    check_vae_matches(config.vae_path, mdrnn, config.mdrnn_path)
     controller = Controller.from_pretrained(config.controller_path, map_location=device)
     _, mode = mode_for_env(preset.action_kind, preset.action_dim)
     if controller.action_mode != mode:
@@ -239,6 +241,7 @@ def _dream_trials(config: EvaluateConfig):
     vae = None
     if config.vae_path is not None and (config.video != "none" or config.series_dir is None):
         vae = ConvVAE.from_pretrained(config.vae_path, map_location=device).eval()
+        check_vae_matches(config.vae_path, mdrnn, config.mdrnn_path)
     mu, logvar = load_initial_states(config.series_dir, config.data_dir, vae, device=device)
     dream = BatchedDream(mdrnn, mu, logvar, config.tau, config.dream_max_steps, device)
     params = torch.as_tensor(controller.get_flat()[None], dtype=torch.float32)

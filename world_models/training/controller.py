@@ -230,6 +230,7 @@ class _Scorer:
     """Scores parameter vectors (P, D) -> returns (P, R), in the dream or the real env."""
 
     def __init__(self, config: TrainControllerConfig, device: torch.device) -> None:
+        from world_models.data.series import check_vae_matches
         from world_models.envs.presets import get_preset
         from world_models.models.controller import Controller, mode_for_env
         from world_models.models.mdrnn import MDNRNN
@@ -241,6 +242,7 @@ class _Scorer:
         self.vae = None
         if config.vae_path is not None and (config.target == "real" or config.series_dir is None):
             self.vae = ConvVAE.from_pretrained(config.vae_path, map_location=device).eval()
+            check_vae_matches(config.vae_path, self.mdrnn, config.mdrnn_path)
         outputs, mode = mode_for_env(preset.action_kind, preset.action_dim)
         self.controller = Controller(
             self.mdrnn.latent_size, self.mdrnn.hidden_size, outputs, mode

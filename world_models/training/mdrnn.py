@@ -43,7 +43,7 @@ import torch
 
 from world_models.checkpoint import load_state_strict, read_checkpoint, read_optimizer_state
 from world_models.config import from_dict, to_dict
-from world_models.data.series import SeriesBatch, SeriesSet, load_series
+from world_models.data.series import SeriesBatch, SeriesSet, load_series, series_vae_digest
 from world_models.errors import ConfigError, TrainingDivergedError
 from world_models.models.mdrnn import MDNRNN, MDNRNNConfig
 from world_models.training.runs import MetricsLogger, RunDir, pick_device
@@ -285,6 +285,7 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
     autocast = device.type == "cuda" and config.bf16
     train, held = load_series(config.series_dir, config.holdout_fraction)
     model_config = _model_config(config, train)
+    vae_sha256 = series_vae_digest(config.series_dir)  # recorded in M: which V it speaks
     try:  # the model's own checks (sizes, K, pos_weight) before the folder is written
         MDNRNN.from_config(model_config)
     except ValueError as e:
@@ -312,6 +313,11 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
         if opt_state is not None:
             carry = opt_state.pop(CARRY_KEY, None)
             optimizer.load_state_dict(opt_state)
+        if vae_sha256 and ckpt.meta.get("vae_sha256") not in (None, vae_sha256):
+            raise ConfigError(
+                f"{config.series_dir} was re-encoded by another VAE since this run started: "
+                f"use a new --run-dir"
+            )
         step, epoch = int(ckpt.meta["step"]), int(ckpt.meta["epoch"])
         skip, best = int(ckpt.meta["batch_in_epoch"]), float(ckpt.meta["best"])
     logger = MetricsLogger(run, resume_step=step, tensorboard=config.tensorboard)
@@ -326,6 +332,7 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
             "batch_in_epoch": skip,
             "best": best,
             "train_config": to_dict(config),
+            **({"vae_sha256": vae_sha256} if vae_sha256 else {}),
         }
         model.save_pretrained(target, step=step, meta=meta, optimizer_state=opt_state)
 
