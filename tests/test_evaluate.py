@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import imageio.v3 as iio
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from world_models.cli import main
-from world_models.errors import ConfigError
+from world_models.errors import ConfigError, MissingDependencyError
 from world_models.evaluation.evaluate import EvaluateConfig, evaluate
 from world_models.evaluation.rollout import EnvFactory, run_sequential
 from world_models.models.controller import Controller, ControllerPolicy
@@ -160,3 +161,25 @@ def test_evaluate_in_the_dream_scores_and_decodes_best_and_worst(tmp_path, capsy
     assert best.shape[1:] == (64, 64, 3) and best.shape[0] == max(r["returns"]) + 1
     assert r["returns"][r["best_trial"]] == max(r["returns"]) and "best_seed" not in r
     assert (tmp_path / "out/returns.csv").read_text().startswith("trial,return,length\n")
+
+
+def test_unwritable_video_settings_fail_before_any_trial(tmp_path, monkeypatch):
+    import importlib.util
+
+    import world_models.evaluation.evaluate as ev
+
+    def no_trials(*args, **kwargs):
+        raise AssertionError("trials ran before the video settings were checked")
+
+    monkeypatch.setattr(ev, "_real_trials", no_trials)
+    base = ev.EvaluateConfig(env="fake", policy="random", out_dir=tmp_path / "e", trials=2)
+    with pytest.raises(ConfigError, match="fps"):
+        ev.evaluate(dataclasses.replace(base, fps=0))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "imageio_ffmpeg" else real_find_spec(name, *a),
+    )
+    with pytest.raises(MissingDependencyError, match="video"):
+        ev.evaluate(dataclasses.replace(base, video="mp4"))

@@ -11,7 +11,8 @@ HELP = "roll M forward from a real frame and write the dream beside the real epi
 DESCRIPTION = (
     "From a real first frame, rolls the MDN-RNN forward under the recorded (or random) "
     "actions at a chosen temperature, decodes with the VAE, and writes a GIF or MP4 with the "
-    "real episode on the left and the dream on the right."
+    "real episode on the left and the dream on the right. MP4 needs the video extra "
+    '(pip install "world_models[video]"); bad settings fail before any model is loaded.'
 )
 
 

@@ -143,11 +143,15 @@ def build_policy(config: EvaluateConfig):
 
 def evaluate(config: EvaluateConfig) -> Path:
     """Play ``trials`` episodes (real env or dream) and write the results; returns ``out_dir``."""
-    from world_models.evaluation.media import save_animation
+    from world_models.evaluation.media import check_animation_path, save_animation
 
     if config.trials < 1:
         raise ConfigError(f"trials must be >= 1, got {config.trials}")
     out = Path(config.out_dir)
+    if config.video != "none":  # before the trials, not after them
+        if not config.fps >= 1:
+            raise ConfigError(f"fps must be >= 1, got {config.fps}")
+        check_animation_path(out / f"best.{config.video}")
     out.mkdir(parents=True, exist_ok=True)
     seeds = np.arange(config.trials) + config.seed
     if config.target == "dream":

@@ -99,15 +99,73 @@ def plot_curves(
     return path
 
 
-def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: int = 30) -> Path:
-    """Write (H, W, 3) uint8 frames as a GIF (or MP4 when the path says so), atomically."""
-    import imageio.v3 as iio
+ANIMATION_SUFFIXES = (".gif", ".mp4")
+"""The video formats :func:`save_animation` writes (.mp4 needs the ``video`` extra)."""
+
+
+def check_animation_path(path: str | os.PathLike) -> Path:
+    """Raise a one-line error unless :func:`save_animation` can write ``path``.
+
+    The suffix must be .gif or .mp4; .mp4 needs ``imageio-ffmpeg`` (the ``video`` extra).
+    Cheap (nothing imported or written), so commands call it before any real work.
+    """
+    import importlib.util
+
+    from world_models.errors import ConfigError, MissingDependencyError
 
     path = Path(path)
     suffix = path.suffix.lower()
-    with atomic_open(path, "wb") as fh:
+    if suffix not in ANIMATION_SUFFIXES:
+        raise ConfigError(
+            f"cannot write a video to {path}: the suffix must be one of "
+            f"{', '.join(ANIMATION_SUFFIXES)}, not {suffix or 'none'!r}"
+        )
+    if suffix == ".mp4" and importlib.util.find_spec("imageio_ffmpeg") is None:
+        raise MissingDependencyError(
+            f"writing {path} (MP4) needs the optional package 'imageio-ffmpeg': "
+            'pip install "world_models[video]" (or write a .gif)'
+        )
+    return path
+
+
+def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: int = 30) -> Path:
+    """Write (H, W, 3) uint8 frames as a GIF (or MP4 when the path says so), atomically.
+
+    The frames go to a temp file beside ``path`` that keeps its suffix (imageio picks the
+    writer by it), then replace ``path``; a failure leaves no partial file behind.
+    """
+    import contextlib
+    import uuid
+
+    from world_models.atomic import TMP_MARK
+    from world_models.errors import ConfigError
+
+    path = check_animation_path(path)
+    if not (isinstance(fps, (int, float, np.number)) and 0 < fps < float("inf")):
+        raise ConfigError(f"fps must be a positive number, got {fps!r}")
+    if len(frames) == 0:
+        raise ValueError(f"no frames to write to {path}")
+    import imageio.v3 as iio
+
+    suffix = path.suffix.lower()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A dot name with TMP_MARK, like atomic.py's, so clean_temp_files removes leftovers.
+    tmp = path.with_name(f".{path.stem}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+    try:
         if suffix == ".gif":
-            iio.imwrite(fh, np.stack(frames), extension=".gif", duration=1000 / fps, loop=0)
+            iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=1000 / fps, loop=0)
         else:
-            iio.imwrite(fh, np.stack(frames), extension=suffix, fps=fps)
+            iio.imwrite(tmp, np.stack(frames), extension=suffix, fps=fps)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        with contextlib.suppress(OSError):
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
     return path

@@ -7,6 +7,7 @@ real episode, this shows how long M's imagination stays faithful.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,17 +31,19 @@ class DreamVideoConfig:
     out: Path = Path("dream.gif")
     """Output video: .gif, or .mp4 with the `video` extra."""
     tau: float = 1.0
-    """Temperature of M's sampling (0: always the most likely component's mean)."""
+    """Temperature of M's sampling, >= 0 (0: always the most likely component's mean)."""
     actions: Literal["recorded", "random"] = "recorded"
-    """Drive the dream with the episode's actions or with uniform random ones."""
+    """Drive the dream with the episode's actions or with random ones of the same kind:
+    one-hot (or -1/0/1, or integer) actions get a random class held for 1-10 steps,
+    continuous ones uniform values between the episode's per-column min and max."""
     steps: int | None = None
-    """Dream this many steps (None: the episode's length)."""
+    """Dream this many steps, >= 1 (None: the episode's length from --start)."""
     start: int = 0
-    """Index of the real frame the dream starts from."""
+    """Index of the real frame the dream starts from (0 to the episode's length - 1)."""
     fps: int = 25
-    """Frames per second of the video."""
+    """Frames per second of the video (>= 1)."""
     scale: int = 3
-    """Pixel upscaling of the 64x64 frames."""
+    """Pixel upscaling of the 64x64 frames (>= 1)."""
     seed: int = 0
     """Seed of M's sampling noise (and of random actions)."""
     device: str | None = None
@@ -88,9 +91,97 @@ def side_by_side(real: np.ndarray, dream: np.ndarray, scale: int = 3) -> list[np
     return frames
 
 
+def check_dream_config(config: DreamVideoConfig) -> None:
+    """Raise a one-line :class:`ConfigError` for settings that cannot work.
+
+    Cheap: loads no model or episode, so a bad flag fails before any real work. (That
+    ``start`` lies inside the episode is checked once the episode is read.)
+    """
+    from world_models.evaluation.media import check_animation_path
+
+    check_animation_path(config.out)
+    for name in ("scale", "fps"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"--{name} must be a whole number >= 1, got {value!r}")
+    if config.steps is not None and (
+        isinstance(config.steps, bool)
+        or not isinstance(config.steps, (int, np.integer))
+        or config.steps < 1
+    ):
+        raise ConfigError(
+            f"--steps must be >= 1 (or none for the whole episode), got {config.steps!r}"
+        )
+    if isinstance(config.start, bool) or not isinstance(config.start, (int, np.integer)):
+        raise ConfigError(f"--start must be a whole number, got {config.start!r}")
+    if config.start < 0:
+        raise ConfigError(f"--start must be >= 0 (a frame index), got {config.start}")
+    if not (isinstance(config.tau, (int, float)) and math.isfinite(config.tau) and config.tau >= 0):
+        raise ConfigError(f"--tau must be a finite number >= 0, got {config.tau!r}")
+    if config.actions not in ("recorded", "random"):
+        raise ConfigError(f"--actions must be 'recorded' or 'random', got {config.actions!r}")
+
+
+def _held_classes(
+    n_classes: int, steps: int, rng: np.random.Generator, max_repeat: int = 10
+) -> np.ndarray:
+    """(steps,) int64: a uniform class held for a uniform 1..max_repeat steps, repeated.
+
+    As :class:`~world_models.policies.RepeatPolicy`, the Doom data policy.
+    """
+    out = np.empty(steps, np.int64)
+    t = 0
+    while t < steps:
+        hold = int(rng.integers(1, max_repeat + 1))
+        out[t : t + hold] = rng.integers(n_classes)
+        t += hold
+    return out
+
+
+def random_actions(recorded: np.ndarray, steps: int, rng: np.random.Generator) -> np.ndarray:
+    """(steps, A) float32 random actions of the same kind as the (T, A) ``recorded`` ones.
+
+    * one-hot rows (A >= 2, each row a single 1, the rest 0; a discrete env's storage):
+      random one-hot rows, a uniform class held for 1-10 steps;
+    * one column of values in {-1, 0, 1} (the Doom scalar encoding: stay 0, left -1,
+      right +1): those three values, each held for 1-10 steps;
+    * one column of other whole numbers (a discrete action's index): the integers from
+      the column's min to its max, held likewise;
+    * anything else (continuous): uniform between each column's min and max.
+
+    Discrete actions drawn the continuous way would be vectors M never saw in training.
+    """
+    a = np.asarray(recorded, np.float32).reshape(len(recorded), -1)  # (T, A)
+    if len(a) == 0:
+        raise ConfigError("the episode has no actions to take the random ones' kind from")
+    k = a.shape[1]
+    if k >= 2 and np.all((a == 0) | (a == 1)) and np.all(a.sum(1) == 1):
+        return np.eye(k, dtype=np.float32)[_held_classes(k, steps, rng)]  # (steps, k)
+    if k == 1 and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+        lo, hi = (-1, 1) if np.all(np.isin(a, (-1.0, 0.0, 1.0))) else (int(a.min()), int(a.max()))
+        values = np.arange(lo, hi + 1, dtype=np.float32)
+        return values[_held_classes(len(values), steps, rng)][:, None]  # (steps, 1)
+    low, high = a.min(0), a.max(0)
+    return rng.uniform(low, high, size=(steps, k)).astype(np.float32)
+
+
 def dream_video(config: DreamVideoConfig) -> Path:
     """Write the real episode beside M's open-loop dream of it; return the video path."""
+    check_dream_config(config)
     from world_models.data import store
+
+    arrays = store.load_npz(config.episode, ("obs", "action"))
+    n_frames = len(arrays["obs"])
+    if config.start >= n_frames:
+        raise ConfigError(
+            f"--start {config.start} is past the end of {config.episode}: its "
+            f"{n_frames} frames are indexed 0 to {n_frames - 1}"
+        )
+    obs, actions = arrays["obs"][config.start :], arrays["action"][config.start :]
+    if actions.ndim == 1:  # a Discrete env's (T,) indices stored without a column
+        actions = actions[:, None]
+
+    from world_models.data.series import check_vae_matches
     from world_models.evaluation.media import save_animation
     from world_models.models.mdrnn import MDNRNN
     from world_models.models.vae import ConvVAE
@@ -99,16 +190,11 @@ def dream_video(config: DreamVideoConfig) -> Path:
     device = pick_device(config.device)
     vae = ConvVAE.from_pretrained(config.vae, map_location=device).eval()
     mdrnn = MDNRNN.from_pretrained(config.mdrnn, map_location=device).eval()
+    check_vae_matches(config.vae, mdrnn, config.mdrnn)
     if vae.latent_size != mdrnn.latent_size:
         raise ConfigError(
             f"VAE {config.vae} has z={vae.latent_size} but MDNRNN {config.mdrnn} expects "
             f"z={mdrnn.latent_size}"
-        )
-    arrays = store.load_npz(config.episode, ("obs", "action"))
-    obs, actions = arrays["obs"][config.start :], arrays["action"][config.start :]
-    if len(obs) == 0:
-        raise ConfigError(
-            f"--start {config.start} is past the episode's {len(arrays['obs'])} frames"
         )
     if actions.shape[1] != mdrnn.config.action_size:
         raise ConfigError(
@@ -121,9 +207,7 @@ def dream_video(config: DreamVideoConfig) -> Path:
         else (config.steps or len(obs))
     )
     if config.actions == "random":
-        rng = np.random.default_rng(config.seed)
-        low, high = actions.min(0), actions.max(0)
-        actions = rng.uniform(low, high, size=(steps, actions.shape[1])).astype(np.float32)
+        actions = random_actions(actions, steps, np.random.default_rng(config.seed))
     dream = open_loop(vae, mdrnn, obs[0], actions[:steps], config.tau, config.seed)
     real = obs[:steps] if config.actions == "recorded" else np.repeat(obs[:1], steps, axis=0)
     return save_animation(side_by_side(real, dream, config.scale), config.out, fps=config.fps)
