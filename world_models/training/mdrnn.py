@@ -96,7 +96,8 @@ class TrainMDNRNNConfig:
     device: str = "auto"
     """'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ..."""
     bf16: bool = True
-    """bf16 autocast for the LSTM and head on CUDA (losses stay float32); ignored on CPU."""
+    """bf16 autocast for the head on CUDA (the LSTM and the losses stay float32: CUDA
+    autocast would run cuDNN's LSTM in float16); ignored on CPU."""
     save_every: int = 0
     """Also save checkpoints/last every this many steps (0 = at epoch ends only)."""
     log_every: int = 50
