@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from world_models.cli import main
+from world_models.data import store
 from world_models.data.collect import CollectConfig, collect
-from world_models.data.encode import EncodeConfig, encode
+from world_models.data.encode import EncodeConfig, _prefetch, encode, encode_frames
 from world_models.errors import ConfigError, DataError
 from world_models.evaluation.open_loop import DreamVideoConfig, dream_video, open_loop
 from world_models.models.mdrnn import MDNRNN
@@ -34,9 +38,8 @@ def setup(tmp_path_factory):
 
 
 def cfg(root: Path, data: Path, out: str = "series", **kw) -> EncodeConfig:
-    return EncodeConfig(
-        data_dir=data, vae=root / "vae", out_dir=root / out, batch_size=40, progress=False, **kw
-    )
+    kw = {"batch_size": 40, "progress": False, **kw}
+    return EncodeConfig(data_dir=data, vae=root / "vae", out_dir=root / out, **kw)
 
 
 def test_encode_writes_one_series_per_episode(setup):
@@ -102,6 +105,133 @@ def test_encode_names_a_corrupt_episode_or_skips_it(setup, tmp_path):
             )
         )
     assert len(list(out.glob("ep_*.npz"))) == 4
+
+
+def _latents(out: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {p.name: (np.load(p)["mu"], np.load(p)["logvar"]) for p in sorted(out.glob("ep_*.npz"))}
+
+
+def test_episodes_straddling_chunks_match_each_episode_encoded_alone(setup):
+    root, data = setup
+    # 7 frames per forward: each 30-frame episode spans 5-6 chunks, sharing its ends with
+    # its neighbours, and the last chunk is partial (150 = 21 x 7 + 3).
+    out = encode(cfg(root, data, "straddle", batch_size=7))
+    vae = ConvVAE.from_pretrained(root / "vae").eval().requires_grad_(False)
+    vae.uint8_input = True
+    for name, (mu, logvar) in _latents(out).items():
+        obs = torch.from_numpy(np.load(data / name)["obs"]).permute(0, 3, 1, 2)  # (T, 3, 64, 64)
+        ref_mu, ref_logvar = encode_frames(vae, obs, amp=False)  # the whole episode at once
+        # CPU kernels may round differently for another batch size: 1 float16 ulp at most.
+        np.testing.assert_array_max_ulp(mu, ref_mu.half().numpy(), maxulp=1)
+        np.testing.assert_array_max_ulp(logvar, ref_logvar.half().numpy(), maxulp=1)
+        # And the float32 model's own encode(), to float16 precision.
+        f32_mu, f32_logvar = vae.encode(obs.float() / 255)
+        np.testing.assert_allclose(mu, f32_mu.numpy(), rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(logvar, f32_logvar.numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_prefetch_stays_a_bounded_number_of_items_ahead():
+    started: list[int] = []
+
+    def fn(i: int) -> int:
+        started.append(i)
+        return i
+
+    with ThreadPoolExecutor(2) as pool:
+        it = _prefetch(pool, fn, range(100), depth=3)
+        for k, i in enumerate(it):
+            assert i == k
+            assert len(started) <= k + 1 + 3  # consumed, plus at most depth submitted ahead
+            if k == 10:
+                break
+    assert len(started) <= 15
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory, setup):
+    root, _ = setup
+    data = collect(
+        CollectConfig(
+            out_dir=tmp_path_factory.mktemp("many") / "data",
+            env="fake",
+            episodes=20,
+            max_steps=8,
+            workers=1,
+            progress=False,
+        )
+    )
+    return root, data
+
+
+def test_a_killed_run_keeps_its_written_episodes_and_resumes_to_a_clean_runs_result(
+    many, tmp_path, monkeypatch
+):
+    root, data = many
+    clean = _latents(encode(cfg(root, data, "clean-many", batch_size=5)))
+    names = sorted(clean)
+    load, save, lock, log = store.load_npz, store.save_npz, threading.Lock(), []
+
+    def dying_load(path, keys=None):
+        with lock:
+            log.append(("read", Path(path).name))
+        if Path(path).name == names[15]:
+            raise RuntimeError("killed")
+        return load(path, keys)
+
+    def logged_save(path, arrays, compresslevel=6):
+        save(path, arrays, compresslevel)
+        with lock:
+            log.append(("written", Path(path).name))
+
+    monkeypatch.setattr(store, "load_npz", dying_load)
+    monkeypatch.setattr(store, "save_npz", logged_save)
+    config = EncodeConfig(
+        data_dir=data,
+        vae=root / "vae",
+        out_dir=tmp_path / "series",
+        batch_size=5,
+        io_threads=1,
+        progress=False,
+    )
+    with pytest.raises(RuntimeError, match="killed"):
+        encode(config)
+    monkeypatch.setattr(store, "load_npz", load)
+    # With one reader, reads run at most 2 episodes ahead and at most 8 writes wait, so the
+    # first episode is on disk before the 16th is read: the kill lost only the last few.
+    assert log.index(("written", names[0])) < log.index(("read", names[15]))
+    # The error dropped the queued reads instead of running them all (at most 2 ahead).
+    assert {name for kind, name in log if kind == "read"} <= set(names[:18])
+    written = sorted(p.name for p in (tmp_path / "series").glob("ep_*.npz"))
+    assert names[0] in written and set(written) <= set(names[:15])
+    assert not list((tmp_path / "series").glob(".*tmp-*"))
+    resumed = _latents(encode(config))
+    assert sorted(resumed) == names
+    for name in names:
+        for a, b in zip(resumed[name], clean[name], strict=True):
+            np.testing.assert_array_max_ulp(a, b, maxulp=1)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--batch-size", "-1"], "batch_size=-1"),
+        (["--io-threads", "-1"], "io_threads=-1"),
+        (["--data-dir", "{tmp}/nowhere"], "no such folder"),
+        (["--data-dir", "{tmp}"], "no episode files"),
+        (["--vae", "{tmp}/no-vae"], "no such folder"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors_before_anything_is_written(
+    setup, tmp_path, capsys, flags, message
+):
+    root, data = setup
+    out = tmp_path / "series"
+    argv = ["encode", "--data-dir", str(data), "--vae", str(root / "vae"), "--out-dir", str(out)]
+    argv += [f.format(tmp=tmp_path) for f in flags] + ["--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
 
 
 def test_open_loop_starts_from_the_reconstruction_and_is_seeded(setup):

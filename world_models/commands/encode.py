@@ -11,7 +11,9 @@ HELP = "encode a dataset with a trained VAE into latent series for M; re-running
 DESCRIPTION = (
     "Encodes every episode with the ConvVAE into mu and logvar (float16) per frame, kept with "
     "the actions, rewards and terminated/truncated flags, one file per episode. M trains on "
-    "these without touching a frame again."
+    "these without touching a frame again. Each file is written (atomically) as soon as its "
+    "episode is encoded, so a crash or Ctrl-C loses only the episodes in flight and "
+    "re-running resumes."
 )
 
 

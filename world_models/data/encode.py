@@ -5,20 +5,31 @@ folder holding ``mu``, ``logvar`` (T, Z) float16 and the episode's ``action``, `
 ``terminated``, ``truncated`` (see :mod:`world_models.data.series`). M then trains on these
 without touching a frame again (the popular port re-encodes every frame of every batch).
 
-Episodes are read and decompressed by a thread pool (zlib releases the GIL) while the device
-encodes; several episodes are packed into each forward pass. Existing valid outputs are
-skipped, so a killed run resumes; the series folder records which VAE made it (a hash of
-its weights) and refuses to mix in latents of another.
+The pipeline, every stage bounded so memory stays flat and a killed run loses little:
+
+* a reader pool decompresses episodes (zlib releases the GIL), at most ``2 x io_threads``
+  ahead of the device;
+* frames are copied straight into one of two staging buffers of exactly ``batch_size``
+  frames (pinned on CUDA; episodes straddle chunks), copied to the device asynchronously and
+  encoded while the host fills the other buffer; a chunk's latents are read back one chunk
+  later, so host and device work overlap;
+* a writer pool writes each episode (atomically) as soon as its last frame is encoded.
+
+Existing valid outputs are skipped, so a killed run resumes; the series folder records which
+VAE made it (a hash of its weights) and refuses to mix in latents of another.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -27,9 +38,12 @@ from world_models import __version__
 from world_models.atomic import atomic_write_json, clean_temp_files
 from world_models.config import to_dict
 from world_models.data import store
-from world_models.errors import DataError
+from world_models.errors import ConfigError, DataError
+from world_models.models.vae import IMAGE_SIZE
 
 SERIES_MANIFEST = "series.json"
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -42,18 +56,26 @@ class EncodeConfig:
     """ConvVAE checkpoint folder."""
     out_dir: Path = Path("data/carracing-series")
     """Series folder to write (re-running resumes it)."""
-    batch_size: int = 4096
-    """Frames per forward pass (several episodes are packed into one)."""
+    batch_size: int = 0
+    """Frames per forward pass (episodes are packed into chunks of exactly this size);
+    0: 4096 on a GPU, 128 on a CPU (where small batches stay in cache and run faster)."""
     device: str | None = None
     """cpu or cuda (None: CUDA when present)."""
     amp: bool | None = None
-    """bf16 autocast for the encoder (None: on for CUDA); mu/logvar are stored as float16."""
+    """bf16 autocast for the conv layers (None: on for CUDA); fc_mu/fc_logvar run in float32
+    and mu/logvar are stored as float16."""
     io_threads: int = 0
-    """Threads reading and writing npz files (0: one per core, at least 2)."""
+    """Threads reading npz files (0: one per core, at least 2); half as many write."""
     skip_bad: bool = False
     """Skip unreadable episodes with a warning instead of stopping."""
     progress: bool = True
-    """Show a progress bar (episodes, frames/s)."""
+    """Show a progress bar (episodes written)."""
+
+    def __post_init__(self) -> None:
+        checks = [("batch_size", self.batch_size >= 0), ("io_threads", self.io_threads >= 0)]
+        bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks if not ok]
+        if bad:
+            raise ConfigError(f"invalid encode settings: {', '.join(bad)}")
 
 
 PRESETS = {
@@ -115,39 +137,127 @@ def _is_done(path: Path) -> bool:
         return False
 
 
-def _packs(
-    episodes: Iterator[tuple[Path, dict | None]], batch: int
-) -> Iterator[list[tuple[Path, dict]]]:
-    """Group loaded episodes into packs of at least ``batch`` frames (one forward each)."""
-    pack, frames = [], 0
-    for path, arrays in episodes:
-        if arrays is None:
-            continue
-        pack.append((path, arrays))
-        frames += len(arrays["obs"])
-        if frames >= batch:
-            yield pack
-            pack, frames = [], 0
-    if pack:
-        yield pack
+@torch.no_grad()
+def encode_frames(vae, x: torch.Tensor, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """ConvVAE.encode of uint8 frames (B, C, 64, 64) -> mu, logvar (B, Z) float32.
+
+    Under ``amp`` only the conv trunk runs in bf16: fc_mu and fc_logvar stay float32, so the
+    stored float16 latents are not limited to bf16's ~0.4% precision.
+    """
+    x = vae._prepare_input(x)  # float32 in [0, 1], scaled on the device exactly as encode()
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        h = vae.encoder(x)  # (B, 256, 4, 4)
+    flat = h.reshape(len(h), -1).float()  # (B, 4096)
+    return vae.fc_mu(flat), vae.fc_logvar(flat)
+
+
+@dataclass
+class _Series:
+    """An episode in flight: its latents fill in chunk by chunk, then it is written."""
+
+    path: Path
+    rest: dict[str, np.ndarray]  # action, reward, terminated, truncated
+    out: np.ndarray  # (T, 2Z) float16: mu then logvar
+    left: int  # frames not yet encoded
+
+
+class _NoEvent:
+    """Stands in for a CUDA event on the CPU, where every copy is finished when it returns."""
+
+    def record(self) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+
+def _host_buffer(shape: tuple[int, ...], dtype: torch.dtype, cuda: bool) -> torch.Tensor:
+    # Pinned memory makes copies to and from the GPU asynchronous (and faster).
+    return torch.empty(shape, dtype=dtype, pin_memory=cuda)
+
+
+def _event(cuda: bool) -> torch.cuda.Event | _NoEvent:
+    return torch.cuda.Event() if cuda else _NoEvent()
 
 
 @torch.no_grad()
-def encode_frames(
-    vae, obs: np.ndarray, device: torch.device, batch: int, amp: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 64, 64, 3) uint8 -> mu, logvar (N, Z) float16, in chunks of ``batch``."""
-    mus, logvars = [], []
-    src = torch.from_numpy(obs)
-    if device.type == "cuda":
-        src = src.pin_memory()
-    for s in range(0, len(obs), batch):
-        x = src[s : s + batch].to(device, non_blocking=True).permute(0, 3, 1, 2)  # (B, 3, 64, 64)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            mu, logvar = vae.encode(x)
-        mus.append(mu.half())
-        logvars.append(logvar.half())
-    return torch.cat(mus).cpu().numpy(), torch.cat(logvars).cpu().numpy()
+def _encode_stream(
+    vae, episodes: Iterable[tuple[_Series, np.ndarray]], batch: int, amp: bool
+) -> Iterator[_Series]:
+    """Encode ``(series, obs (T, 64, 64, C) uint8)`` pairs; yield each series once complete.
+
+    Frames are copied into a staging buffer of exactly ``batch`` frames, an episode's rest
+    going to the next chunk. Two staging and two result buffers alternate: while the device
+    encodes chunk k, the host collects chunk k - 1's latents and fills chunk k + 1.
+    """
+    device = vae.fc_mu.weight.device
+    cuda = device.type == "cuda"
+    frame = (IMAGE_SIZE, IMAGE_SIZE, vae.input_channels)
+    staging = [_host_buffer((batch, *frame), torch.uint8, cuda) for _ in range(2)]  # (B, 64, 64, C)
+    results = [_host_buffer((batch, 2 * vae.latent_size), torch.float16, cuda) for _ in range(2)]
+    copied = [_event(cuda) for _ in range(2)]  # the device has read staging[s]
+    ready = [_event(cuda) for _ in range(2)]  # results[s] holds its chunk's latents
+    # Per slot, what its chunk holds: (series, first frame in the episode, first row, rows).
+    parts: list[list[tuple[_Series, int, int, int]]] = [[], []]
+
+    def launch(s: int, n: int) -> None:
+        # On CUDA always the whole buffer (rows past n: stale frames, ignored), so every
+        # forward has one shape and cudnn.benchmark tunes it once.
+        rows = batch if cuda else n
+        x = staging[s][:rows].to(device, non_blocking=True)  # (rows, 64, 64, C) uint8
+        copied[s].record()
+        mu, logvar = encode_frames(vae, x.permute(0, 3, 1, 2), amp)  # (rows, Z) each
+        results[s][:rows].copy_(torch.cat([mu, logvar], 1).half(), non_blocking=True)
+        ready[s].record()
+
+    def collect(s: int) -> Iterator[_Series]:
+        ready[s].synchronize()
+        res = results[s].numpy()  # (B, 2Z) float16
+        for series, start, row, n in parts[s]:
+            series.out[start : start + n] = res[row : row + n]
+            series.left -= n
+            if series.left == 0:
+                yield series
+        parts[s] = []
+
+    slot, fill, last = 0, 0, None  # last: the slot launched last and not yet collected
+    for series, obs in episodes:
+        pos = 0
+        while pos < len(obs):
+            if fill == 0:
+                copied[slot].synchronize()  # never overwrite frames not yet on the device
+            n = min(len(obs) - pos, batch - fill)
+            staging[slot][fill : fill + n].copy_(torch.from_numpy(obs[pos : pos + n]))
+            parts[slot].append((series, pos, fill, n))
+            pos, fill = pos + n, fill + n
+            if fill == batch:
+                launch(slot, fill)
+                if last is not None:
+                    yield from collect(last)
+                last, slot, fill = slot, 1 - slot, 0
+    if fill:
+        launch(slot, fill)
+    for s in (last, slot if fill else None):
+        if s is not None:
+            yield from collect(s)
+
+
+def _prefetch(
+    pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], depth: int
+) -> Iterator[R]:
+    """``fn(item)`` for each item, in order, run by ``pool`` at most ``depth`` items ahead."""
+    items = iter(items)
+    ahead = deque(pool.submit(fn, x) for x in itertools.islice(items, depth))
+    while ahead:
+        future = ahead.popleft()
+        ahead.extend(pool.submit(fn, x) for x in itertools.islice(items, 1))
+        yield future.result()
+
+
+def _write(out: Path, series: _Series) -> None:
+    z = series.out.shape[1] // 2
+    arrays = {"mu": series.out[:, :z], "logvar": series.out[:, z:], **series.rest}
+    store.save_npz(out / series.path.name, arrays, 1)  # atomic: temp file, then rename
 
 
 def encode(config: EncodeConfig) -> Path:
@@ -157,6 +267,10 @@ def encode(config: EncodeConfig) -> Path:
     from world_models.models.vae import ConvVAE
     from world_models.training.runs import pick_device
 
+    # Every check before anything is written.
+    episodes = store.list_episodes(config.data_dir)
+    if not episodes:
+        raise DataError(f"{config.data_dir}: no episode files (ep_*.npz)")
     device = pick_device(config.device)
     amp = device.type == "cuda" if config.amp is None else config.amp
     vae = ConvVAE.from_pretrained(config.vae, map_location=device).eval()
@@ -164,9 +278,6 @@ def encode(config: EncodeConfig) -> Path:
     vae.check_inputs = False  # uint8 frames are valid by construction
     if device.type == "cuda":
         vae.to(memory_format=torch.channels_last)
-    episodes = store.list_episodes(config.data_dir)
-    if not episodes:
-        raise DataError(f"{config.data_dir}: no episode files (ep_*.npz)")
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     clean_temp_files(out)
@@ -184,11 +295,14 @@ def encode(config: EncodeConfig) -> Path:
     )
     todo = [p for p in episodes if not _is_done(out / p.name)]
     threads = config.io_threads or max(2, os.cpu_count() or 2)
+    frame = (IMAGE_SIZE, IMAGE_SIZE, vae.input_channels)
 
     def load(path: Path) -> tuple[Path, dict | None]:
         try:
             arrays = store.load_npz(path, store.EPISODE_KEYS)
             store.validate_episode(arrays, path)
+            if arrays["obs"].shape[1:] != frame:
+                raise DataError(f"{path}: frames are {arrays['obs'].shape[1:]}, V takes {frame}")
             return path, arrays
         except DataError as exc:
             if not config.skip_bad:
@@ -199,27 +313,45 @@ def encode(config: EncodeConfig) -> Path:
             return path, None
 
     bar = tqdm(total=len(todo), unit="ep", disable=not config.progress, dynamic_ncols=True)
+    readers = ThreadPoolExecutor(threads, thread_name_prefix="encode-read")
+    n_writers = max(2, threads // 2)  # a series file is small: writing is cheaper than reading
+    writers = ThreadPoolExecutor(n_writers, thread_name_prefix="encode-write")
+    writes: deque[tuple[Future, int]] = deque()  # oldest first, with the episode's frames
+    max_writes = 4 * n_writers  # beyond this the device waits for the oldest write
     frames_done = 0
-    with ThreadPoolExecutor(threads) as pool:
-        writes = []
-        # map() keeps reads a few episodes ahead of the device, in order.
-        for pack in _packs(pool.map(load, todo), config.batch_size):
-            obs = np.concatenate([a["obs"] for _, a in pack])  # (N, 64, 64, 3)
-            mu, logvar = encode_frames(vae, obs, device, config.batch_size, amp)
-            start = 0
-            for path, a in pack:
-                t = len(a["obs"])
-                series = {
-                    "mu": mu[start : start + t],
-                    "logvar": logvar[start : start + t],
-                    **{k: a[k] for k in ("action", "reward", "terminated", "truncated")},
-                }
-                writes.append(pool.submit(store.save_npz, out / path.name, series, 1))
-                start += t
-            frames_done += len(obs)
-            bar.update(len(pack))
-            bar.set_postfix(frames=frames_done)
-        for w in writes:
-            w.result()
-    bar.close()
+
+    def loaded() -> Iterator[tuple[_Series, np.ndarray]]:
+        for path, arrays in _prefetch(readers, load, todo, 2 * threads):
+            if arrays is None:
+                bar.update(1)  # skipped (skip_bad)
+                continue
+            obs = arrays.pop("obs")  # (T, 64, 64, C) uint8
+            latents = np.empty((len(obs), 2 * vae.latent_size), np.float16)  # (T, 2Z)
+            yield _Series(path, arrays, latents, len(obs)), obs
+
+    def finish_oldest() -> None:
+        nonlocal frames_done
+        future, frames = writes.popleft()
+        future.result()  # a write error stops the run here
+        frames_done += frames
+        bar.update(1)
+        bar.set_postfix(frames=frames_done, refresh=False)
+
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True  # chunks have one fixed shape: tune it once
+    try:
+        batch = config.batch_size or (4096 if device.type == "cuda" else 128)
+        for series in _encode_stream(vae, loaded(), batch, amp):
+            writes.append((writers.submit(_write, out, series), len(series.out)))
+            while writes and (len(writes) > max_writes or writes[0][0].done()):
+                finish_oldest()
+        while writes:
+            finish_oldest()
+    finally:
+        # On an error or Ctrl-C, queued reads and writes are dropped (a re-run redoes them);
+        # the few running finish quickly, and every file is written atomically.
+        torch.backends.cudnn.benchmark = benchmark
+        for pool in (readers, writers):
+            pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
     return out
