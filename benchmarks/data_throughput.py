@@ -3,7 +3,8 @@
 1. Collection: steps/s of ``collect`` with 1 worker and with ``--workers`` (default: all
    cores) on the same episodes; scaling efficiency = speed-up / workers. Times include
    starting the worker processes, as a user's run would.
-2. Loading: frames/s of ``FrameSource.batches`` (CPU; CUDA too when present) against two
+2. Loading: frames/s of ``FrameSource.batches`` (CPU; on CUDA, when present, both the
+   GPU-resident set and the forced pinned-memory path) against two
    ``torch.utils.data`` baselines at batch 32 with 2 DataLoader workers:
    * naive: each item opens its episode's ``.npz`` and decodes ``obs`` to take one frame;
    * buffered (ctallec's port): episodes decoded into memory once, then per-item uint8
@@ -38,8 +39,8 @@ from world_models.data.collect import CollectConfig, collect
 def bench_collect(args, root: Path) -> tuple[float, float, int, Path]:
     rates, out = [], root
     cores = args.workers or len(os.sched_getaffinity(0))
-    for workers in (1, cores):
-        out = root / f"collect-{workers}"
+    for run, workers in enumerate((1, cores)):
+        out = root / f"collect-{run}-{workers}w"  # apart: with --workers 1, no top-up run
         cfg = CollectConfig(
             out_dir=out,
             env=args.env,
@@ -117,22 +118,23 @@ class BufferedFrames:
         return torch.from_numpy(self.obs[e][t]).permute(2, 0, 1)
 
 
-def rate(make_batches, seconds: float, device: str = "cpu") -> float:
-    """frames/s over ``seconds`` (epochs repeat as needed), after one warm-up batch."""
+def rate(make_batches, seconds: float, cuda: bool = False) -> float:
+    """frames/s over ``seconds`` (epochs repeat as needed), after one warm-up batch; on CUDA
+    the clock stops once the GPU has finished the queued copies."""
     import torch
 
     it = iter(make_batches())
     next(it)
+    if cuda:
+        torch.cuda.synchronize()  # the warm-up's copies are not timed
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         for b in it:
-            if device == "cuda":
-                b = b.to(device, non_blocking=True)
             n += b.shape[0]
             if time.perf_counter() - t0 > seconds:
                 break
         it = iter(make_batches())
-    if device == "cuda":
+    if cuda:
         torch.cuda.synchronize()
     return n / (time.perf_counter() - t0)
 
@@ -153,11 +155,15 @@ def bench_loader(args, folder: Path) -> None:
     for bs in (32, 256):
         results[f"FrameSource cpu b{bs}"] = rate(lambda bs=bs: src.batches(bs, seed=0), **lim)
     if torch.cuda.is_available():
-        gpu = FrameSource(folder, split="all", device="cuda")
-        for bs in (32, 1024):
-            results[f"FrameSource cuda b{bs}"] = rate(
-                lambda bs=bs: gpu.batches(bs, seed=0), device="cuda", **lim
-            )
+        # resident: batches are index_selects in GPU memory; pinned: gathered on the host
+        # and copied in (the path for sets that do not fit), frames/s into GPU memory
+        for kind, resident in (("resident", True), ("pinned", False)):
+            gpu = FrameSource(folder, split="all", device="cuda", resident=resident)
+            for bs in (32, 1024):
+                results[f"FrameSource cuda {kind} b{bs}"] = rate(
+                    lambda bs=bs, gpu=gpu: gpu.batches(bs, seed=0), cuda=True, **lim
+                )
+            del gpu
     else:
         print("CUDA: not available, GPU loader not measured")
     for name, ds in (

@@ -101,3 +101,83 @@ def test_bad_sources_are_named_or_skipped(tmp_path, capsys):
     assert "b.npz" in capsys.readouterr().err
     assert main(["data", "import", str(src), str(tmp_path / "out4"), "--skip-bad"]) == 0
     assert "imported 1" in capsys.readouterr().out
+
+
+def doom_file(path, action, T=4):
+    np.savez(path, obs=np.zeros((T, 64, 64, 3), np.uint8), action=action)
+
+
+@pytest.mark.parametrize(
+    "action, message",
+    [
+        (np.array([0, 3, 1, 2]), r"action indices must be in 0\.\.2, got 0\.\.3"),
+        (np.array([0, -1, 1, 2]), r"action indices must be in 0\.\.2, got -1\.\.2"),
+        (np.array(["left", "right", "stay", "left"]), "action must be numbers"),
+        (np.zeros((4, 2), np.float32), r"doom actions must be .* got \(4, 2\)"),
+        (
+            np.array([[1, 0, 0], [0, 1, 1], [0, 0, 1], [1, 0, 0]]),
+            r"\(T, 3\) actions must be one-hot",
+        ),
+    ],
+)
+def test_bad_doom_actions_name_the_file_and_are_skipped(tmp_path, capsys, action, message):
+    src = tmp_path / "src"
+    src.mkdir()
+    doom_file(src / "a.npz", np.array([0, 1, 2, 0]))
+    doom_file(src / "b.npz", action)
+    with pytest.raises(DataError, match=rf"b\.npz: {message}"):
+        import_rollouts(src, tmp_path / "out", env="doom")
+    args = ["data", "import", str(src), str(tmp_path / "out2"), "--env", "doom"]
+    assert main([*args, "--skip-bad"]) == 0
+    assert "b.npz" in capsys.readouterr().err
+    assert [p.name for p in store.list_episodes(tmp_path / "out2")] == ["ep_000000.npz"]
+
+
+def test_doom_continuous_actions_map_like_the_original(tmp_path):
+    """doomrnn recorded a float in [-1, 1]: < -1/3 left, > 1/3 right, else stay."""
+    from world_models.models.controller import DOOM_LEFT, DOOM_RIGHT, DOOM_STAY
+
+    a = np.array([-0.9, -0.3, 0.0, 0.34, 1.0], np.float64)
+    want = [DOOM_LEFT, DOOM_STAY, DOOM_STAY, DOOM_RIGHT, DOOM_RIGHT]
+    for i, action in enumerate((a, a[:, None])):  # (T,) and (T, 1)
+        doom_file(tmp_path / f"{i}.npz", action, T=5)
+        import_rollouts(tmp_path / f"{i}.npz", tmp_path / f"out{i}", env="doom")
+        ep = store.read_episode(tmp_path / f"out{i}" / "ep_000000.npz")
+        assert ep.action.shape == (5, 3) and ep.action.dtype == np.float32  # as collected
+        np.testing.assert_array_equal(ep.action, np.eye(3, dtype=np.float32)[want])
+    m = store.read_manifest(tmp_path / "out0")
+    assert m["action"] == {"kind": "discrete", "dim": 3, "stored_as": "float32 (T, A) one-hot"}
+    np.savez(tmp_path / "w.npz", obs=np.zeros((5, 64, 64, 3), np.uint8), action=a[:, None])
+    with pytest.raises(DataError, match=r"w\.npz: carracing actions must be \(T, 3\)"):
+        import_rollouts(tmp_path / "w.npz", tmp_path / "out2")
+
+
+@pytest.mark.parametrize("T, truncated", [(1000, True), (999, False)])
+def test_episodes_cut_at_the_time_limit_are_truncated(tmp_path, T, truncated):
+    a = ctallec_file(tmp_path / "src" / "r.npz", T=T)
+    import_rollouts(tmp_path / "src", tmp_path / "out")
+    ep = store.read_episode(tmp_path / "out" / "ep_000000.npz")
+    assert ep.truncated[-1] == truncated and ep.terminated[-1] == (not truncated)
+    assert not ep.terminated[:-1].any() and not ep.truncated[:-1].any()
+    np.testing.assert_array_equal(ep.reward, a["rewards"])
+
+
+def test_rerun_keeps_names_as_sources_come_and_go(tmp_path, capsys):
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    obs = {n: hardmaru_file(src / f"{n}.npz", seed=i)[0] for i, n in enumerate("bd")}
+    import_rollouts(src, out)  # b -> 0, d -> 1
+    obs["a"] = hardmaru_file(src / "a.npz", seed=5)[0]  # sorts first: must not shift b and d
+    (src / "d.npz").unlink()
+    report = import_rollouts(src, out)
+    assert (report.imported, report.skipped_existing, report.sources_gone) == (1, 1, 1)
+    eps = {p.name: store.read_episode(p).obs for p in store.list_episodes(out)}
+    assert sorted(eps) == ["ep_000000.npz", "ep_000001.npz", "ep_000002.npz"]
+    for name, source in [("ep_000000.npz", "b"), ("ep_000002.npz", "a")]:
+        np.testing.assert_array_equal(eps[name], obs[source])
+    (out / "ep_000002.npz").unlink()  # lost: re-imported under its recorded name
+    assert main(["data", "import", str(src), str(out)]) == 0
+    assert "imported 1, kept 1" in capsys.readouterr().out
+    np.testing.assert_array_equal(store.read_episode(out / "ep_000002.npz").obs, obs["a"])
+    lines = (out / "imports.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and '"source": "a.npz"' in lines[2]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from world_models.data import store
-from world_models.data.sources import FrameSource, _epoch_order
+from world_models.data.sources import FrameSource, _epoch_order, _fits_on_gpu
 from world_models.errors import DataError
 
 
@@ -69,6 +69,8 @@ def test_order_is_fixed_by_seed(data):
     assert order != [keys_of(b) for b in src.batches(8, seed=2)]
     plain = [k for b in src.batches(8, shuffle=False) for k in keys_of(b)]
     assert plain == sorted(plain)
+    resumed = [keys_of(b) for b in src.batches(8, seed=1, start=3)]  # a mid-epoch resume
+    assert resumed == order[3:]
 
 
 def test_sharding_gives_equal_disjoint_shares():
@@ -142,19 +144,107 @@ def test_max_frames_sample_and_errors(data, tmp_path_factory):
 
 
 @pytest.mark.gpu
-def test_frame_source_on_cuda_resident_and_pinned(data, monkeypatch):
+@pytest.mark.parametrize("resident", [True, False])
+def test_frame_source_on_cuda_resident_and_pinned(data, resident):
+    """All GPU batches are gathered before any is read back: a .cpu() per step would sync and
+    hide a pinned buffer refilled while its copy is in flight. The last GPU, so that with
+    two or more the source's device is not the current one."""
     folder, _ = data
-    gpu = FrameSource(folder, "all", device="cuda")
-    assert gpu._gpu is not None
-    b = next(gpu.batches(16, seed=2))
-    assert b.device.type == "cuda" and b.is_contiguous(memory_format=torch.channels_last)
+    device = f"cuda:{torch.cuda.device_count() - 1}"
+    gpu = FrameSource(folder, "all", device=device, resident=resident)
+    assert (gpu._gpu is not None) == resident
     cpu = FrameSource(folder, "all")
-    assert torch.equal(b.cpu(), next(cpu.batches(16, seed=2)))
+    for epoch in range(3):
+        on_gpu = list(gpu.batches(4, seed=epoch, drop_last=False))  # 20 batches, 2 buffers
+        assert all(x.device == torch.device(device) for x in on_gpu)
+        assert on_gpu[0].is_contiguous(memory_format=torch.channels_last)
+        want = list(cpu.batches(4, seed=epoch, drop_last=False))
+        assert all(torch.equal(x.cpu(), y) for x, y in zip(on_gpu, want, strict=True))
+    assert torch.equal(gpu.sample(6, seed=1).cpu(), cpu.sample(6, seed=1))
+    idx = np.arange(40)[1::3]  # a strided shard, as the trainer's resume path gathers
+    got = [gpu._gather(idx[s : s + 4]) for s in range(0, len(idx), 4)]
+    want = [cpu._gather(idx[s : s + 4]) for s in range(0, len(idx), 4)]
+    assert all(torch.equal(x.cpu(), y) for x, y in zip(got, want, strict=True))
+    resumed = list(gpu.batches(4, seed=5, start=2, rank=1, world_size=2))
+    want = list(cpu.batches(4, seed=5, start=2, rank=1, world_size=2))
+    assert all(torch.equal(x.cpu(), y) for x, y in zip(resumed, want, strict=True))
+
+
+@pytest.mark.gpu
+def test_frame_source_cuda_auto_residency(data, monkeypatch):
+    folder, _ = data
+    assert FrameSource(folder, "all", device="cuda")._gpu is not None  # 77 frames fit
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (0, 1))  # "does not fit"
-    pinned = FrameSource(folder, "all", device="cuda")
-    assert pinned._gpu is None
-    for x, y in zip(pinned.batches(16, seed=2), cpu.batches(16, seed=2)):
-        assert x.device.type == "cuda" and torch.equal(x.cpu(), y)
+    assert FrameSource(folder, "all", device="cuda")._gpu is None
+    with pytest.raises(DataError, match="GiB free; pass resident=None or False"):
+        FrameSource(folder, "all", device="cuda", resident=True)
+
+
+def test_residency_rule_and_other_devices(data):
+    assert _fits_on_gpu(39, free=100, total=100) and not _fits_on_gpu(41, free=100, total=100)
+    assert not _fits_on_gpu(30, free=50, total=100)  # 60% of the free memory at most
+    with pytest.raises(ValueError, match="resident=True needs a CUDA device"):
+        FrameSource(data[0], "all", resident=True)
+    # any other accelerator (mps, xpu) gets a plain .to(device); "meta" stands in for one
+    meta = FrameSource(data[0], "all", device="meta")
+    b = next(meta.batches(8))
+    assert b.device.type == "meta" and b.shape == (8, 3, 64, 64)
+    assert meta.sample(3).device.type == "meta"
+
+
+def test_existing_cache_is_used_without_reading_episodes(data, monkeypatch):
+    folder, _ = data
+    (folder / "ep_000003.npz").write_bytes(b"PK\x03\x04 torn")
+    with pytest.warns(UserWarning, match="ep_000003.npz"):
+        first = FrameSource(folder, "all", skip_bad=True)
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("an episode was read although its cache exists")
+
+    monkeypatch.setattr(store, "load_npz", no_reading)
+    monkeypatch.setattr(store, "npz_header", no_reading)
+    with pytest.warns(UserWarning, match="ep_000003.npz"):  # still said at each start
+        again = FrameSource(folder, "all", skip_bad=True)
+    assert again.episodes == first.episodes and "ep_000003.npz" not in again.episodes
+    assert torch.equal(next(again.batches(8, seed=1)), next(first.batches(8, seed=1)))
+    with pytest.raises(DataError, match="ep_000003.npz"):  # as building it would have
+        FrameSource(folder, "all")
+
+
+def test_cache_needs_free_space(data, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 1000))
+    with pytest.raises(DataError, match=r"\.cache/frames-all-\w+\.npy: .* needs 0\.00 GiB"):
+        FrameSource(data[0], "all")
+    assert not list((data[0] / ".cache").glob("frames-*"))
+
+
+def test_other_local_ranks_wait_for_rank_0(data, monkeypatch):
+    import threading
+
+    from world_models.data import sources
+
+    folder, _ = data
+    FrameSource(folder, "all")
+    aside = folder / "aside"
+    (folder / ".cache").rename(aside)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(sources, "CACHE_WAIT_S", 0.3)
+    with pytest.raises(DataError, match=r"frames-all-\w+\.npy: local rank 1 waited"):
+        FrameSource(folder, "all")
+    assert not (folder / ".cache").exists()  # rank 1 built nothing
+
+    def rank_0_finishes():  # the .json first, then the .npy, as _build_cache writes them
+        (folder / ".cache").mkdir()
+        for p in sorted(aside.iterdir(), key=lambda p: p.suffix != ".json"):
+            p.rename(folder / ".cache" / p.name)
+
+    monkeypatch.setattr(sources, "CACHE_WAIT_S", 30.0)
+    threading.Timer(0.3, rank_0_finishes).start()
+    assert FrameSource(folder, "all").num_frames == 77
 
 
 # ---------------------------------------------------------------------------- sequences

@@ -140,3 +140,39 @@ def test_check_episode_reads_headers_only(tmp_path):
     path.write_bytes(path.read_bytes()[:-30])
     with pytest.raises(DataError, match="ep_000000.npz: unreadable or truncated"):
         store.check_episode(path)
+
+
+@pytest.mark.parametrize("key, value", [("reward", np.nan), ("action", np.inf)])
+def test_nan_and_inf_are_refused_naming_file_and_key(tmp_path, key, value):
+    arrays = make_episode().arrays()
+    arrays[key][3] = value
+    path = tmp_path / "ep_000000.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=rf"ep_000000.npz: {key} has NaN or Inf .* step 3\)"):
+        store.read_episode(path)
+    with pytest.raises(DataError, match=f"{key} has NaN"):
+        store.write_episode(tmp_path / "ep_000001.npz", store.Episode(**arrays))
+    assert store.check_episode(path) == 7  # headers only: values are checked on decoding
+
+
+def test_data_info_names_non_zip_and_empty_files_once(tmp_path, capsys):
+    write_dir(tmp_path, 1)
+    np.save(tmp_path / "x.npy", np.zeros(3))
+    (tmp_path / "x.npy").rename(tmp_path / "ep_000001.npz")  # an .npy, not a zip
+    (tmp_path / "ep_000002.npz").write_bytes(b"")
+    for verify in ([], ["--no-verify"]):
+        assert main(["data", "info", str(tmp_path), *verify]) == 1
+        bad = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("BAD")]
+        assert bad == [
+            "BAD          ep_000001.npz: not an npz (zip) file",
+            "BAD          ep_000002.npz: empty file",
+        ]
+
+
+def test_data_info_says_returns_were_read_only_when_verified(tmp_path, capsys):
+    write_dir(tmp_path, 2)
+    assert main(["data", "info", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "return       mean" in out and "not read" not in out
+    assert main(["data", "info", str(tmp_path), "--no-verify"]) == 0
+    assert "return       (not read" in capsys.readouterr().out

@@ -11,7 +11,9 @@ DESCRIPTION = (
     "info DIR: episodes, frames, size on disk and return statistics; decodes and checks "
     "every file and names the bad ones (exit 1 if any). import SRC DIR: convert .npz "
     "rollouts of hardmaru's code (obs/action[/reward/done]) or ctallec's port "
-    "(observations/actions/rewards/terminals; 64x64 or raw 96x96 frames) into a store."
+    "(observations/actions/rewards/terminals; 64x64 or raw 96x96 frames) into a store; "
+    "each episode's source is recorded in DIR/imports.jsonl, so re-running imports only "
+    "new sources, under new names."
 )
 
 
@@ -38,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     imp.add_argument(
         "--skip-bad",
         action="store_true",
-        help="skip unreadable source files with a warning instead of failing",
+        help="skip source files that cannot be read or converted, with a warning, "
+        "instead of failing",
     )
 
 
@@ -58,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
         f"imported {report.imported}, kept {report.skipped_existing} already there, "
         f"skipped {report.bad} bad"
         + (f"; missing keys filled in: {', '.join(report.missing)}" if report.missing else "")
+        + (
+            f"; {report.sources_gone} episode(s) kept whose source is gone"
+            if report.sources_gone
+            else ""
+        )
     )
     print(format_info(dataset_info(args.data_dir, verify=False)))
     return 0

@@ -9,15 +9,28 @@ Recognised ``.npz`` layouts (found recursively under SRC, taken in sorted path o
 
 Frames already at the preset's size (64x64) are kept as they are; others (96x96 raw
 CarRacing, 240x320 Doom) go through the preset's crop and resize. ``done``/``terminals``
-become ``terminated``; ``truncated`` is all False (neither layout recorded time limits).
-A missing ``reward`` is stored as zeros and a missing ``done`` as all False; the manifest
-lists what was missing. Integer 1-D actions (a discrete env) are stored one-hot.
-Source file i (in sorted order) becomes ``ep_{i:06d}.npz``, so re-running skips the
-episodes already imported.
+become ``terminated``, except that an episode as long as the env's time limit
+(:data:`TIME_LIMITS`) whose last step is done is stored as *truncated* there (the limit
+ended it, as with ctallec's 1,000-step CarRacing rollouts). A missing ``reward`` is stored
+as zeros and a missing ``done`` as all False; the manifest lists what was missing.
+
+Actions are stored as collected data stores them (float32 (T, A)); a width that does not
+match the preset is refused. Doom's Discrete(3) actions are stored one-hot (T, 3): integer
+indices (0 stay, 1 left, 2 right) as they are, and the original doomrnn's continuous
+action in [-1, 1] (float (T,) or (T, 1)) mapped as its env did: < -1/3 left, > 1/3 right,
+else stay. Any file that cannot be converted raises a :class:`DataError` naming it (or is
+skipped with ``skip_bad``).
+
+Each imported episode's source (its path relative to SRC) is appended to
+``DIR/imports.jsonl`` before the episode is written. A re-run skips sources already
+recorded (re-converting one whose episode file is missing or damaged) and numbers new ones
+after the last episode, so names never shift as sources are added or removed. Episodes
+whose source has since gone are kept (and counted in the report): an import never deletes.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +51,11 @@ LAYOUTS = {
         "done": "terminals",
     },
 }
+TIME_LIMITS = {"carracing": 1000, "doom": 2100}
+"""Steps after which the env (CarRacing-v3's TimeLimit) or the original's rollout loop
+(Doom: 2100, as ``collect``'s doom preset and the dream) ended an episode."""
+RECORD = "imports.jsonl"
+"""One line per imported episode: {"episode": "ep_000012.npz", "source": "a/b.npz"}."""
 
 
 @dataclass
@@ -47,6 +65,7 @@ class ImportReport:
     skipped_existing: int = 0
     bad: int = 0
     missing: tuple[str, ...] = ()
+    sources_gone: int = 0  # episodes kept whose recorded source is no longer under SRC
 
 
 def detect_layout(keys: list[str], source: Path | str) -> str:
@@ -59,13 +78,63 @@ def detect_layout(keys: list[str], source: Path | str) -> str:
     )
 
 
+def _numbers(a: np.ndarray, path: Path, key: str) -> np.ndarray:
+    if a.dtype.kind not in "biuf":  # strings would fail later without the file's name
+        raise DataError(f"{path}: {key} must be numbers, got dtype {a.dtype}")
+    return a
+
+
+def convert_actions(action: np.ndarray, preset: EnvPreset, path: Path) -> np.ndarray:
+    """Source actions -> float32 (T, A) in the layout ``collect`` stores for ``preset``."""
+    a = _numbers(np.asarray(action), path, "action")
+    T, k = len(a), preset.action_dim
+    width = 1 if a.ndim == 1 else a.shape[1] if a.ndim == 2 else None
+    if preset.action_kind == "box":
+        if width != k or a.dtype.kind == "b":
+            raise DataError(
+                f"{path}: {preset.name} actions must be (T, {k}) numbers, got {a.dtype} {a.shape}"
+            )
+        return a.astype(np.float32)  # (T, k)
+    if width == k and k > 1:  # already one-hot, as collect stores it
+        if not np.isin(a, (0, 1)).all() or not (a.sum(1) == 1).all():
+            raise DataError(f"{path}: (T, {k}) actions must be one-hot")
+        return a.astype(np.float32)
+    if width != 1:
+        raise DataError(
+            f"{path}: {preset.name} actions must be (T,) indices or (T, {k}) one-hot, got {a.shape}"
+        )
+    a = a.reshape(T)
+    if a.dtype.kind in "iu":  # Discrete indices
+        if a.size and (a.min() < 0 or a.max() >= k):
+            raise DataError(
+                f"{path}: action indices must be in 0..{k - 1}, got {a.min()}..{a.max()}"
+            )
+        index = a.astype(np.int64)
+    elif preset.name == "doom" and a.dtype.kind == "f":  # the original's continuous action
+        from world_models.models.controller import DOOM_LEFT, DOOM_RIGHT, DOOM_STAY
+
+        if not np.isfinite(a).all():
+            raise DataError(f"{path}: action has NaN or Inf values")
+        index = np.where(a < -1 / 3, DOOM_LEFT, np.where(a > 1 / 3, DOOM_RIGHT, DOOM_STAY))
+    else:
+        raise DataError(f"{path}: {preset.name} actions must be integer indices, got {a.dtype}")
+    return np.eye(k, dtype=np.float32)[index]  # (T,) -> (T, k) one-hot
+
+
 def convert_file(path: Path, preset: EnvPreset) -> tuple[store.Episode, str, set[str]]:
     """One source ``.npz`` -> (Episode, layout name, keys that were missing)."""
-    layout_name = detect_layout(store.npz_keys(path), path)
+    try:
+        return _convert(path, preset)
+    except (ValueError, TypeError, IndexError) as exc:  # anything unforeseen: name the file
+        raise DataError(f"{path}: cannot convert ({type(exc).__name__}: {exc})") from None
+
+
+def _convert(path: Path, preset: EnvPreset) -> tuple[store.Episode, str, set[str]]:
+    names = store.npz_keys(path)
+    layout_name = detect_layout(names, path)
     layout = LAYOUTS[layout_name]
-    names = set(store.npz_keys(path))
     arrays = store.load_npz(path, [k for k in layout.values() if k in names])
-    obs = arrays[layout["obs"]]
+    obs = _numbers(arrays[layout["obs"]], path, "frames")
     if obs.ndim != 4 or obs.shape[-1] != 3 or len(obs) == 0:
         raise DataError(f"{path}: frames must be (T, H, W, 3), got {obs.shape}")
     if obs.dtype != np.uint8:
@@ -79,30 +148,42 @@ def convert_file(path: Path, preset: EnvPreset) -> tuple[store.Episode, str, set
             obs = np.stack([preset.preprocess(f) for f in obs])  # (T, 64, 64, 3)
         except DataError as exc:
             raise DataError(f"{path}: {exc}") from None
-    action = np.asarray(arrays[layout["action"]])
-    if action.ndim == 1 and np.issubdtype(action.dtype, np.integer):
-        if preset.action_kind != "discrete":
-            raise DataError(f"{path}: integer actions but the {preset.name} preset is continuous")
-        action = np.eye(preset.action_dim, dtype=np.float32)[action]  # (T,) -> (T, k) one-hot
-    action = action.astype(np.float32).reshape(len(action), -1)  # (T, A)
+    action = convert_actions(arrays[layout["action"]], preset, path)  # (T, A)
     missing = set()
     if layout["reward"] in arrays:
-        reward = np.asarray(arrays[layout["reward"]], np.float32).reshape(-1)
+        reward = _numbers(arrays[layout["reward"]], path, "reward").astype(np.float32).ravel()
     else:
         reward, _ = np.zeros(T, np.float32), missing.add("reward")
     if layout["done"] in arrays:
-        terminated = np.asarray(arrays[layout["done"]]).astype(bool).reshape(-1)
+        terminated = _numbers(arrays[layout["done"]], path, "done").astype(bool).ravel()
     else:
         terminated, _ = np.zeros(T, bool), missing.add("done")
+    truncated = np.zeros(T, bool)
+    if T == TIME_LIMITS.get(preset.name) and len(terminated) == T and terminated[-1]:
+        terminated[-1], truncated[-1] = False, True  # the time limit ended it, not the env
     ep = store.Episode(
         obs=np.ascontiguousarray(obs),
         action=action,
         reward=reward,
         terminated=terminated,
-        truncated=np.zeros(T, bool),
+        truncated=truncated,
     )
     store.validate_episode(ep.arrays(), path)
     return ep, layout_name, missing
+
+
+def _read_record(out: Path) -> dict[str, str]:
+    """source -> episode name, from ``imports.jsonl`` (a torn last line is ignored)."""
+    done: dict[str, str] = {}
+    path = out / RECORD
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                done[entry["source"]] = entry["episode"]
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a killed run: its episode is re-imported
+    return done
 
 
 def import_rollouts(
@@ -129,30 +210,50 @@ def import_rollouts(
             f"{out} already holds another dataset ({old.get('source')} of "
             f"{old.get('env')}); import into an empty folder"
         )
+    done = _read_record(out)
+    on_disk = store.list_episodes(out)
+    if old is not None and on_disk and not done:
+        raise ConfigError(
+            f"{out} was imported by an older version that did not record each episode's "
+            f"source ({RECORD}); import into an empty folder"
+        )
+    used = [store.episode_index(n) for n in done.values()] + [
+        store.episode_index(p.name) for p in on_disk
+    ]
+    next_index = max((i for i in used if i is not None), default=-1) + 1
     report = ImportReport(out_dir=out)
     missing: set[str] = set(old.get("missing_keys", [])) if old else set()
     layouts: set[str] = set(old.get("layouts", [])) if old else set()
-    for i, path in enumerate(files):
-        dest = out / store.episode_name(i)
-        if dest.exists():
+    names = {
+        path: (path.relative_to(src).as_posix() if src.is_dir() else src.name) for path in files
+    }
+    report.sources_gone = len(set(done) - set(names.values()))
+    with open(out / RECORD, "a") as record:
+        for path in files:
+            name = done.get(names[path])
+            if name is not None:
+                try:
+                    store.read_episode(out / name)
+                    report.skipped_existing += 1
+                    continue
+                except DataError:
+                    pass  # missing or damaged: re-import it under its recorded name
             try:
-                store.read_episode(dest)
-                report.skipped_existing += 1
+                ep, layout, miss = convert_file(path, preset)
+            except DataError as exc:
+                if not skip_bad:
+                    raise
+                warnings.warn(f"skipping {exc}", stacklevel=2)
+                report.bad += 1
                 continue
-            except DataError:
-                pass  # re-import a damaged one
-        try:
-            ep, layout, miss = convert_file(path, preset)
-        except DataError as exc:
-            if not skip_bad:
-                raise
-            warnings.warn(f"skipping {exc}", stacklevel=2)
-            report.bad += 1
-            continue
-        store.write_episode(dest, ep)
-        layouts.add(layout)
-        missing |= miss
-        report.imported += 1
+            if name is None:  # record first: a killed run leaves a name, not an orphan file
+                name, next_index = store.episode_name(next_index), next_index + 1
+                record.write(json.dumps({"episode": name, "source": names[path]}) + "\n")
+                record.flush()
+            store.write_episode(out / name, ep)
+            layouts.add(layout)
+            missing |= miss
+            report.imported += 1
     report.missing = tuple(sorted(missing))
     episodes = store.list_episodes(out)
     store.write_manifest(
@@ -163,14 +264,18 @@ def import_rollouts(
             "missing_keys": report.missing,
             "episodes": len(episodes),
             "bad_sources": report.bad,
+            "sources_record": RECORD,
+            "time_limit": TIME_LIMITS.get(preset.name),
             "action": {
                 "kind": preset.action_kind,
                 "dim": preset.action_dim,
-                "stored_as": "float32 (T, A)",
+                "stored_as": "float32 (T, A)"
+                + (" one-hot" if preset.action_kind == "discrete" else ""),
             },
             "policy": {"name": "unknown (imported)"},
             "seed": None,
-            "note": "done/terminals -> terminated; truncated all False; missing reward -> 0",
+            "note": "done/terminals -> terminated, or truncated when an episode as long as the "
+            "time limit ends done; missing reward -> 0",
         },
     )
     return report

@@ -9,7 +9,10 @@ Frames stay uint8 until they are on the device; the model normalises them there.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,16 +20,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from world_models.atomic import TMP_MARK, atomic_open
+from world_models.atomic import TMP_MARK, atomic_open, atomic_write_json
 from world_models.data import store
 from world_models.errors import DataError
 
 CACHE_DIR = ".cache"
+FRAME_SHAPE = (64, 64, 3)
+FRAME_BYTES = 64 * 64 * 3
+CACHE_WAIT_S = 4 * 3600.0
+"""How long local ranks other than 0 wait for local rank 0 to build a frame cache."""
+RESIDENT_OF_TOTAL, RESIDENT_OF_FREE = 0.4, 0.6
+"""Auto residency: a split goes onto the GPU only if it takes less than 40% of the GPU's
+memory and less than 60% of what is free, so train + held-out (~44% at most) leave room
+for the model, activations and the allocator's slack."""
 
 
 def _clean_dead_temps(folder: Path) -> None:
-    """Delete temp files of killed writers, but not those of live ones (DDP ranks build the
-    same cache at the same time): temp names carry the writer's pid (see ``atomic``)."""
+    """Delete temp files of killed writers, but not those of live ones (another job may
+    build a cache in the same folder): temp names carry the writer's pid (see ``atomic``)."""
     for p in folder.glob(f".*{TMP_MARK}*"):
         try:
             pid = int(p.name.split(TMP_MARK, 1)[1].split("-", 1)[0])
@@ -35,6 +46,22 @@ def _clean_dead_temps(folder: Path) -> None:
             p.unlink(missing_ok=True)
         except PermissionError:
             pass  # alive, another user's
+
+
+def _local_rank() -> int:
+    """This process's rank on its node: 0 builds caches, the others wait for them."""
+    if "LOCAL_RANK" in os.environ:
+        return int(os.environ["LOCAL_RANK"])
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()  # no LOCAL_RANK: assume a single node
+    return 0
+
+
+def _fits_on_gpu(nbytes: int, free: int, total: int) -> bool:
+    """The auto residency rule (see ``RESIDENT_OF_TOTAL``)."""
+    return nbytes < RESIDENT_OF_TOTAL * total and nbytes < RESIDENT_OF_FREE * free
 
 
 def _epoch_order(
@@ -66,11 +93,17 @@ class FrameSource:
     """All frames of a split as one uint8 array, served as (B, 3, 64, 64) batches.
 
     The first use of a split consolidates its episodes into ``DIR/.cache/frames-<split>-
-    <hash>.npy`` (written atomically; the hash covers the episode names and sizes, so a
-    grown dataset gets a new cache and the old one of that split is deleted). Batches are
-    gathered from a memmap of it; on CUDA, the whole set is copied to the GPU when it takes
-    less than half the free memory (batches are then an ``index_select`` there), otherwise
-    each batch goes through pinned memory with a non-blocking copy.
+    <hash>.npy`` plus a ``.json`` listing the episodes it holds (both written atomically;
+    the hash covers the episode names and file sizes and ``max_frames``, so a grown dataset
+    gets a new cache and the old one of that split is deleted). A cache that exists is used
+    without reading the episodes. Under DDP (``LOCAL_RANK`` set or torch.distributed
+    initialised) local rank 0 builds it and the other ranks wait for it.
+
+    Batches are gathered from a memmap of the cache. On CUDA the whole split is copied to
+    the GPU ("resident"; batches are then an ``index_select`` there) when ``resident`` is
+    True, or when it is None and the split takes less than 40% of the GPU's memory and 60%
+    of the free memory; otherwise each batch goes through pinned memory with a
+    non-blocking copy. Other accelerators (mps, xpu) get each batch with ``.to(device)``.
     """
 
     def __init__(
@@ -82,13 +115,21 @@ class FrameSource:
         max_frames: int | None = None,
         *,
         skip_bad: bool = False,
+        resident: bool | None = None,
     ) -> None:
         """``max_frames`` keeps the first frames of the split (in episode order);
-        ``skip_bad`` decodes every episode first and skips bad ones with a warning instead
-        of raising :class:`DataError`."""
+        ``skip_bad`` decodes every episode (when building the cache) and skips bad ones
+        with a warning instead of raising :class:`DataError`; ``resident`` (CUDA only):
+        None decides by the rule above, False always uses the pinned path, True requires
+        the split on the GPU (DataError if it does not fit)."""
         self.data_dir = Path(data_dir)
         self.split = split
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            # an explicit index: streams, events and guards below must name one GPU
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        if resident and self.device.type != "cuda":
+            raise ValueError(f"resident=True needs a CUDA device, not {self.device}")
         paths = store.list_episodes(self.data_dir)
         if not paths:
             raise DataError(f"{self.data_dir}: no episode files (ep_*.npz)")
@@ -103,7 +144,7 @@ class FrameSource:
         self.num_frames: int = len(self._frames)
         self._gpu: torch.Tensor | None = None
         if self.device.type == "cuda":
-            self._gpu = self._maybe_to_gpu()
+            self._gpu = self._maybe_to_gpu(resident)
             self._pinned: list[torch.Tensor] = []
             self._events: list[torch.cuda.Event] = []
             self._slot = 0
@@ -116,9 +157,41 @@ class FrameSource:
         self, paths: list[Path], max_frames: int | None, skip_bad: bool
     ) -> tuple[list[Path], np.ndarray]:
         """(episodes used, (N, 64, 64, 3) uint8 memmap of their frames)."""
+        # names and sizes only: an existing cache is found without opening any episode
+        key = "\n".join(f"{p.name}:{p.stat().st_size}" for p in paths)
+        digest = hashlib.sha1(f"{key}\nmax_frames={max_frames}".encode()).hexdigest()[:16]
+        cache = self.data_dir / CACHE_DIR / f"frames-{self.split}-{digest}.npy"
+        meta_path = cache.with_suffix(".json")
+        if not cache.exists():
+            if _local_rank() == 0:
+                self._build_cache(cache, paths, max_frames, skip_bad)
+            else:
+                _wait_for(cache)
+        try:  # written before the .npy, so present once the .npy is
+            meta = json.loads(meta_path.read_text())
+            names, skipped, total = meta["episodes"], meta["skipped"], meta["frames"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{meta_path}: unreadable cache index ({exc}); delete it") from None
+        for _, reason in skipped:
+            if not skip_bad:  # what building it without skip_bad would have raised
+                raise DataError(reason)
+            warnings.warn(f"skipping {reason}", stacklevel=3)
+        if not names:
+            raise DataError(f"{self.data_dir}: no readable episodes in the {self.split!r} split")
+        try:
+            frames = np.load(cache, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{cache}: unreadable frame cache ({exc}); delete it") from None
+        if frames.shape != (total, *FRAME_SHAPE) or frames.dtype != np.uint8:
+            raise DataError(f"{cache}: frame cache has shape {frames.shape}; delete it")
+        return [self.data_dir / n for n in names], frames
+
+    def _build_cache(
+        self, cache: Path, paths: list[Path], max_frames: int | None, skip_bad: bool
+    ) -> None:
         good: list[Path] = []
         lengths: list[int] = []
-        frame_shape = (64, 64, 3)
+        skipped: list[tuple[str, str]] = []
         count = 0
         for p in paths:
             if max_frames is not None and count >= max_frames:
@@ -129,87 +202,113 @@ class FrameSource:
                     shape, dtype = obs.shape, obs.dtype
                 else:  # headers only; a corrupt body still fails below, naming the file
                     shape, dtype = store.npz_header(p, "obs")
-                if dtype != np.uint8 or len(shape) != 4 or shape[1:] != frame_shape:
+                if dtype != np.uint8 or len(shape) != 4 or shape[1:] != FRAME_SHAPE:
                     raise DataError(f"{p}: obs must be uint8 (T, 64, 64, 3), got {dtype} {shape}")
             except DataError as exc:
                 if not skip_bad:
                     raise
-                warnings.warn(f"skipping {exc}", stacklevel=3)
+                skipped.append((p.name, str(exc)))  # warned about at each use of the cache
                 continue
             good.append(p)
             lengths.append(shape[0])
             count += shape[0]
-        if not good:
-            raise DataError(f"{self.data_dir}: no readable episodes in the {self.split!r} split")
-        paths = good
         total = sum(lengths) if max_frames is None else min(sum(lengths), max_frames)
-        key = "\n".join(f"{p.name}:{p.stat().st_size}:{n}" for p, n in zip(paths, lengths))
-        digest = hashlib.sha1(f"{key}\n{total}".encode()).hexdigest()[:16]
-        cache_dir = self.data_dir / CACHE_DIR
-        cache = cache_dir / f"frames-{self.split}-{digest}.npy"
-        if not cache.exists():
-            cache_dir.mkdir(exist_ok=True)
-            _clean_dead_temps(cache_dir)
-            with atomic_open(cache, "wb") as fh:
-                header = {"descr": "|u1", "fortran_order": False, "shape": (total, *frame_shape)}
+        cache_dir = cache.parent
+        cache_dir.mkdir(exist_ok=True)
+        _clean_dead_temps(cache_dir)
+        for old in cache_dir.glob(f"frames-{self.split}-*"):
+            if old.stem != cache.stem:  # a stale cache of this split: free its space first
+                old.unlink(missing_ok=True)
+        need, free = total * FRAME_BYTES, shutil.disk_usage(cache_dir).free
+        if need > free:
+            raise DataError(
+                f"{cache}: the frame cache of the {self.split!r} split needs "
+                f"{need / 2**30:.2f} GiB but {cache_dir} has {free / 2**30:.2f} GiB free; "
+                f"free some space or pass max_frames"
+            )
+        try:
+            atomic_write_json(
+                cache.with_suffix(".json"),
+                {"episodes": [p.name for p in good], "skipped": skipped, "frames": total},
+            )
+            with atomic_open(cache, "wb") as fh:  # the .npy last: waiting ranks poll for it
+                header = {"descr": "|u1", "fortran_order": False, "shape": (total, *FRAME_SHAPE)}
                 np.lib.format.write_array_header_2_0(fh, header)
                 left = total
-                for p, n in zip(paths, lengths):
+                for p, n in zip(good, lengths):
                     obs = store.load_npz(p, ["obs"])["obs"]  # (T, 64, 64, 3)
-                    if obs.shape != (n, *frame_shape):  # changed since its header was read
+                    if obs.shape != (n, *FRAME_SHAPE):  # changed since its header was read
                         raise DataError(f"{p}: obs changed while caching; run again")
                     fh.write(np.ascontiguousarray(obs[:left]).tobytes())
                     left -= len(obs)
-            for old in cache_dir.glob(f"frames-{self.split}-*.npy"):
-                if old != cache:  # a stale cache of this split (the dataset changed)
-                    old.unlink(missing_ok=True)
-        try:
-            frames = np.load(cache, mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{cache}: unreadable frame cache ({exc}); delete it") from None
-        if frames.shape != (total, *frame_shape) or frames.dtype != np.uint8:
-            raise DataError(f"{cache}: frame cache has shape {frames.shape}; delete it")
-        return paths, frames
+        except OSError as exc:  # ENOSPC and the like, named with the cache's path
+            raise DataError(f"{cache}: cannot write the frame cache ({exc})") from None
 
-    def _maybe_to_gpu(self) -> torch.Tensor | None:
-        free, _ = torch.cuda.mem_get_info(self.device)
-        if self._frames.nbytes > 0.5 * free:
+    def _maybe_to_gpu(self, resident: bool | None) -> torch.Tensor | None:
+        if resident is False:
             return None
-        gpu = torch.empty(self._frames.shape, dtype=torch.uint8, device=self.device)
-        chunk = 16384  # ~200 MB of frames per copy: bounded host memory
-        for s in range(0, self.num_frames, chunk):
-            part = torch.from_numpy(np.array(self._frames[s : s + chunk]))  # a writable copy
-            gpu[s : s + chunk].copy_(part)
+        nbytes = self._frames.nbytes
+        with torch.cuda.device(self.device):
+            free, total = torch.cuda.mem_get_info(self.device)
+            if resident is None and not _fits_on_gpu(nbytes, free, total):
+                return None
+            if nbytes > free:
+                raise DataError(
+                    f"{self.data_dir}: the {self.split!r} split takes {nbytes / 2**30:.2f} GiB, "
+                    f"{self.device} has {free / 2**30:.2f} GiB free; pass resident=None or False"
+                )
+            try:
+                gpu = torch.empty(self._frames.shape, dtype=torch.uint8, device=self.device)
+            except torch.cuda.OutOfMemoryError:
+                if resident:
+                    raise DataError(
+                        f"{self.data_dir}: the {self.split!r} split does not fit "
+                        f"on {self.device}; pass resident=None or False"
+                    ) from None
+                return None  # fragmented: the pinned path needs no big block
+            chunk = 16384  # ~200 MB of frames per copy: bounded host memory
+            for s in range(0, self.num_frames, chunk):
+                part = torch.from_numpy(np.array(self._frames[s : s + chunk]))  # writable copy
+                gpu[s : s + chunk].copy_(part)
         return gpu  # (N, 64, 64, 3) uint8 on the GPU
 
     # ------------------------------------------------------------------ batches
     def _gather(self, idx: np.ndarray) -> torch.Tensor:
         """(B,) indices -> (B, 3, 64, 64) uint8 on the device, channels_last."""
         if self._gpu is not None:
-            t = torch.from_numpy(idx).to(self.device, non_blocking=True)
+            with torch.cuda.device(self.device):  # pinned + non_blocking: no host sync
+                host = torch.from_numpy(np.ascontiguousarray(idx)).pin_memory()  # (B,) int64
+                t = host.to(self.device, non_blocking=True)
             nhwc = self._gpu.index_select(0, t)  # (B, 64, 64, 3)
         elif self.device.type == "cuda":
             nhwc = self._via_pinned(idx)
         else:
             nhwc = torch.from_numpy(np.take(self._frames, idx, axis=0))  # (B, 64, 64, 3)
+            if self.device.type != "cpu":  # mps, xpu, ...: a plain copy
+                nhwc = nhwc.to(self.device)
         return nhwc.permute(0, 3, 1, 2)  # (B, 3, 64, 64) view: channels_last memory format
 
     def _via_pinned(self, idx: np.ndarray) -> torch.Tensor:
-        # Two pinned buffers used in turn; an event says when a buffer's copy has finished
-        # so it is not overwritten while the GPU still reads it.
+        # Two pinned buffers used in turn; an event recorded on the stream that runs the copy
+        # says when a buffer's copy has finished, so it is not refilled while the GPU reads it.
+        # Everything runs under self.device's guard: with cuda:1 while cuda:0 is current, the
+        # copy and its event must both be on cuda:1's current stream.
         b = len(idx)
-        slot, self._slot = self._slot, 1 - self._slot
-        if len(self._pinned) <= slot:
-            self._pinned.append(torch.empty((b, 64, 64, 3), dtype=torch.uint8).pin_memory())
-            self._events.append(torch.cuda.Event())
-        buf, event = self._pinned[slot], self._events[slot]
-        event.synchronize()  # the copy that last read this buffer has finished
-        if buf.shape[0] < b:
-            buf = self._pinned[slot] = torch.empty((b, 64, 64, 3), dtype=torch.uint8).pin_memory()
-        host = buf[:b]
-        np.take(self._frames, idx, axis=0, out=host.numpy())
-        out = host.to(self.device, non_blocking=True)
-        event.record()
+        with torch.cuda.device(self.device):
+            stream = torch.cuda.current_stream(self.device)
+            slot, self._slot = self._slot, 1 - self._slot
+            if len(self._pinned) <= slot:
+                self._pinned.append(torch.empty((b, *FRAME_SHAPE), dtype=torch.uint8).pin_memory())
+                self._events.append(torch.cuda.Event())
+            buf, event = self._pinned[slot], self._events[slot]
+            event.synchronize()  # the copy that last read this buffer has finished
+            if buf.shape[0] < b:
+                buf = torch.empty((b, *FRAME_SHAPE), dtype=torch.uint8).pin_memory()
+                self._pinned[slot] = buf
+            host = buf[:b]  # (B, 64, 64, 3)
+            np.take(self._frames, idx, axis=0, out=host.numpy())
+            out = host.to(self.device, non_blocking=True)  # on `stream` (the guard's current)
+            event.record(stream)
         return out
 
     def batches(
@@ -221,16 +320,28 @@ class FrameSource:
         drop_last: bool = True,
         rank: int = 0,
         world_size: int = 1,
+        start: int = 0,
     ) -> Iterator[torch.Tensor]:
         """Yield uint8 batches of shape (B, 3, 64, 64) on ``device`` (a permuted view of NHWC
         data, i.e. channels_last memory format). One pass = one epoch; ``seed`` (e.g. base
         seed + epoch) fixes the order; rank/world_size shard each epoch's order for DDP
-        (every rank gets the same number of batches)."""
+        (every rank gets the same number of batches); ``start`` skips that many batches
+        without gathering them (a mid-epoch resume)."""
         order = _epoch_order(
             self.num_frames, batch_size, shuffle, seed, drop_last, rank, world_size
-        )
+        )[start * batch_size :]
+        if self._gpu is None:
+            for s in range(0, len(order), batch_size):
+                yield self._gather(order[s : s + batch_size])
+            return
+        # Resident: one pinned non-blocking upload of the epoch's order, then each batch is
+        # a slice of it on the device (no host sync per step).
+        with torch.cuda.device(self.device):
+            host = torch.from_numpy(np.ascontiguousarray(order)).pin_memory()  # (n,) int64
+            dev_order = host.to(self.device, non_blocking=True)
         for s in range(0, len(order), batch_size):
-            yield self._gather(order[s : s + batch_size])
+            nhwc = self._gpu.index_select(0, dev_order[s : s + batch_size])  # (B, 64, 64, 3)
+            yield nhwc.permute(0, 3, 1, 2)  # (B, 3, 64, 64), channels_last
 
     def num_batches(self, batch_size: int, *, drop_last: bool = True, world_size: int = 1) -> int:
         """Batches per epoch per rank, as :meth:`batches` yields them."""
@@ -244,3 +355,16 @@ class FrameSource:
         rng = np.random.default_rng(seed)
         idx = rng.choice(self.num_frames, size=n, replace=n > self.num_frames)
         return self._gather(np.sort(idx)).contiguous(memory_format=torch.channels_last)
+
+
+def _wait_for(cache: Path) -> None:
+    """Wait (polling) until local rank 0 has renamed the finished cache into place."""
+    t0 = time.monotonic()
+    while not cache.exists():
+        if time.monotonic() - t0 > CACHE_WAIT_S:
+            raise DataError(
+                f"{cache}: local rank {_local_rank()} waited {CACHE_WAIT_S:.0f} s for local "
+                f"rank 0 to build this frame cache; see rank 0's log, or build it once "
+                f"without DDP"
+            )
+        time.sleep(0.5)

@@ -95,10 +95,27 @@ def save_npz(path: str | Path, arrays: dict[str, np.ndarray], compresslevel: int
                 np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
 
 
+def _check_zip(path: Path) -> None:
+    """Name what a file that is not a whole zip is: ``np.load`` would call a non-zip file
+    "pickled (object) data" and an empty one an EOFError."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    if size == 0:
+        raise DataError(f"{path}: empty file")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            if fh.read(2) == b"PK":  # starts as a zip, no directory at the end: torn
+                raise DataError(f"{path}: unreadable or truncated (no zip directory)")
+        raise DataError(f"{path}: not an npz (zip) file")
+
+
 def load_npz(path: str | Path, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
     """Read ``keys`` (default: all) of an ``.npz``; any failure is a one-line DataError."""
     path = Path(path)
     try:
+        _check_zip(path)
         with np.load(path, allow_pickle=False) as z:
             names = list(z.files)
             wanted = names if keys is None else list(keys)
@@ -117,6 +134,7 @@ def load_npz(path: str | Path, keys: Iterable[str] | None = None) -> dict[str, n
 
 def npz_keys(path: str | Path) -> list[str]:
     """The array names of an ``.npz`` (reads only the zip directory)."""
+    _check_zip(Path(path))
     try:
         with zipfile.ZipFile(path) as zf:
             return [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
@@ -129,6 +147,7 @@ def npz_keys(path: str | Path) -> list[str]:
 def npz_header(path: str | Path, key: str) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of one member, reading only its npy header (cheap: no full inflate)."""
     path = Path(path)
+    _check_zip(path)
     try:
         with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as fh:
             version = np.lib.format.read_magic(fh)
@@ -151,7 +170,8 @@ def npz_header(path: str | Path, key: str) -> tuple[tuple[int, ...], np.dtype]:
 
 
 def validate_episode(arrays: dict[str, np.ndarray], source: str | Path) -> int:
-    """Check keys, dtypes and shapes of an episode; return T or raise a one-line DataError."""
+    """Check keys, dtypes and shapes of an episode, and that action and reward are finite
+    (given arrays, not headers); return T or raise a one-line DataError."""
     missing = [k for k in EPISODE_KEYS if k not in arrays]
     if missing:
         raise DataError(f"{source}: missing key(s) {missing}")
@@ -171,6 +191,11 @@ def validate_episode(arrays: dict[str, np.ndarray], source: str | Path) -> int:
             raise DataError(
                 f"{source}: {key} must be {np.dtype(dtype)} ({T},), got {a.dtype} {a.shape}"
             )
+    for key in ("action", "reward"):  # values, when given arrays (not headers)
+        a = arrays[key]
+        if isinstance(a, np.ndarray) and not np.isfinite(a).all():
+            t = int(np.flatnonzero(~np.isfinite(a.reshape(T, -1)).all(1))[0])
+            raise DataError(f"{source}: {key} has NaN or Inf values (first at step {t})")
     return T
 
 
@@ -276,13 +301,14 @@ class DatasetInfo:
     lengths: list[int] = field(default_factory=list)
     bad: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
     manifest: dict[str, Any] | None = None
+    verified: bool = True  # False: headers only, so ``returns`` were not read
 
 
 def dataset_info(data_dir: str | Path, verify: bool = True) -> DatasetInfo:
     """Decode and check every episode (``verify``; else check headers only), collecting
     counts and return statistics."""
     data_dir = Path(data_dir)
-    info = DatasetInfo(data_dir=data_dir, manifest=read_manifest(data_dir))
+    info = DatasetInfo(data_dir=data_dir, manifest=read_manifest(data_dir), verified=verify)
     for path in list_episodes(data_dir):
         info.bytes_on_disk += path.stat().st_size
         try:
@@ -291,8 +317,8 @@ def dataset_info(data_dir: str | Path, verify: bool = True) -> DatasetInfo:
                 T, ret = len(ep), ep.total_reward
             else:
                 T, ret = check_episode(path), float("nan")
-        except DataError as exc:
-            info.bad.append((path.name, str(exc)))
+        except DataError as exc:  # the reason without the path: the line names the file
+            info.bad.append((path.name, str(exc).removeprefix(f"{path}: ")))
             continue
         info.episodes += 1
         info.frames += T
@@ -322,10 +348,10 @@ def format_info(info: DatasetInfo) -> str:
     if info.lengths:
         L = np.asarray(info.lengths)
         lines.append(f"length       mean {L.mean():.1f}, min {L.min()}, max {L.max()}")
-        R = np.asarray(info.returns)
-    if info.lengths and np.isnan(R).any():
+    if info.lengths and not info.verified:
         lines.append("return       (not read: run `world-models data info DIR` to verify)")
     elif info.lengths:
+        R = np.asarray(info.returns)
         lines.append(
             f"return       mean {R.mean():.2f} +- {R.std():.2f}, "
             f"min {R.min():.2f}, max {R.max():.2f}"
