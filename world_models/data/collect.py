@@ -1,8 +1,9 @@
 """``collect(config) -> Path``: random-policy rollouts into an episode store, in parallel.
 
-Episode ``i`` is a pure function of ``seed + i`` (the env's reset seed and the policy's
-seed), whichever worker runs it, so the same command gives the same bytes with 1 or 16
-workers. Each worker process (spawn) keeps one env and writes whole episodes atomically;
+Episode ``i`` is a pure function of :func:`episode_seed` ``(seed, i)`` (the env's reset seed
+and the policy's seed), whichever worker runs it, so the same command gives the same bytes
+with 1 or 16 workers, and datasets of different seeds share no episode. Each worker process
+(spawn) keeps one env, closed when it exits, and writes whole episodes atomically;
 re-running the command skips the valid episodes already there and collects the rest, so a
 killed run resumes and a larger ``--episodes`` tops a dataset up. A worker that dies makes
 the run fail with :class:`WorkerDiedError` instead of hanging.
@@ -11,7 +12,9 @@ the run fail with :class:`WorkerDiedError` instead of hanging.
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.util
 import os
+import signal
 import threading
 import time
 import warnings
@@ -48,7 +51,7 @@ class CollectConfig:
     policy: Literal["brownian", "uniform", "repeat"] | None = None
     """Random data policy (None: the env's default: brownian for CarRacing, repeat for Doom)."""
     seed: int = 0
-    """Base seed: episode i uses seed + i for the env and the policy."""
+    """Base seed (>= 0): episode i seeds its env and policy from SeedSequence([seed, i])."""
     workers: int = 0
     """Worker processes (0: all cores; 1: collect in this process)."""
     backend: Literal["gymnasium", "envpool"] = "gymnasium"
@@ -75,9 +78,11 @@ class CollectConfig:
         crop = self.crop if self.crop is not None else self.env_preset().preprocess.crop
         if crop is not None and len(crop) != 4:
             raise ConfigError(f"crop needs 4 numbers top,bottom,left,right, got {list(crop)}")
-        return Preprocess(
+        pre = Preprocess(
             crop=tuple(crop) if crop else None, size=self.frame_size, resample=self.resample
         )
+        pre.check_frame(self.env_preset().frame_shape)  # now, not in a worker's first frame
+        return pre
 
     def policy_name(self) -> str:
         return self.policy or self.env_preset().default_policy
@@ -107,6 +112,7 @@ def manifest_signature(config: CollectConfig) -> dict[str, Any]:
         "preprocess": config.preprocess().to_dict(),
         "policy": policy,
         "seed": config.seed,
+        "episode_seed": "SeedSequence([seed, i])",  # older datasets used seed + i
         "max_steps": config.max_steps,
         "env_kwargs": {k: config.env_kwargs[k] for k in sorted(config.env_kwargs)},
         "action": {
@@ -119,6 +125,13 @@ def manifest_signature(config: CollectConfig) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- one episode
+
+
+def episode_seed(seed: int, index: int) -> int:
+    """Seed of episode ``index``: a 64-bit hash of (seed, index), so seeds 0 and 1 share no
+    episode (``seed + index`` made them share all but one), a dataset has no two alike (32
+    bits would, for 1% of 10,000-episode datasets), and resuming needs only the index."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0])
 
 
 def run_episode(env, policy, seed: int, one_hot: int | None = None) -> store.Episode:
@@ -170,26 +183,64 @@ class _Collector:
         self.one_hot = preset.action_dim if preset.action_kind == "discrete" else None
 
     def __call__(self, index: int) -> tuple[int, int, float]:
-        ep = run_episode(self.env, self.policy, self.config.seed + index, self.one_hot)
+        seed = episode_seed(self.config.seed, index)
+        ep = run_episode(self.env, self.policy, seed, self.one_hot)
         store.write_episode(Path(self.config.out_dir) / store.episode_name(index), ep)
         return index, len(ep), ep.total_reward
+
+    def close(self) -> None:
+        self.env.close()  # VizDoom's game process outlives a worker that does not close it
 
 
 _WORKER: _Collector | BaseException | None = None
 
 
+def _close_worker() -> None:
+    global _WORKER
+    worker, _WORKER = _WORKER, None
+    if isinstance(worker, _Collector):
+        worker.close()
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """Die as SIGTERM would (the pool terminates the others when one worker dies), but close
+    the env first: os._exit runs no cleanup, and VizDoom's game process ignores SIGTERM."""
+    try:
+        _close_worker()
+    finally:
+        os._exit(128 + signum)  # a half-written episode is a temp file: cleaned next run
+
+
 def _exit_with_parent(parent: int) -> None:
     """Workers exit within a second of the main process dying (even by SIGKILL), instead of
     finishing queued episodes or waiting forever on the task queue."""
-    while True:
+    while os.getppid() == parent:
         time.sleep(1.0)
-        if os.getppid() != parent:
-            os._exit(1)  # a half-written episode is a temp file: cleaned by the next run
+    os.kill(os.getpid(), signal.SIGTERM)  # the main thread closes the env: _on_sigterm
+    time.sleep(5.0)
+    os._exit(1)  # it is stuck
+
+
+def _keep_fds_from_children() -> None:
+    """Make the pipes multiprocessing passed to this worker non-inheritable: VizDoom's game
+    process inherited them, and one that outlived a crashed worker held its death sentinel
+    open, so the pool waited for ever instead of raising WorkerDiedError."""
+    if os.path.isdir("/proc/self/fd"):  # Linux; elsewhere nothing to do cheaply
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) > 2:  # stdin/out/err stay: the game may write to them
+                try:
+                    os.set_inheritable(int(name), False)
+                except OSError:
+                    pass  # the listing's own, already closed
 
 
 def _init_worker(config: CollectConfig) -> None:
     global _WORKER
+    _keep_fds_from_children()
+    signal.signal(signal.SIGTERM, _on_sigterm)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    # nothing else closes the env when the worker exits, and VizDoom's game would outlive it
+    multiprocessing.util.Finalize(None, _close_worker, exitpriority=10)
     try:
         _WORKER = _Collector(config)
     except Exception as exc:  # noqa: BLE001 - re-raised by _work, so the parent sees it
@@ -229,8 +280,8 @@ def _todo(config: CollectConfig) -> tuple[list[int], int]:
 
 def _check_manifest(out: Path, signature: dict[str, Any]) -> None:
     old = store.read_manifest(out)
-    if old is None:
-        return
+    if old is None or not store.list_episodes(out):
+        return  # nothing to protect: e.g. a first run that failed before its first episode
     diff = sorted(k for k in signature if old.get(k) != signature[k])
     if diff:
         what = "; ".join(f"{k}: {old.get(k)} there, {signature[k]} now" for k in diff)
@@ -251,14 +302,23 @@ def collect(config: CollectConfig) -> Path:
     """Collect ``config.episodes`` episodes into ``config.out_dir``; return the folder."""
     from world_models.envs.make import check_available
 
+    if getattr(mp.current_process(), "_inheriting", False):
+        # a spawned worker importing an unguarded script: it would re-run the whole
+        # collection and race the real one on the folder (multiprocessing's own check)
+        raise ConfigError(
+            "collect() ran while a worker process was starting: call it under "
+            "`if __name__ == '__main__':` in your script (or use workers=1)"
+        )
     if config.episodes < 0:
         raise ConfigError(f"episodes must be >= 0, got {config.episodes}")
+    if config.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {config.seed}")
     preset = config.env_preset()
     check_available(preset, config.backend)  # a clear error here, not in a worker
+    signature = manifest_signature(config)  # checks the crop before the folder is touched
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     clean_temp_files(out)  # leftovers of a killed run
-    signature = manifest_signature(config)
     _check_manifest(out, signature)
     todo, frames = _todo(config)
     store.write_manifest(
@@ -307,8 +367,11 @@ def _run(config: CollectConfig, todo: list[int]) -> int:
     try:
         if workers == 1:
             collector = _Collector(config)
-            for i in todo:
-                done(collector(i)[1])
+            try:
+                for i in todo:
+                    done(collector(i)[1])
+            finally:
+                collector.close()
             return steps
         ctx = mp.get_context("spawn")  # no fork: envs and threads do not survive it well
         pool = ProcessPoolExecutor(
@@ -334,8 +397,9 @@ def _run(config: CollectConfig, todo: list[int]) -> int:
                     except BrokenProcessPool:
                         raise WorkerDiedError(
                             f"a collection worker died abruptly (episode {i} or another was "
-                            f"in flight: crashed env or out of memory); finished episodes are "
-                            f"kept: re-run the same command to resume"
+                            f"in flight: crashed env, out of memory, or a script calling "
+                            f"collect() without an `if __name__ == '__main__':` guard); "
+                            f"finished episodes are kept: re-run the same command to resume"
                         ) from None
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+import weakref
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -72,15 +76,48 @@ def make_env(
             require("vizdoom.gymnasium_wrapper", "doom", "the doom env")  # registers the ids
         limit = {"max_episode_steps": max_steps} if max_steps is not None else {}
         env = gym.make(preset.env_id, **limit, **kwargs)
+        if preset.name == "doom":
+            env = InTempDir(env)
     return FrameObservation(env, preprocess)
+
+
+class InTempDir(gym.Wrapper):
+    """Start VizDoom's game process in a private temporary folder, removed at close.
+
+    The game process (started at the first reset) writes ``_vizdoom.ini`` and ``_vizdoom/``
+    into its working directory, which would otherwise be the user's folder. The chdir is
+    process-wide, so it lasts only while a reset may start the game.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.folder = tempfile.mkdtemp(prefix="world_models-vizdoom-")
+        self._remove = weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)
+
+    def reset(self, **kwargs):
+        game = getattr(self.env.unwrapped, "game", None)
+        if game is not None and game.is_running():
+            return self.env.reset(**kwargs)  # a new episode: no process to start
+        here = os.getcwd()
+        os.chdir(self.folder)
+        try:
+            return self.env.reset(**kwargs)
+        finally:
+            os.chdir(here)
+
+    def close(self) -> None:
+        try:
+            super().close()  # stops the game process, which writes its files on exit
+        finally:
+            self._remove()
 
 
 class EnvpoolEnv(gym.Env):
     """One envpool CarRacing env behind the Gymnasium single-env API.
 
     envpool seeds an env when it is built, not at reset, so each ``reset(seed=s)`` builds a
-    new one with seed ``s``; episodes stay a function of their seed. The parity test in
-    tests/test_data_collect.py compares it with the Gymnasium reference.
+    new one with seed ``s`` (cheap) and closes the old; episodes stay a function of their
+    seed. The parity test in tests/test_data_collect.py compares it with Gymnasium's.
     """
 
     def __init__(self, max_steps: int | None = None) -> None:
@@ -94,9 +131,9 @@ class EnvpoolEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         kwargs = {"max_episode_steps": self._max_steps} if self._max_steps else {}
-        self._env = self._envpool.make_gymnasium(
-            self._env_id(), num_envs=1, seed=int(seed or 0), **kwargs
-        )
+        self.close()
+        seed = int(seed or 0) % (2**31 - 1)  # envpool takes int32 seeds; collect's are 64-bit
+        self._env = self._envpool.make_gymnasium(self._env_id(), num_envs=1, seed=seed, **kwargs)
         obs, info = self._env.reset()
         return obs[0], {}
 
@@ -108,3 +145,8 @@ class EnvpoolEnv(gym.Env):
     def step(self, action):
         obs, rew, term, trunc, info = self._env.step(np.asarray(action, np.float32)[None])
         return obs[0], float(rew[0]), bool(term[0]), bool(trunc[0]), {}
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from world_models.errors import DataError
+from world_models.errors import ConfigError, DataError
 
 Resample = Literal["bilinear", "lanczos", "box", "bicubic", "nearest"]
 ActionKind = Literal["box", "discrete"]
@@ -30,6 +30,27 @@ class Preprocess:
     """Side of the square output frame."""
     resample: Resample = "bilinear"
     """PIL resampling filter (antialiased when downsampling, except 'nearest')."""
+
+    def __post_init__(self) -> None:
+        if self.crop is not None:
+            top, bottom, left, right = self.crop
+            if not (0 <= top < bottom and 0 <= left < right):
+                # numpy would slice an inverted crop to an empty frame, stored as zeros
+                raise ConfigError(
+                    f"crop top,bottom,left,right needs 0 <= top < bottom and "
+                    f"0 <= left < right, got {list(self.crop)}"
+                )
+        if self.size < 1:
+            raise ConfigError(f"frame size must be >= 1, got {self.size}")
+
+    def check_frame(self, shape: tuple[int, int] | None) -> None:
+        """ConfigError now if the crop does not fit raw frames of ``shape`` (None: unknown)."""
+        if self.crop is not None and shape is not None:
+            if self.crop[1] > shape[0] or self.crop[3] > shape[1]:
+                raise ConfigError(
+                    f"crop {list(self.crop)} does not fit the env's {shape[0]}x{shape[1]} "
+                    f"frames (rows top:bottom, columns left:right)"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -51,6 +72,8 @@ class EnvPreset:
     action_dim: int
     """Box: the action vector's length; discrete: the number of actions (stored one-hot)."""
     default_policy: str
+    frame_shape: tuple[int, int] | None = None
+    """Raw frame (height, width), to check a crop before any env starts (None: unknown)."""
     module: str | None = None
     """Module to import (via ``errors.require``) before the env can be made."""
     extra: str | None = None
@@ -64,6 +87,7 @@ CARRACING = EnvPreset(
     action_kind="box",
     action_dim=3,
     default_policy="brownian",
+    frame_shape=(96, 96),
     module="Box2D",
     extra="box2d",
 )
@@ -74,6 +98,7 @@ DOOM = EnvPreset(
     action_kind="discrete",
     action_dim=3,  # Discrete(3): 0 = stay, 1 = MOVE_LEFT, 2 = MOVE_RIGHT
     default_policy="repeat",
+    frame_shape=(240, 320),  # take_cover.cfg: RES_320X240
     module="vizdoom",
     extra="doom",
 )
@@ -102,8 +127,6 @@ def get_preset(name: str) -> EnvPreset:
     try:
         return ENV_PRESETS[name]
     except KeyError:
-        from world_models.errors import ConfigError
-
         raise ConfigError(f"unknown env {name!r}; choose one of {sorted(ENV_PRESETS)}") from None
 
 
