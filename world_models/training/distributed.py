@@ -41,6 +41,14 @@ class DistContext:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
+    def from_main(self, values: torch.Tensor) -> torch.Tensor:
+        """Rank 0's ``values`` on every rank, in place. Decisions that lead into collectives
+        (stop now, checkpoint now, resume) must be one rank's, or ranks diverge and hang.
+        ``values`` lives on this rank's device (NCCL takes no CPU tensors)."""
+        if self.enabled:
+            dist.broadcast(values, src=0)
+        return values
+
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         if self.enabled:
             value = value.clone()

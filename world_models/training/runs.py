@@ -31,9 +31,17 @@ def pick_device(requested: str | None) -> torch.device:
     """``requested``, or CUDA when present, else CPU; a missing CUDA is a clear error."""
     if requested in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {requested!r} requested but CUDA is not available")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ConfigError(f"device {requested!r} is not a device (cpu, cuda, cuda:1 ...)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {requested!r} requested but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {requested!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
     return device
 
 
@@ -53,7 +61,8 @@ class RunDir:
 
         Fields in ``may_differ`` (epochs, device, speed switches) may change on a re-run;
         any other difference is a :class:`ConfigError` naming the fields, because mixing
-        two configs in one run would corrupt it silently.
+        two configs in one run would corrupt it silently. ``run_dir`` itself never counts:
+        the folder may have been renamed, or be named by another (e.g. absolute) path.
         """
         self.path.mkdir(parents=True, exist_ok=True)
         self.images.mkdir(exist_ok=True)
@@ -69,7 +78,7 @@ class RunDir:
             diff = [
                 f"{k}: run has {old.get(k)!r}, command asks {new.get(k)!r}"
                 for k in sorted(set(old) | set(new))
-                if k not in may_differ and old.get(k) != new.get(k)
+                if k not in may_differ and k != "run_dir" and old.get(k) != new.get(k)
             ]
             if diff:
                 raise ConfigError(

@@ -10,8 +10,10 @@ host-device sync in the step (losses are accumulated on the device and read ever
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,9 +24,15 @@ from world_models.checkpoint import load_state_strict, read_checkpoint, read_opt
 from world_models.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from world_models.models.vae import ConvVAE
 
-# A re-run may change these without starting a new run: length, hardware and speed knobs.
+# A re-run may change these without starting a new run: length, hardware and speed knobs,
+# and the learning rate (the advice after a NaN is to lower it and resume). Not the batch
+# size or seed (they fix where a mid-epoch resume picks up) nor anything of the model/data.
 RESUMABLE_FIELDS = frozenset(
     {
+        "lr",
+        "lr_reference_batch",
+        "lr_scaling",
+        "warmup_steps",
         "epochs",
         "device",
         "amp",
@@ -84,13 +92,15 @@ class TrainVAEConfig:
     log_every: int = 50
     """Steps between metric rows (and NaN checks)."""
     checkpoint_every_s: float = 120.0
-    """Seconds between mid-epoch checkpoints (an epoch's end always saves)."""
+    """Seconds between mid-epoch checkpoints (an epoch's end always saves; under torchrun
+    checked at log steps)."""
     image_every: int = 1
     """Epochs between reconstruction and sample grids."""
     max_steps: int | None = None
     """Stop after this many optimizer steps in total (None: run all epochs)."""
     time_budget_s: float | None = None
-    """Stop after this many seconds of training in this invocation (None: no limit)."""
+    """Stop after this many seconds of training in this invocation (None: no limit; under
+    torchrun checked at log steps)."""
     progress: bool = True
     """Show a progress bar."""
     tensorboard: bool = True
@@ -109,6 +119,10 @@ class TrainVAEConfig:
             ("log_every", self.log_every >= 1),
             ("holdout_fraction", 0 <= self.holdout_fraction < 1),
             ("image_every", self.image_every >= 1),
+            ("checkpoint_every_s", self.checkpoint_every_s >= 0),
+            ("max_steps", self.max_steps is None or self.max_steps >= 1),
+            ("max_frames", self.max_frames is None or self.max_frames >= 1),
+            ("time_budget_s", self.time_budget_s is None or self.time_budget_s > 0),
         ]
         bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks if not ok]
         if bad:
@@ -123,6 +137,10 @@ PRESETS: dict[str, TrainVAEConfig] = {
     ),
     # A GPU recipe: large batches with sqrt-scaled lr and a short warm-up.
     "carracing-fast": TrainVAEConfig(batch_size=1024, warmup_steps=100, compile=True),
+    # The H100 target: batch 4096, lr 1e-4 * sqrt(4096 / 100) = 6.4e-4, a longer warm-up.
+    "carracing-4096": TrainVAEConfig(
+        batch_size=4096, lr_scaling="sqrt", warmup_steps=200, compile=True
+    ),
     "debug": TrainVAEConfig(
         data_dir=Path("data/debug"),
         run_dir=Path("runs/vae-debug"),
@@ -171,9 +189,23 @@ class _Trainer:
         self.config = config
         self.dist, self.device = distributed.setup(config.device)
         self.run = RunDir(config.run_dir)
-        resuming = self.run.open(config, RESUMABLE_FIELDS) if self.dist.is_main else False
-        self.dist.barrier()
-        resuming = (self.run.last / "model.safetensors").exists() or resuming
+        resuming, refused = False, None
+        if self.dist.is_main:
+            try:
+                resuming = self.run.open(config, RESUMABLE_FIELDS)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, once the others know
+                refused = exc
+        # Rank 0 alone judges the folder and the others follow it: no rank resumes alone,
+        # and none waits forever for a rank 0 that refused the folder.
+        verdict = torch.tensor([refused is not None, resuming], dtype=torch.int32)
+        verdict = self.dist.from_main(verdict.to(self.device)).tolist()
+        if refused is not None:
+            raise refused
+        if verdict[0]:
+            raise ConfigError(f"rank 0 refused the run folder {config.run_dir} (see its error)")
+        resuming = bool(verdict[1])
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: pick each conv's kernel once
         self.amp = _auto_amp(self.device) if config.amp is None else config.amp
         self.channels_last = config.channels_last
         self.train_src = FrameSource(
@@ -192,13 +224,13 @@ class _Trainer:
         self.model = ConvVAE(config.latent_size, 3, config.kl_tolerance, uint8_input=True)
         self.model.check_inputs = False  # FrameSource yields valid uint8; skip the sync
         self.model.to(self.device)
+        if self.channels_last:  # before the optimizer state exists, which follows its layout
+            self.model.to(memory_format=torch.channels_last)
         self.lr = effective_lr(config, self.dist.world_size)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        self.opt = self._adam()
         self.state = TrainerState()
         if resuming:
             self._resume()
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
         self.net: torch.nn.Module = self.model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -217,6 +249,39 @@ class _Trainer:
         self.resumed = resuming
 
     # ------------------------------------------------------------------ state
+    def _adam(self) -> torch.optim.Adam:
+        params = list(self.model.parameters())
+        if self.device.type == "cuda":
+            try:  # one kernel for every parameter instead of several per tensor
+                return torch.optim.Adam(params, lr=self.lr, fused=True)
+            except (TypeError, RuntimeError):  # an old torch, or no fused kernel for these
+                pass
+        return torch.optim.Adam(params, lr=self.lr)
+
+    def _load_optimizer(self, state: dict, source: str) -> None:
+        """Adam's saved moments, checked against this model's parameters (a run of another
+        latent size has the same number of tensors, with other shapes)."""
+        try:
+            # Keep this run's kernel choice: a checkpoint may come from another device.
+            for saved, ours in zip(state["param_groups"], self.opt.param_groups):
+                saved.update({k: ours[k] for k in ("fused", "foreach", "capturable") if k in ours})
+            self.opt.load_state_dict(state)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{source}: optimizer.pt does not fit this model ({exc})"
+            ) from None
+        for p, moments in self.opt.state.items():
+            for k, v in moments.items():
+                if not torch.is_tensor(v) or v.dim() == 0:
+                    continue  # the step count
+                if v.shape != p.shape:
+                    raise CheckpointError(
+                        f"{source}: optimizer.pt holds {k} of shape {tuple(v.shape)} for a "
+                        f"parameter of shape {tuple(p.shape)}; it was saved by another model"
+                    )
+                if v.stride() != p.stride():  # fused kernels walk both as flat memory
+                    moments[k] = torch.empty_like(p).copy_(v)
+
     def _resume(self) -> None:
         ckpt = read_checkpoint(self.run.last, expected_kind="ConvVAE", device=self.device)
         if ckpt.config != dataclasses.asdict(self.model.config):
@@ -227,7 +292,7 @@ class _Trainer:
         load_state_strict(self.model, ckpt.tensors, f"checkpoint {ckpt.path}")
         opt_state = read_optimizer_state(ckpt.path)
         if opt_state is not None:
-            self.opt.load_state_dict(opt_state)
+            self._load_optimizer(opt_state, f"checkpoint {ckpt.path}")
         trainer = ckpt.meta.get("trainer", {})
         self.state = TrainerState(
             **{k: trainer[k] for k in trainer if k in TrainerState.__dataclass_fields__}
@@ -277,6 +342,8 @@ class _Trainer:
         return {"holdout_loss": total, "holdout_recon": rec, "holdout_kl": kl}
 
     def _check_finite(self, flag: torch.Tensor, where: str) -> None:
+        """Stop on every rank when ``flag`` (a bool on the device) is true on any; a
+        collective, so every rank must call it at the same point."""
         if self.dist.any_true(flag):
             last = (
                 f"{self.run.last} (step {self._last_saved_step()})"
@@ -285,7 +352,8 @@ class _Trainer:
             )
             raise TrainingDivergedError(
                 f"loss became NaN or Inf {where}; training stopped. Last good checkpoint: "
-                f"{last}. Lower --lr or raise --kl-tolerance, then re-run to resume."
+                f"{last}. Lower --lr (or raise --warmup-steps), then re-run the same command "
+                "to resume."
             )
 
     def _last_saved_step(self) -> int:
@@ -295,6 +363,31 @@ class _Trainer:
             return -1
 
     # ------------------------------------------------------------------ loop
+    def _train_batches(self, epoch: int, start: int) -> Iterator[torch.Tensor]:
+        """This rank's batches of ``epoch`` (order fixed by seed and epoch) from batch
+        ``start`` on: a mid-epoch resume gathers none of the batches it skips."""
+        return self.train_src.batches(
+            self.config.batch_size,
+            seed=self.config.seed * 100_003 + epoch,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            start=start,
+        )
+
+    def _clock(self, t_start: float, last_ckpt: float, at_log: bool) -> tuple[bool, bool]:
+        """(time budget spent, checkpoint due) by rank 0's clock. Both lead into collectives,
+        so under DDP every rank takes rank 0's answer, asked at log steps only (which sync
+        anyway). A single process reads its clock every step; that costs nothing."""
+        if self.dist.enabled and not at_log:
+            return False, False
+        now, budget = time.perf_counter(), self.config.time_budget_s
+        flags = [budget is not None and now - t_start >= budget]
+        flags.append(now - last_ckpt >= self.config.checkpoint_every_s)
+        if self.dist.enabled:
+            shared = torch.tensor(flags, dtype=torch.int32, device=self.device)
+            flags = [bool(f) for f in self.dist.from_main(shared).tolist()]
+        return flags[0], flags[1]
+
     def fit(self) -> Path:
         from tqdm.auto import tqdm
 
@@ -308,32 +401,30 @@ class _Trainer:
         total_steps = per_epoch * cfg.epochs
         if cfg.max_steps is not None:
             total_steps = min(total_steps, cfg.max_steps)
+        if st.epoch >= cfg.epochs or st.step >= total_steps:
+            if self.dist.is_main:
+                print(
+                    f"{self.run.path} is already finished (epoch {st.epoch}, step {st.step}); "
+                    "raise --epochs or --max-steps to train it further",
+                    flush=True,
+                )
+            return self.run.path
         if self.dist.is_main and st.step == 0:
             self.write_pictures("init")
-        t_start = time.perf_counter()
-        last_ckpt = t_start
+        t_start = last_ckpt = time.perf_counter()
         bar = tqdm(
             total=total_steps,
-            initial=min(st.step, total_steps),
+            initial=st.step,
             unit="step",
             disable=not (cfg.progress and self.dist.is_main),
             dynamic_ncols=True,
         )
-        stop = st.step >= total_steps
+        stop = False
         while st.epoch < cfg.epochs and not stop:
             sums = torch.zeros(3, device=self.device)
             bad = torch.zeros((), dtype=torch.bool, device=self.device)
             since, t_log = 0, time.perf_counter()
-            batches = self.train_src.batches(
-                cfg.batch_size,
-                shuffle=True,
-                seed=cfg.seed * 100_003 + st.epoch,
-                rank=self.dist.rank,
-                world_size=self.dist.world_size,
-            )
-            for i, x in enumerate(batches):
-                if i < st.batch_in_epoch:
-                    continue  # resuming mid-epoch: the order is fixed by (seed, epoch)
+            for x in self._train_batches(st.epoch, st.batch_in_epoch):
                 for group in self.opt.param_groups:
                     group["lr"] = self._lr_at(st.step)
                 parts = torch.stack(self.step_fn(x))
@@ -343,13 +434,14 @@ class _Trainer:
                 st.batch_in_epoch += 1
                 st.images_seen += x.shape[0] * self.dist.world_size
                 since += 1
-                now = time.perf_counter()
-                stop = st.step >= total_steps or (
-                    cfg.time_budget_s is not None and now - t_start >= cfg.time_budget_s
-                )
-                if st.step % cfg.log_every == 0 or stop:
+                stop = st.step >= total_steps
+                at_log = st.step % cfg.log_every == 0 or stop
+                over_budget, ckpt_due = self._clock(t_start, last_ckpt, at_log)
+                stop = stop or over_budget
+                if at_log or stop:
                     self._check_finite(bad, f"at step {st.step} (epoch {st.epoch})")
                     mean = (self.dist.mean(sums) / since).tolist()
+                    now = time.perf_counter()  # after the syncs above: the GPU's work is done
                     ips = since * x.shape[0] * self.dist.world_size / (now - t_log)
                     if self.metrics:
                         self.metrics.log(
@@ -363,9 +455,9 @@ class _Trainer:
                         )
                     bar.set_postfix(loss=f"{mean[0]:.1f}", img_s=f"{ips:,.0f}")
                     sums.zero_()
-                    since, t_log = 0, time.perf_counter()
+                    since, t_log = 0, now
                 bar.update(1)
-                if now - last_ckpt >= cfg.checkpoint_every_s and not stop:
+                if ckpt_due and not stop:
                     self._check_finite(bad, f"before the checkpoint at step {st.step}")
                     self._save(self.run.last)
                     last_ckpt = time.perf_counter()
@@ -380,14 +472,14 @@ class _Trainer:
             last_ckpt = time.perf_counter()
         st.finished = st.epoch >= cfg.epochs or st.step >= total_steps
         bar.close()
-        if self.dist.is_main:
-            self._save(self.run.last)
+        self._save(self.run.last)
         return self.run.path
 
     def _end_of_epoch(self, epoch_done: bool) -> None:
         scores = self.evaluate()
-        if not math.isfinite(scores["holdout_loss"]):
-            self._check_finite(torch.tensor(True), f"on held-out data at step {self.state.step}")
+        # Every rank checks (a collective), each with its own identical scores.
+        bad = torch.tensor(not math.isfinite(scores["holdout_loss"]), device=self.device)
+        self._check_finite(bad, f"on held-out data at step {self.state.step}")
         if self.dist.is_main:
             assert self.metrics is not None
             self.metrics.log(self.state.step, epoch=self.state.epoch, **scores)
@@ -436,6 +528,11 @@ class _Trainer:
 
         if self.metrics:
             self.metrics.close()
+        # DDP holds the process group, and self.step_fn (a bound method) makes a cycle that
+        # only the garbage collector frees: left to interpreter exit, gloo's threads die
+        # there and abort the process ("terminate called without an active exception").
+        self.net = self.step_fn = None  # type: ignore[assignment]
+        gc.collect()
         distributed.teardown(self.dist)
 
 
