@@ -21,6 +21,7 @@ VAE made it (a hash of its weights) and refuses to mix in latents of another.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
@@ -339,12 +340,15 @@ def encode(config: EncodeConfig) -> Path:
 
     benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True  # chunks have one fixed shape: tune it once
+    # Events record on the current device's stream: make it the encoder's (e.g. cuda:1).
+    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
     try:
         batch = config.batch_size or (4096 if device.type == "cuda" else 128)
-        for series in _encode_stream(vae, loaded(), batch, amp):
-            writes.append((writers.submit(_write, out, series), len(series.out)))
-            while writes and (len(writes) > max_writes or writes[0][0].done()):
-                finish_oldest()
+        with on_device:
+            for series in _encode_stream(vae, loaded(), batch, amp):
+                writes.append((writers.submit(_write, out, series), len(series.out)))
+                while writes and (len(writes) > max_writes or writes[0][0].done()):
+                    finish_oldest()
         while writes:
             finish_oldest()
     finally:
