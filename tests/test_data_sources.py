@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -297,3 +298,30 @@ def test_cache_build_keeps_live_writers_temp_files(data):
     dead_tmp.write_bytes(b"left by a killed run")
     FrameSource(folder, "all")
     assert live_tmp.exists() and not dead_tmp.exists()
+
+
+def test_waiting_ranks_stop_when_rank_0_fails_to_build(data, monkeypatch):
+    from world_models.data import sources
+
+    folder, _ = data
+    cache_dir = folder / ".cache"
+    monkeypatch.setattr(sources, "CACHE_WAIT_S", 30.0)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+
+    def broken_build(self, cache, *args):
+        cache.parent.mkdir(exist_ok=True)
+        raise DataError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(FrameSource, "_build_cache", broken_build)
+        with pytest.raises(DataError, match="disk full"):
+            FrameSource(folder, "train")
+    assert list(cache_dir.glob(".*.failed"))  # rank 0 left word for the others
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    t0 = time.monotonic()
+    with pytest.raises(DataError, match="local rank 0 failed.*disk full"):
+        FrameSource(folder, "train")
+    assert time.monotonic() - t0 < 5  # not CACHE_WAIT_S
+    monkeypatch.setenv("LOCAL_RANK", "0")  # a healthy re-run clears the word and builds
+    assert FrameSource(folder, "train").num_frames > 0
+    assert not list(cache_dir.glob(".*.failed"))

@@ -298,3 +298,12 @@ def test_latent_policy_drives_dream_env_like_the_controller():
         obs, _, terminated, truncated, _ = env.step(int(action[0]))
         steps, done = steps + 1, terminated or truncated
     assert steps == 15 and truncated and len(seen) > 1
+
+
+def test_tau_zero_dreams_draw_no_noise_and_ignore_the_seed():
+    m, c = _dying_mdrnn(), Controller(Z, H, 1, "thirds")
+    params = torch.randn(3, c.num_params) * 0.5
+    init = torch.randn(1, Z)  # one exact start (logvar -30): nothing random remains
+    bd = BatchedDream(m, initial_mu=init, tau=0.0, max_steps=40)
+    a, b = bd.evaluate(c, params, 2, seed=0), bd.evaluate(c, params, 2, seed=7)
+    assert torch.equal(a, b) and torch.equal(a[:, 0], a[:, 1])

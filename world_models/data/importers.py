@@ -111,11 +111,14 @@ def convert_actions(action: np.ndarray, preset: EnvPreset, path: Path) -> np.nda
             )
         index = a.astype(np.int64)
     elif preset.name == "doom" and a.dtype.kind == "f":  # the original's continuous action
-        from world_models.models.controller import DOOM_LEFT, DOOM_RIGHT, DOOM_STAY
+        import torch
+
+        from world_models.models.controller import map_actions
 
         if not np.isfinite(a).all():
             raise DataError(f"{path}: action has NaN or Inf values")
-        index = np.where(a < -1 / 3, DOOM_LEFT, np.where(a > 1 / 3, DOOM_RIGHT, DOOM_STAY))
+        # the controller's own thirds: < -1/3 left, > 1/3 right, else stay
+        index = map_actions(torch.from_numpy(a.astype(np.float32))[:, None], "thirds").numpy()
     else:
         raise DataError(f"{path}: {preset.name} actions must be integer indices, got {a.dtype}")
     return np.eye(k, dtype=np.float32)[index]  # (T,) -> (T, k) one-hot

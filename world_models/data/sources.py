@@ -8,6 +8,7 @@ Frames stay uint8 until they are on the device; the model normalises them there.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -164,7 +165,15 @@ class FrameSource:
         meta_path = cache.with_suffix(".json")
         if not cache.exists():
             if _local_rank() == 0:
-                self._build_cache(cache, paths, max_frames, skip_bad)
+                failed = _failed_marker(cache)
+                failed.unlink(missing_ok=True)
+                try:
+                    self._build_cache(cache, paths, max_frames, skip_bad)
+                except BaseException as exc:  # tell the waiting ranks, then fail here too
+                    with contextlib.suppress(OSError):  # best effort: the error comes first
+                        failed.parent.mkdir(parents=True, exist_ok=True)
+                        failed.write_text(f"{type(exc).__name__}: {exc}")
+                    raise
             else:
                 _wait_for(cache)
         try:  # written before the .npy, so present once the .npy is
@@ -357,10 +366,22 @@ class FrameSource:
         return self._gather(np.sort(idx)).contiguous(memory_format=torch.channels_last)
 
 
+def _failed_marker(cache: Path) -> Path:
+    return cache.with_name(f".{cache.stem}.failed")
+
+
 def _wait_for(cache: Path) -> None:
     """Wait (polling) until local rank 0 has renamed the finished cache into place."""
-    t0 = time.monotonic()
+    t0, started = time.monotonic(), time.time()
+    failed = _failed_marker(cache)
     while not cache.exists():
+        # rank 0's build failed: say so now, not after CACHE_WAIT_S (a marker from well
+        # before this launch is a stale one, which rank 0 is about to delete)
+        if failed.exists() and failed.stat().st_mtime > started - 600:
+            raise DataError(
+                f"{cache}: local rank 0 failed to build this frame cache "
+                f"({failed.read_text(errors='replace').strip()})"
+            )
         if time.monotonic() - t0 > CACHE_WAIT_S:
             raise DataError(
                 f"{cache}: local rank {_local_rank()} waited {CACHE_WAIT_S:.0f} s for local "

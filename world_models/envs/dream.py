@@ -265,7 +265,7 @@ class BatchedDream:
         n = z.shape[0]
         out = self.mdrnn.step(z, action_m.to(z.dtype), state)
         u, eps = noise
-        if u.shape[0] == n:
+        if u is None or u.shape[0] == n:
             z_next = sample_mixture(out.logpi, out.mu, out.logsigma, self.tau, u, eps)  # (n, Z)
         else:  # common noise: rows i, i + m, i + 2m, ... share noise row i (m = len(u))
             g = (n // u.shape[0], u.shape[0])  # (P, R)
@@ -326,7 +326,7 @@ class BatchedDream:
         w, b = controller.unflatten(params)  # (P, A, Z+H), (P, A)
         device_ctx = torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext()
         with device_ctx:  # a graph captures on the current device's streams
-            returns, loop = self._run(controller, w, b, r, seed, max(1, int(check_every)), record)
+            returns, loop = self._run(controller, w, b, r, seed, check_every, record)
         # copies: the loop's buffers are overwritten by the next call of the same shape
         self.z, self.state = loop.z.clone(), (loop.h.clone(), loop.c.clone())
         self.last_lengths = loop.lengths.view(p, r).clone()
@@ -416,7 +416,8 @@ class _Loop:
     def advance(self) -> None:
         """One step of every dream, in place; no host sync, no data-dependent shape."""
         p, r = self.p, self.r
-        u, eps = self.dream.noise(r, self.gen)  # (R, Z, K), (R, Z): shared by the P
+        # (R, Z, K), (R, Z): shared by the P; tau 0 takes each mixture's top mean, no noise
+        u, eps = self.dream.noise(r, self.gen) if self.dream.tau > 0 else (None, None)
         z, h = self.z.view(p, r, -1), self.h[0].view(p, r, -1)  # (P, R, Z), (P, R, H)
         action = map_actions(batched_raw(self.w, self.b, z, h), self.mode)  # (P, R[, A])
         a_m = actions_for_model(action, self.mode, self.a_size).reshape(p * r, self.a_size)

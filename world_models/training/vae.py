@@ -204,6 +204,7 @@ class _Trainer:
         if verdict[0]:
             raise ConfigError(f"rank 0 refused the run folder {config.run_dir} (see its error)")
         resuming = bool(verdict[1])
+        self._cudnn_benchmark = torch.backends.cudnn.benchmark
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: pick each conv's kernel once
         self.amp = _auto_amp(self.device) if config.amp is None else config.amp
@@ -534,6 +535,7 @@ class _Trainer:
         self.net = self.step_fn = None  # type: ignore[assignment]
         gc.collect()
         distributed.teardown(self.dist)
+        torch.backends.cudnn.benchmark = self._cudnn_benchmark  # as the caller had it
 
 
 def train_vae(config: TrainVAEConfig) -> Path:
