@@ -272,7 +272,9 @@ def series_vae_digest(folder: str | os.PathLike) -> str | None:
     None for a folder without one (e.g. series written by other code)."""
     import json
 
-    path = Path(folder) / "series.json"
+    from world_models.data.encode import SERIES_MANIFEST
+
+    path = Path(folder) / SERIES_MANIFEST
     if not path.is_file():
         return None
     try:
