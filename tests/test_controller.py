@@ -24,7 +24,31 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_parameter_counts_match_the_paper():
     assert Controller().num_params == 867  # (32 + 256) * 3 + 3
-    assert Controller.from_config(CONTROLLER_PRESETS["doom"]).num_params == 577
+    # the original doomrnn: [z, c, h], no bias (its config's input_size=576+512)
+    assert Controller.from_config(CONTROLLER_PRESETS["doom"]).num_params == 64 + 512 + 512
+    assert Controller.from_config(CONTROLLER_PRESETS["doom-zh"]).num_params == 577
+
+
+def test_zch_controller_reads_cell_and_round_trips(tmp_path):
+    c = Controller(4, 5, 1, "thirds", cell_input=True, bias=False)
+    assert c.num_params == 4 + 5 + 5 and c.fc.bias is None
+    v = np.linspace(-1, 1, c.num_params)
+    assert np.allclose(c.set_flat(v).get_flat(), v)
+    w, b = c.unflatten(torch.as_tensor(v, dtype=torch.float32)[None])
+    assert w.shape == (1, 1, 14) and torch.all(b == 0)
+    z, h, cell = torch.randn(3, 4), torch.randn(3, 5), torch.randn(3, 5)
+    # the layout is [z, c, h]: the weight's columns 4..8 multiply c
+    expected = torch.tanh(torch.cat([z, cell, h], -1) @ torch.as_tensor(v, dtype=torch.float32))
+    assert torch.allclose(c(z, h, cell)[:, 0], expected, atol=1e-6)
+    with pytest.raises(ValueError, match="cell state"):
+        c(z, h)
+    # batched candidates agree with the module
+    got = batched_actions(c, torch.as_tensor(v, dtype=torch.float32)[None], z[None], h[None],
+                          cell[None])
+    assert torch.equal(got[0], c.act(z, h, cell))
+    c.save_pretrained(tmp_path / "c")
+    back = Controller.from_pretrained(tmp_path / "c")
+    assert back.cell_input and not back.has_bias and np.allclose(back.get_flat(), v)
 
 
 def test_carracing_mapping_ranges():

@@ -34,7 +34,11 @@ def test_debug_recipe_runs_end_to_end_and_resumes(tmp_path):
     config = ReproduceConfig(game="debug", root=tmp_path, workers=2, progress=False)
     lines: list[str] = []
     reproduce(config, log=lines.append)
-    assert [line[:5] for line in lines[:6]] == [f"[{i}/6]" for i in range(1, 7)]
+    heads = [line[:5] for line in lines if line.startswith("[")]
+    assert heads[:6] == [f"[{i}/6]" for i in range(1, 7)]
+    timed = [line.split(":")[0].strip() for line in lines if line.endswith(" s")]
+    assert timed == ["collect", "vae", "encode", "mdrnn", "controller"]  # wall time per stage
+    assert set(json.loads((tmp_path / "stages.json").read_text())) == set(timed)
     results = json.loads((tmp_path / "evaluation/results.json").read_text())
     assert results["trials"] == 4 and results["env"] == "fake-discrete"
     assert (tmp_path / "evaluation/best.gif").exists()
@@ -42,8 +46,25 @@ def test_debug_recipe_runs_end_to_end_and_resumes(tmp_path):
     assert dream["target"] == "dream" and dream["trials"] == 4
     assert (tmp_path / "evaluation-dream/best.gif").exists()
     rows = (tmp_path / "controller/metrics.jsonl").read_text().splitlines()
+    lines.clear()
     reproduce(config, log=lines.append)  # every stage finds its work done
     assert (tmp_path / "controller/metrics.jsonl").read_text().splitlines() == rows
+    assert sum("skipped" in line for line in lines) == 5
+
+
+def test_cpu_budget_is_a_named_recipe_with_per_generation_overrides():
+    from world_models.recipes import CPU_BUDGET
+
+    cpu = stage_configs(ReproduceConfig(game="doom", budget="cpu", rollouts=4))
+    assert cpu["collect"].episodes == CPU_BUDGET["collect"]["episodes"]
+    assert cpu["vae"].time_budget_s == CPU_BUDGET["vae"]["time_budget_s"]
+    assert cpu["mdrnn"].time_budget_s == CPU_BUDGET["mdrnn"]["time_budget_s"]
+    c = cpu["controller"]
+    assert (c.popsize, c.rollouts, c.done_mode) == (32, 4, "sample")
+    assert c.controller_input == "zch" and not c.controller_bias  # the original Doom C
+    assert cpu["evaluate_dream"].done_mode == "sample"
+    total = sum(CPU_BUDGET[k].get("time_budget_s", 0) for k in CPU_BUDGET)
+    assert total <= 75 * 60  # leaves room for collect, encode and evaluation in 90 min
 
 
 @pytest.mark.slow

@@ -101,7 +101,7 @@ def test_batched_equals_single_dreams_with_the_same_noise():
         one = BatchedDream(m, tau=1.0)
         one.reset(1, z=z0[i : i + 1])
         for t in range(steps):
-            u, eps = noises[t]
+            u, eps, _ = noises[t]
             z = one.step(actions[t, i : i + 1], (u[i : i + 1], eps[i : i + 1]))[0]
             assert torch.allclose(z[0], big_z[t][i], atol=1e-5)
 

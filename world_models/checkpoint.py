@@ -18,6 +18,8 @@ import dataclasses
 import datetime as _dt
 import json
 import os
+import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -121,9 +123,20 @@ def read_optimizer_state(path: str | os.PathLike) -> dict[str, Any] | None:
     if not file.is_file():
         return None
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's multi-line notes about pickle protocols
+            warnings.simplefilter("ignore")
+            return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise CheckpointError(f"checkpoint {path}: corrupt {OPTIMIZER_FILE} ({exc})") from None
+        text = str(exc).strip()
+        if isinstance(exc, pickle.UnpicklingError) and "weights only" in text.lower():
+            # torch's own message advises weights_only=False: running what the file holds
+            reason = (
+                f"{file} holds pickled objects other than tensors and numbers; refused, as "
+                f"loading them could run code"
+            )
+        else:
+            reason = text.splitlines()[0] if text else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path}: corrupt {OPTIMIZER_FILE} ({reason})") from None
 
 
 def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
@@ -193,6 +206,11 @@ class PretrainedMixin:
         ckpt = read_checkpoint(path, expected_kind=cls.__name__)
         try:
             config = from_dict(cls.config_class, ckpt.config, source=f"{ckpt.path}/{CONFIG_FILE}")
+        except ConfigError as exc:  # names the file and the field already
+            raise CheckpointError(str(exc)) from None
+        except (TypeError, ValueError, AttributeError) as exc:  # not a JSON object
+            raise CheckpointError(f"checkpoint {ckpt.path}: bad {CONFIG_FILE} ({exc})") from None
+        try:
             model = cls.from_config(config)
         except (ConfigError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {ckpt.path}: bad {CONFIG_FILE} ({exc})") from None

@@ -30,7 +30,10 @@ COMMANDS: dict[str, str] = {
     "dream": "world_models.commands.dream",
     "train-controller": "world_models.commands.train_controller",
     "evaluate": "world_models.commands.evaluate",
+    "fidelity": "world_models.commands.fidelity",
     "reproduce": "world_models.commands.reproduce",
+    "play": "world_models.commands.play",
+    "watch": "world_models.commands.watch",
 }
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import os
 import textwrap
 import types
 import typing
@@ -179,16 +180,84 @@ def from_dict(cls: type[C], data: dict[str, Any], *, source: str = "config") -> 
     if unknown:
         raise ConfigError(f"{source}: unknown field(s) {unknown} for {cls.__name__}")
     hints = _resolved_types(cls)
-    values = {}
-    for key, value in data.items():
-        base, _ = _unwrap_optional(hints[key])
-        origin = typing.get_origin(base)
-        if value is not None and origin is tuple:
-            value = tuple(value)
-        elif value is not None and base is Path:
-            value = Path(value)
-        values[key] = value
+    values = {key: _typed(hints[key], value, key, source) for key, value in data.items()}
     return cls(**values)
+
+
+def _describe(tp: Any) -> str:
+    base, optional = _unwrap_optional(tp)
+    origin = typing.get_origin(base)
+    if origin is typing.Literal:
+        text = "one of " + ", ".join(json.dumps(c) for c in typing.get_args(base))
+    elif origin in (tuple, list):
+        text = "a list"
+    elif origin is dict or base is dict:
+        text = "an object"
+    else:
+        text = {
+            bool: "true or false",
+            int: "an integer",
+            float: "a number",
+            str: "a string",
+            Path: "a path (string)",
+        }.get(base, getattr(base, "__name__", str(base)))
+    return text + (" or null" if optional else "")
+
+
+def _typed(tp: Any, value: Any, name: str, source: str) -> Any:
+    """``value`` (from JSON) as a value of annotated type ``tp``, or a :class:`ConfigError`
+    naming the field: a string where a number belongs would fail much later, and far from
+    the file that holds it."""
+    base, optional = _unwrap_optional(tp)
+    origin = typing.get_origin(base)
+
+    def bad() -> ConfigError:
+        return ConfigError(f"{source}: field {name!r} must be {_describe(tp)}, got {value!r}")
+
+    if value is None:
+        if optional:
+            return None
+        raise bad()
+    if origin is typing.Literal:
+        if not any(value == c and type(value) is type(c) for c in typing.get_args(base)):
+            raise bad()
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        args = typing.get_args(base)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise bad()
+            items = [
+                _typed(a, v, f"{name}[{i}]", source) for i, (a, v) in enumerate(zip(args, value))
+            ]
+        else:
+            item = args[0] if args else Any
+            items = [_typed(item, v, f"{name}[{i}]", source) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or base is dict:
+        if not isinstance(value, dict):
+            raise bad()
+        return value
+    if base is bool:
+        if not isinstance(value, bool):
+            raise bad()
+    elif base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+    elif base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        return float(value)
+    elif base is str:
+        if not isinstance(value, str):
+            raise bad()
+    elif base is Path:
+        if not isinstance(value, (str, os.PathLike)):
+            raise bad()
+        return Path(value)
+    return value
 
 
 def dumps(config: Any) -> str:

@@ -19,6 +19,10 @@ class DataError(WorldModelsError):
     """A data file is missing, truncated, corrupt, or has the wrong keys, shapes or dtypes."""
 
 
+class FolderBusyError(WorldModelsError):
+    """Another process holds the folder a command would write (a run or a collection)."""
+
+
 class MissingDependencyError(WorldModelsError, ImportError):
     """An optional dependency is needed for this feature but not installed."""
 

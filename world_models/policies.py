@@ -130,6 +130,27 @@ class RepeatPolicy(Policy):
         return np.array(self._action, np.int64)  # (n,)
 
 
+class ConstantPolicy(Policy):
+    """The same action every step: a Discrete index (int64 (n,)) or a Box vector
+    (float32 (n, A)). Doom's always-stay, always-left and always-right baselines."""
+
+    def __init__(self, action) -> None:
+        self.action = np.asarray(action)
+        self._n = 0
+
+    def reset(self, n: int, seed: SeedLike = None) -> None:
+        self._n = n
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        n = len(obs)
+        if self.action.ndim == 0:
+            return np.full(n, int(self.action), np.int64)
+        return np.broadcast_to(self.action.astype(np.float32), (n, *self.action.shape)).copy()
+
+
+DOOM_FIXED_ACTIONS = {"stay": 0, "left": 1, "right": 2}
+"""Doom's constant baselines, by name: the preset's Discrete(3) indices."""
+
 POLICIES = ("brownian", "uniform", "repeat")
 
 

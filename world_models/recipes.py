@@ -12,6 +12,12 @@ One knob, ``scale``, shrinks the amounts (episodes, generations, evaluation roll
 below 0.1, trials and training epochs) and never the architecture or the per-generation
 settings. Every stage writes under ``root`` and resumes on a re-run (finished stages return
 quickly), so the same command continues a killed recipe.
+
+``budget="cpu"`` is a named recipe for a 2-core CPU: the whole Doom pipeline in about 90
+minutes (:data:`CPU_BUDGET` gives every number and the README why). V, M and C then stop on
+time budgets, so each stage's completion is recorded in ``root/stages.json``: a re-run skips
+the finished stages instead of training them for another budget. ``popsize``, ``rollouts``
+and ``dream_max_steps`` override the per-generation work of either budget.
 """
 
 from __future__ import annotations
@@ -43,8 +49,51 @@ class ReproduceConfig:
     """Worker processes for collection and real-env evaluation (0: all cores)."""
     seed: int = 0
     """Base seed of every stage."""
+    budget: Literal["paper", "cpu"] = "paper"
+    """paper: the original's settings times scale; cpu: the 2-core recipe (~90 minutes,
+    time budgets per stage; scale is ignored)."""
+    popsize: int | None = None
+    """CMA-ES candidates per generation (None: the budget's: 64 paper, 32 cpu)."""
+    rollouts: int | None = None
+    """Dreams per candidate (None: the budget's: 16 paper, 8 cpu)."""
+    dream_max_steps: int | None = None
+    """Dream step cap while evolving (None: 2100, the original's)."""
     progress: bool = True
     """Show progress bars."""
+
+
+CPU_BUDGET: dict[str, dict[str, Any]] = {
+    # ~5 min: 1,000 random episodes (~316k frames) with 2 workers
+    "collect": {"episodes": 1000},
+    # 25 min: more steps than the paper's batch 100 at lr 1e-4 would give in the time
+    "vae": {
+        "batch_size": 64,
+        "lr": 6e-4,
+        "lr_scaling": "none",
+        "epochs": 20,
+        "time_budget_s": 25 * 60,
+    },
+    # 15 min: shorter windows and smaller batches give ~10x the optimizer steps per epoch
+    "mdrnn": {
+        "batch_size": 16,
+        "seq_len": 200,
+        "epochs": 200,
+        "lr_decay": 1.0,
+        "time_budget_s": 15 * 60,
+    },
+    # 30 min: sampled deaths make the dream kill (envs/dream.py says why)
+    "controller": {
+        "popsize": 32,
+        "rollouts": 8,
+        "generations": 1000,
+        "eval_every": 10,
+        "eval_rollouts": 128,
+        "done_mode": "sample",
+        "time_budget_s": 30 * 60,
+    },
+    "evaluate": {"trials": 100},
+}
+"""The named 2-core CPU recipe of ``reproduce doom --budget cpu`` (a stage's fields)."""
 
 
 def _amounts(
@@ -76,7 +125,23 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
     from world_models.training.vae import PRESETS as VAE
 
     root = config.root or Path(f"runs/reproduce-{config.game}")
-    if config.game == "doom":
+    cpu = config.budget == "cpu"
+    if config.budget not in ("paper", "cpu"):
+        raise ConfigError(f"unknown budget {config.budget!r}; choose paper or cpu")
+    if config.game == "doom" and cpu:
+        n = {
+            "episodes": CPU_BUDGET["collect"]["episodes"],
+            "generations": CPU_BUDGET["controller"]["generations"],
+            "eval_rollouts": CPU_BUDGET["controller"]["eval_rollouts"],
+            "trials": CPU_BUDGET["evaluate"]["trials"],
+        }
+        env = "doom"
+        collect = dataclasses.replace(COLLECT["doom"], episodes=n["episodes"])
+        vae = dataclasses.replace(VAE["doom"], **CPU_BUDGET["vae"])
+        mdrnn = dataclasses.replace(MDRNN["doom"], **CPU_BUDGET["mdrnn"])
+        controller = dataclasses.replace(CONTROLLER["doom"], **CPU_BUDGET["controller"])
+        max_steps = None
+    elif config.game == "doom":
         n = _amounts(config.scale, 10_000, 2_000, 1_024, 100)
         env = "doom"
         collect = dataclasses.replace(COLLECT["doom"], episodes=n["episodes"])
@@ -103,9 +168,20 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
     stages["collect"] = dataclasses.replace(
         collect, out_dir=root / "data", seed=config.seed, workers=config.workers, **common
     )
+    per_gen = {
+        k: v
+        for k, v in (
+            ("popsize", config.popsize),
+            ("rollouts", config.rollouts),
+            ("dream_max_steps", config.dream_max_steps),
+        )
+        if v is not None
+    }
+    controller = dataclasses.replace(controller, **per_gen)
+    scale = 1.0 if cpu else config.scale
     stages["vae"] = dataclasses.replace(
         vae,
-        epochs=_epochs(config.scale, vae.epochs),
+        epochs=_epochs(scale, vae.epochs),
         data_dir=root / "data",
         run_dir=root / "vae",
         device=config.device,
@@ -123,7 +199,7 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
     )
     stages["mdrnn"] = dataclasses.replace(
         mdrnn,
-        epochs=_epochs(config.scale, mdrnn.epochs),
+        epochs=_epochs(scale, mdrnn.epochs),
         series_dir=root / "series",
         run_dir=root / "mdrnn",
         device=config.device or "auto",
@@ -166,9 +242,37 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
         series_dir=root / "series",
         tau=stages["controller"].tau,
         dream_max_steps=stages["controller"].dream_max_steps,
+        done_mode=stages["controller"].done_mode,
+        dream_dropout=stages["controller"].dream_dropout,
         out_dir=root / "evaluation-dream",
     )
     return stages
+
+
+class _Stages:
+    """Which stages have finished (``stages.json``: name -> seconds it took), so a re-run
+    of a time-budgeted recipe skips them rather than training another budget."""
+
+    def __init__(self, path: Path) -> None:
+        import json
+
+        self.path = path
+        self.done: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+
+    def run(self, name: str, work: Callable[[], Any], log: Callable[[str], None]) -> None:
+        import time
+
+        from world_models.atomic import atomic_write_json
+
+        if name in self.done:
+            log(f"      {name}: finished earlier ({self.done[name]:.0f} s), skipped")
+            return
+        t0 = time.perf_counter()
+        work()
+        self.done[name] = round(time.perf_counter() - t0, 1)
+        log(f"      {name}: {self.done[name]:.0f} s")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path, self.done)
 
 
 def _best_or_last(run: Path) -> Path:
@@ -186,18 +290,22 @@ def reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -> Pa
     from world_models.training.vae import train_vae
 
     stages = stage_configs(config)
+    root = stages["collect"].out_dir.parent
+    done = _Stages(root / "stages.json")
     log(f"[1/6] collect {stages['collect'].episodes} episodes -> {stages['collect'].out_dir}")
-    collect(stages["collect"])
+    done.run("collect", lambda: collect(stages["collect"]), log)
     log(f"[2/6] train V -> {stages['vae'].run_dir}")
-    vae_run = train_vae(stages["vae"])
-    vae_ckpt = _best_or_last(vae_run)
+    done.run("vae", lambda: train_vae(stages["vae"]), log)
+    vae_ckpt = _best_or_last(stages["vae"].run_dir)
     log(f"[3/6] encode -> {stages['encode'].out_dir}")
-    encode(dataclasses.replace(stages["encode"], vae=vae_ckpt))
+    done.run("encode", lambda: encode(dataclasses.replace(stages["encode"], vae=vae_ckpt)), log)
     log(f"[4/6] train M -> {stages['mdrnn'].run_dir}")
-    m_ckpt = _best_or_last(train_mdrnn(stages["mdrnn"]))
+    done.run("mdrnn", lambda: train_mdrnn(stages["mdrnn"]), log)
+    m_ckpt = _best_or_last(stages["mdrnn"].run_dir)
     ctrl = dataclasses.replace(stages["controller"], mdrnn_path=m_ckpt, vae_path=vae_ckpt)
     log(f"[5/6] evolve C in the dream for {ctrl.generations} generations -> {ctrl.run_dir}")
-    c_ckpt = _best_or_last(train_controller(ctrl))
+    done.run("controller", lambda: train_controller(ctrl), log)
+    c_ckpt = _best_or_last(ctrl.run_dir)
     ev = dataclasses.replace(
         stages["evaluate"], controller_path=c_ckpt, vae_path=vae_ckpt, mdrnn_path=m_ckpt
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from world_models.config import add_config_args, config_from_args
 from world_models.evaluation.open_loop import DreamVideoConfig
@@ -21,8 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from world_models.errors import ConfigError
     from world_models.evaluation.open_loop import dream_video
+    from world_models.locking import check_output_dir
 
-    path = dream_video(config_from_args(DreamVideoConfig, args))
+    config = config_from_args(DreamVideoConfig, args)
+    if Path(config.out).is_dir():
+        raise ConfigError(f"--out {config.out}: is a folder; name the video file to write")
+    check_output_dir(Path(config.out).parent, "folder of --out", create=False)
+    path = dream_video(config)
     print(f"video: {path}")
     return 0

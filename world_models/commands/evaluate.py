@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from world_models.evaluation.evaluate import evaluate, summarize
+    from world_models.locking import check_output_dir
 
     config = config_from_args(EvaluateConfig, args, PRESETS, default_preset="carracing")
+    check_output_dir(config.out_dir, "output folder", create=False)  # before hours of play
     print(summarize(evaluate(config)))
     return 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 
 HELP = "train the MDN-RNN (M) on encoded latent series; re-run to resume"
 DESCRIPTION = (
@@ -25,6 +27,12 @@ def run(args: argparse.Namespace) -> int:
     from world_models.training.mdrnn import TRAIN_MDNRNN_PRESETS, TrainMDNRNNConfig, train_mdrnn
 
     config = config_from_args(TrainMDNRNNConfig, args, TRAIN_MDNRNN_PRESETS, "carracing")
-    run_dir = train_mdrnn(config)
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        run_dir = train_mdrnn(config)
     print(f"done: {run_dir} (best weights in {run_dir / 'checkpoints' / 'best'})")
     return 0
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)  # no Python source-line decoration

@@ -30,6 +30,7 @@ from world_models.atomic import clean_temp_files
 from world_models.data import store
 from world_models.envs.presets import EnvPreset, Preprocess, Resample, get_preset
 from world_models.errors import ConfigError, DataError, WorldModelsError
+from world_models.locking import lock_folder
 
 
 class WorkerDiedError(WorldModelsError):
@@ -309,15 +310,25 @@ def collect(config: CollectConfig) -> Path:
             "collect() ran while a worker process was starting: call it under "
             "`if __name__ == '__main__':` in your script (or use workers=1)"
         )
-    if config.episodes < 0:
-        raise ConfigError(f"episodes must be >= 0, got {config.episodes}")
-    if config.seed < 0:
-        raise ConfigError(f"seed must be >= 0, got {config.seed}")
+    rules = [
+        ("episodes", config.episodes >= 1, ">= 1"),
+        ("seed", config.seed >= 0, ">= 0"),
+        ("workers", config.workers >= 0, ">= 0 (0: all cores)"),
+        ("max_steps", config.max_steps is None or config.max_steps >= 1, ">= 1 (or None)"),
+    ]
+    for name, ok, rule in rules:
+        if not ok:
+            raise ConfigError(f"collect: {name} must be {rule}, got {getattr(config, name)}")
     preset = config.env_preset()
     check_available(preset, config.backend)  # a clear error here, not in a worker
     signature = manifest_signature(config)  # checks the crop before the folder is touched
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    # One writer per dataset: two runs into one folder would both pass the settings check
+    # below and interleave their episodes under one manifest.
+    with lock_folder(config.out_dir, "dataset folder") as out:
+        return _collect_locked(config, out, signature)
+
+
+def _collect_locked(config: CollectConfig, out: Path, signature: dict[str, Any]) -> Path:
     clean_temp_files(out)  # leftovers of a killed run
     _check_manifest(out, signature)
     todo, frames = _todo(config)

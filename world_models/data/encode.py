@@ -40,6 +40,7 @@ from world_models.atomic import atomic_write_json, clean_temp_files
 from world_models.config import to_dict
 from world_models.data import store
 from world_models.errors import ConfigError, DataError
+from world_models.locking import lock_folder
 from world_models.models.vae import IMAGE_SIZE
 
 SERIES_MANIFEST = "series.json"
@@ -263,8 +264,6 @@ def _write(out: Path, series: _Series) -> None:
 
 def encode(config: EncodeConfig) -> Path:
     """Encode every episode of ``config.data_dir`` not yet in ``config.out_dir``."""
-    from tqdm.auto import tqdm
-
     from world_models.models.vae import ConvVAE
     from world_models.training.runs import pick_device
 
@@ -279,8 +278,15 @@ def encode(config: EncodeConfig) -> Path:
     vae.check_inputs = False  # uint8 frames are valid by construction
     if device.type == "cuda":
         vae.to(memory_format=torch.channels_last)
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with lock_folder(config.out_dir, "series folder") as out:  # one writer per folder
+        return _encode_locked(config, episodes, vae, device, amp, out)
+
+
+def _encode_locked(
+    config: EncodeConfig, episodes: list[Path], vae, device: torch.device, amp: bool, out: Path
+) -> Path:
+    from tqdm.auto import tqdm
+
     clean_temp_files(out)
     _check_manifest(
         out,

@@ -41,6 +41,7 @@ from world_models.atomic import clean_temp_files
 from world_models.data import store
 from world_models.envs.presets import EnvPreset, get_preset
 from world_models.errors import ConfigError, DataError
+from world_models.locking import lock_folder
 
 LAYOUTS = {
     "hardmaru": {"obs": "obs", "action": "action", "reward": "reward", "done": "done"},
@@ -198,7 +199,11 @@ def import_rollouts(
     files = [src] if src.is_file() else sorted(src.rglob("*.npz")) if src.is_dir() else []
     if not files:
         raise DataError(f"{src}: no .npz files to import")
-    out.mkdir(parents=True, exist_ok=True)
+    with lock_folder(out, "dataset folder"):  # one writer per dataset folder
+        return _import_locked(src, out, preset, files, skip_bad)
+
+
+def _import_locked(src: Path, out: Path, preset, files: list[Path], skip_bad: bool) -> ImportReport:
     clean_temp_files(out)
     signature = {
         "source": "import",

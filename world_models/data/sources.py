@@ -95,8 +95,9 @@ class FrameSource:
 
     The first use of a split consolidates its episodes into ``DIR/.cache/frames-<split>-
     <hash>.npy`` plus a ``.json`` listing the episodes it holds (both written atomically;
-    the hash covers the episode names and file sizes and ``max_frames``, so a grown dataset
-    gets a new cache and the old one of that split is deleted). A cache that exists is used
+    the hash covers each episode's name, size, modification time (ns) and inode, and
+    ``max_frames``, so a grown dataset or a rewritten episode gets a new cache and the old
+    one of that split is deleted; a ``stat`` per episode, no reading). A cache that exists is used
     without reading the episodes. Under DDP (``LOCAL_RANK`` set or torch.distributed
     initialised) local rank 0 builds it and the other ranks wait for it.
 
@@ -158,8 +159,9 @@ class FrameSource:
         self, paths: list[Path], max_frames: int | None, skip_bad: bool
     ) -> tuple[list[Path], np.ndarray]:
         """(episodes used, (N, 64, 64, 3) uint8 memmap of their frames)."""
-        # names and sizes only: an existing cache is found without opening any episode
-        key = "\n".join(f"{p.name}:{p.stat().st_size}" for p in paths)
+        # one stat per episode, no read: an existing cache is found without opening any
+        # episode, and an episode rewritten since (even at the same size) gets a new cache
+        key = "\n".join(_episode_key(p) for p in paths)
         digest = hashlib.sha1(f"{key}\nmax_frames={max_frames}".encode()).hexdigest()[:16]
         cache = self.data_dir / CACHE_DIR / f"frames-{self.split}-{digest}.npy"
         meta_path = cache.with_suffix(".json")
@@ -364,6 +366,13 @@ class FrameSource:
         rng = np.random.default_rng(seed)
         idx = rng.choice(self.num_frames, size=n, replace=n > self.num_frames)
         return self._gather(np.sort(idx)).contiguous(memory_format=torch.channels_last)
+
+
+def _episode_key(path: Path) -> str:
+    """What identifies an episode file's content, from one ``stat``: size, mtime in ns, and
+    the inode (episodes are written by rename, so a rewrite always gets a new one)."""
+    st = path.stat()
+    return f"{path.name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
 
 def _failed_marker(cache: Path) -> Path:

@@ -302,28 +302,59 @@ class DatasetInfo:
     bad: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
     manifest: dict[str, Any] | None = None
     verified: bool = True  # False: headers only, so ``returns`` were not read
+    frame_shape: tuple[int, ...] | None = None  # (S, S, 3) every good episode's frames have
+    incomplete: bool = False  # the manifest says a collection did not finish
+
+
+def _manifest_frame_shape(manifest: dict[str, Any] | None) -> tuple[int, ...] | None:
+    size = ((manifest or {}).get("preprocess") or {}).get("size")
+    return (size, size, 3) if isinstance(size, int) and size > 0 else None
 
 
 def dataset_info(data_dir: str | Path, verify: bool = True) -> DatasetInfo:
     """Decode and check every episode (``verify``; else check headers only), collecting
-    counts and return statistics."""
+    counts and return statistics. Every episode's frames must have the shape and dtype the
+    manifest records (``preprocess.size``, uint8 RGB) or, without a manifest, the shape
+    most episodes have; the others are listed in ``bad``, as unreadable files are."""
     data_dir = Path(data_dir)
     info = DatasetInfo(data_dir=data_dir, manifest=read_manifest(data_dir), verified=verify)
+    info.incomplete = (info.manifest or {}).get("complete") is False
+    good: list[tuple[Path, int, float, tuple[int, ...]]] = []
     for path in list_episodes(data_dir):
         info.bytes_on_disk += path.stat().st_size
         try:
             if verify:
                 ep = read_episode(path)
-                T, ret = len(ep), ep.total_reward
+                T, ret, frame = len(ep), ep.total_reward, tuple(ep.obs.shape[1:])
             else:
                 T, ret = check_episode(path), float("nan")
+                frame = tuple(npz_header(path, "obs")[0][1:])
         except DataError as exc:  # the reason without the path: the line names the file
             info.bad.append((path.name, str(exc).removeprefix(f"{path}: ")))
+            continue
+        good.append((path, T, ret, frame))
+    expected = _manifest_frame_shape(info.manifest)
+    source = "the manifest's"
+    if expected is None and good:  # no manifest: the episodes must agree with each other
+        shapes = [g[3] for g in good]
+        expected = max(dict.fromkeys(shapes), key=shapes.count)  # the most common, first seen
+        source = "most episodes'"
+    info.frame_shape = expected
+    for path, T, ret, frame in good:
+        if frame != expected:
+            info.bad.append(
+                (
+                    path.name,
+                    f"frames are {'x'.join(map(str, frame))} but {source} are "
+                    f"{'x'.join(map(str, expected))} (uint8)",
+                )
+            )
             continue
         info.episodes += 1
         info.frames += T
         info.lengths.append(T)
         info.returns.append(ret)
+    info.bad.sort()
     return info
 
 
@@ -341,6 +372,13 @@ def format_info(info: DatasetInfo) -> str:
             f"frames {pre.get('size')}px crop {pre.get('crop')} {pre.get('resample')}"
         )
     lines.append(f"episodes     {info.episodes}" + (f" (+{len(info.bad)} bad)" if info.bad else ""))
+    if info.frame_shape is not None:
+        lines.append(f"frame        {'x'.join(map(str, info.frame_shape))} uint8")
+    if info.incomplete:
+        lines.append(
+            f"INCOMPLETE   the collection did not finish ({MANIFEST} says complete: false); "
+            f"re-run the same collect command to complete it"
+        )
     lines.append(f"frames       {info.frames}")
     size = info.bytes_on_disk
     per = f", {size / max(info.frames, 1) / 1024:.2f} KiB/frame" if info.frames else ""

@@ -14,6 +14,17 @@ tau; the episode *terminates* when M's done logit is > 0 (no done head: never) a
 *truncated* at ``max_steps`` (2100); the reward is M's reward head when it has one, else
 +1 per step survived. Initial z are drawn from real first frames: one of the given
 (mu, logvar) rows is picked and sampled (none given: z ~ N(0, I)).
+
+Two options that depart from the original, both off by default here (the presets say
+which they turn on, and why, in the README):
+
+* ``done_mode="sample"``: the episode ends with M's *probability* of death, a Bernoulli of
+  ``sigmoid(logit - log(done_pos_weight))``. The done head is trained with positives
+  weighted by ``done_pos_weight`` (x10 for Doom), which multiplies its odds by that weight;
+  subtracting its log gives the calibrated per-step hazard of the data. The threshold rule
+  kills only where M is confident (p > 1 / 11 at weight 10), which a small M never is.
+* ``dropout=True`` (M trained with ``dropout > 0``): one dropout mask on h per rollout,
+  fixed for the whole rollout and shared by every candidate (Wellmer & Kwok 2021).
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from world_models.models.controller import (
     Controller,
     actions_for_model,
     batched_raw,
+    controller_inputs,
     map_actions,
 )
 from world_models.models.mdrnn import sample_mixture
@@ -40,6 +52,30 @@ from world_models.models.mdrnn import sample_mixture
 DREAM_ID = "WorldModels/Dream-v0"
 CARRACING_LOW = np.array([-1.0, 0.0, 0.0], np.float32)
 CARRACING_HIGH = np.array([1.0, 1.0, 1.0], np.float32)
+DONE_MODES = ("threshold", "sample")
+
+
+def dream_done(
+    done_logit: torch.Tensor, mode: str, pos_weight: float, u: torch.Tensor | None
+) -> torch.Tensor:
+    """Which dreams end this step: (N,) bool from M's done logits (N,).
+
+    ``threshold``: logit > 0 (the original). ``sample``: u < sigmoid(logit - log(pos_weight))
+    with u (N,) uniform, i.e. logit - log(pos_weight) > logit(u) (no sigmoid, no sync).
+    """
+    if mode == "threshold":
+        return done_logit > 0
+    if mode != "sample":
+        raise ValueError(f"done_mode must be one of {DONE_MODES}, got {mode!r}")
+    u = u.clamp(1e-7, 1.0 - 1e-7)
+    return done_logit - math.log(pos_weight) > torch.log(u) - torch.log1p(-u)
+
+
+def _check_dream_options(mdrnn, done_mode: str, dropout: bool) -> None:
+    if done_mode not in DONE_MODES:
+        raise ValueError(f"done_mode must be one of {DONE_MODES}, got {done_mode!r}")
+    if dropout and mdrnn.config.dropout <= 0:
+        raise ValueError("dream dropout needs an M trained with dropout > 0 (train-mdrnn --dropout)")
 
 
 def _initial(initial_mu, initial_logvar, latent_size: int, device) -> tuple[torch.Tensor, ...]:
@@ -83,8 +119,12 @@ class DreamEnv(gym.Env):
             ``carracing`` (Box [-1,0,0]..[1,1,1]) or ``tanh`` (Box [-1, 1]^A).
         render_mode: None or ``"rgb_array"``.
         device: where M runs.
+        done_mode: ``threshold`` (logit > 0, the original) or ``sample`` (module docstring).
+        dropout: keep M's dropout on with one mask per episode (M trained with dropout).
+        observe_cell: observations ``[z, c, h]`` for a controller that reads the cell.
 
-    Observation: float32 ``[z_t, h_t]`` (Z + H,). Info: ``{"z": ..., "done_logit": ...}``.
+    Observation: float32 ``[z_t, h_t]`` (Z + H,), or ``[z_t, c_t, h_t]`` (Z + 2H,) with
+    ``observe_cell``. Info: ``{"z": ..., "done_logit": ...}``.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 35}
@@ -100,7 +140,11 @@ class DreamEnv(gym.Env):
         action_mode: ActionMode = "thirds",
         render_mode: str | None = None,
         device: str | torch.device = "cpu",
+        done_mode: str = "threshold",
+        dropout: bool = False,
+        observe_cell: bool = False,
     ) -> None:
+        _check_dream_options(mdrnn, done_mode, dropout)
         if tau < 0:
             raise ValueError(f"tau must be >= 0, got {tau}")
         if max_steps < 1:
@@ -116,9 +160,12 @@ class DreamEnv(gym.Env):
         self.vae = vae.to(self.device).eval() if vae is not None else None
         self.tau, self.max_steps, self.render_mode = float(tau), int(max_steps), render_mode
         self.action_mode = action_mode
+        self.done_mode, self.dropout, self.observe_cell = done_mode, bool(dropout), observe_cell
+        self._mask: torch.Tensor | None = None
         z, h = mdrnn.latent_size, mdrnn.hidden_size
         self.init_mu, self.init_logvar = _initial(initial_mu, initial_logvar, z, self.device)
-        self.observation_space = spaces.Box(-np.inf, np.inf, (z + h,), np.float32)
+        size = z + h * (2 if observe_cell else 1)
+        self.observation_space = spaces.Box(-np.inf, np.inf, (size,), np.float32)
         if action_mode == "thirds":
             self.action_space: spaces.Space = spaces.Discrete(3)
         elif action_mode == "carracing":
@@ -131,8 +178,9 @@ class DreamEnv(gym.Env):
         self._t = 0
 
     def _obs(self) -> np.ndarray:
-        h = self._state[0][0, 0]  # (H,)
-        return torch.cat([self._z[0], h]).float().cpu().numpy()  # (Z + H,)
+        h, c = self._state[0][0, 0], self._state[1][0, 0]  # (H,) each
+        x = controller_inputs(self._z[0], h, c, self.observe_cell)  # (Z + H,) or (Z + 2H,)
+        return x.float().cpu().numpy()
 
     @torch.no_grad()
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -146,6 +194,7 @@ class DreamEnv(gym.Env):
         else:
             self._z = eps  # (1, Z)
         self._state = self.mdrnn.initial_state(1, self.device)
+        self._mask = self.mdrnn.dropout_mask(1, self._gen) if self.dropout else None
         self._t = 0
         return self._obs(), {"z": self._z[0].cpu().numpy()}
 
@@ -158,13 +207,17 @@ class DreamEnv(gym.Env):
         else:
             a = torch.as_tensor(np.asarray(action, np.float32), device=self.device)[None]
         a_m = actions_for_model(a, self.action_mode, self.mdrnn.action_size)  # (1, A_m)
-        out = self.mdrnn.step(self._z, a_m, self._state)
+        out = self.mdrnn.step(self._z, a_m, self._state, self._mask)
         self._z = self.mdrnn.sample(out, self.tau, generator=self._gen)  # (1, Z)
         self._state = out.state
         self._t += 1
         reward = float(out.reward[0]) if out.reward is not None else 1.0
         logit = float(out.done_logit[0]) if out.done_logit is not None else -math.inf
-        terminated = logit > 0.0
+        terminated = False
+        if out.done_logit is not None:
+            u = torch.rand(1, generator=self._gen, device=self.device)
+            pos_weight = self.mdrnn.config.done_pos_weight
+            terminated = bool(dream_done(out.done_logit, self.done_mode, pos_weight, u)[0])
         truncated = self._t >= self.max_steps and not terminated
         info = {"z": self._z[0].cpu().numpy(), "done_logit": logit}
         return self._obs(), reward, terminated, truncated, info
@@ -214,9 +267,13 @@ class BatchedDream:
         max_steps: int = 2100,
         device: str | torch.device | None = None,
         cuda_graph: bool = False,
+        done_mode: str = "threshold",
+        dropout: bool = False,
     ) -> None:
         if tau < 0 or max_steps < 1:
             raise ValueError(f"need tau >= 0 and max_steps >= 1, got {tau}, {max_steps}")
+        _check_dream_options(mdrnn, done_mode, dropout)
+        self.done_mode, self.dropout = done_mode, bool(dropout)
         self.device = torch.device(device) if device is not None else mdrnn.lstm.weight_hh_l0.device
         self.mdrnn = mdrnn.to(self.device).eval()
         self.tau, self.max_steps = float(tau), int(max_steps)
@@ -241,39 +298,57 @@ class BatchedDream:
     def reset(
         self, n: int, generator: torch.Generator | None = None, z: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Start n dreams (from ``z`` (n, Z) when given); returns z (n, Z) and h (n, H)."""
+        """Start n dreams (from ``z`` (n, Z) when given); returns z (n, Z) and h (n, H).
+
+        With ``dropout``, each dream also gets its own mask (``self.mask``, (n, H))."""
         self.z = self.initial_z(n, generator) if z is None else z.to(self.device).float()
         self.state = self.mdrnn.initial_state(n, self.device)
+        self.mask = self.mdrnn.dropout_mask(n, generator) if self.dropout else None
         return self.z, self.state[0][0]
 
     def noise(self, n: int, generator: torch.Generator | None = None):
-        """The sampling noise of one step for n dreams: u (n, Z, K), eps (n, Z)."""
+        """The sampling noise of one step for n dreams: u (n, Z, K), eps (n, Z), and u_done
+        (n,) for ``done_mode="sample"`` (else None)."""
         zs, k = self.mdrnn.latent_size, self.mdrnn.num_gaussians
         u = torch.rand(n, zs, k, generator=generator, device=self.device)
-        return u, torch.randn(n, zs, generator=generator, device=self.device)
+        eps = torch.randn(n, zs, generator=generator, device=self.device)
+        return u, eps, self.done_noise(n, generator)
 
-    def transition(self, z, state, action_m, noise):
+    def done_noise(self, n: int, generator: torch.Generator | None = None):
+        """(n,) uniform noise of the done draw for ``done_mode="sample"``, else None."""
+        if self.done_mode != "sample":
+            return None
+        return torch.rand(n, generator=generator, device=self.device)
+
+    def transition(self, z, state, action_m, noise, mask=None):
         """One step of n dreams, pure (nothing stored): what :meth:`step` and
         :meth:`evaluate` share.
 
-        ``noise`` is ``(u, eps)`` of n rows, or of m rows shared by the n / m groups of m
-        consecutive dreams (candidates x rollouts: common random numbers, no copies).
+        ``noise`` is ``(u, eps, u_done)`` of n rows, or of m rows shared by the n / m
+        groups of m consecutive dreams (candidates x rollouts: common random numbers, no
+        copies). ``mask``: (n, H) dropout masks or None.
 
         Returns ``(z_next, state, reward, terminated)``: (n, Z), (h, c) each (1, n, H),
         (n,), (n,) bool.
         """
         n = z.shape[0]
-        out = self.mdrnn.step(z, action_m.to(z.dtype), state)
-        u, eps = noise
-        if u is None or u.shape[0] == n:
+        out = self.mdrnn.step(z, action_m.to(z.dtype), state, mask)
+        u, eps, u_done = noise if len(noise) == 3 else (*noise, None)
+        m = n if u is None else u.shape[0]
+        if m == n:
             z_next = sample_mixture(out.logpi, out.mu, out.logsigma, self.tau, u, eps)  # (n, Z)
         else:  # common noise: rows i, i + m, i + 2m, ... share noise row i (m = len(u))
-            g = (n // u.shape[0], u.shape[0])  # (P, R)
+            g = (n // m, m)  # (P, R)
             mix = [x.view(*g, *x.shape[1:]) for x in (out.logpi, out.mu, out.logsigma)]
             z_next = sample_mixture(*mix, self.tau, u, eps).reshape(n, -1)  # (P, R, Z) -> (n, Z)
         reward = out.reward if out.reward is not None else torch.ones(n, device=z.device)
         if out.done_logit is not None:
-            done = out.done_logit > 0
+            if self.done_mode == "sample" and u_done is None:
+                raise ValueError("done_mode 'sample' needs u_done in the noise")
+            logit = out.done_logit.view(-1, m)  # (n / m, m): shared u_done broadcasts
+            ud = None if u_done is None else u_done.view(1, m)
+            pos_weight = self.mdrnn.config.done_pos_weight
+            done = dream_done(logit, self.done_mode, pos_weight, ud).reshape(n)
         else:
             done = torch.zeros(n, dtype=torch.bool, device=z.device)
         return z_next, out.state, reward, done
@@ -288,8 +363,61 @@ class BatchedDream:
         """
         if noise is None:
             noise = self.noise(self.z.shape[0], generator)
-        self.z, self.state, reward, done = self.transition(self.z, self.state, action_m, noise)
+        mask = getattr(self, "mask", None)
+        self.z, self.state, reward, done = self.transition(
+            self.z, self.state, action_m, noise, mask
+        )
         return self.z, self.state[0][0], reward, done
+
+    # ------------------------------------------------------------------ any policy
+    @torch.no_grad()
+    def play(
+        self,
+        policy,
+        n: int,
+        seed: int = 0,
+        action_mode: ActionMode = "thirds",
+        observe_cell: bool = False,
+        record: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """n dreams driven by any :class:`~world_models.policies.Policy` (a random data
+        policy, a constant action, :class:`~world_models.models.controller.LatentPolicy`).
+
+        The policy sees ``[z, h]`` (or ``[z, c, h]`` with ``observe_cell``) as (n, I)
+        float32 and returns env actions (int64 (n,) for ``thirds``, float32 (n, A)
+        otherwise). The initial z and every step's sampling noise come from one generator
+        seeded by ``seed`` and never depend on the actions, so two policies played with the
+        same seed and n meet the same starts and the same noise: what the fidelity check
+        uses to ask whether the dream responds to the action. One host sync per step:
+        for scoring a controller population, :meth:`evaluate` is the fast path.
+
+        Returns returns (n,) float64 and lengths (n,) int64; with ``record``,
+        ``last_recording`` holds the z of every step, (T + 1, n, Z) on the CPU.
+        """
+        gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        z, _ = self.reset(n, gen)
+        policy.reset(n, seed=int(seed))
+        returns = torch.zeros(n, dtype=torch.float64, device=self.device)
+        lengths = torch.zeros(n, dtype=torch.long, device=self.device)
+        alive = torch.ones(n, dtype=torch.bool, device=self.device)
+        traj = [z.cpu()] if record else []
+        for _ in range(self.max_steps):
+            h, c = self.state[0][0], self.state[1][0]  # (n, H) each
+            obs = controller_inputs(self.z, h, c, observe_cell).float().cpu().numpy()
+            action = torch.as_tensor(np.asarray(policy.act(obs)), device=self.device)
+            a_m = actions_for_model(action, action_mode, self.mdrnn.action_size)  # (n, A_m)
+            noise = self.noise(n, gen) if self.tau > 0 else (None, None, self.done_noise(n, gen))
+            z, _, reward, done = self.step(a_m.float(), noise)
+            returns += reward.double() * alive
+            lengths += alive
+            alive &= ~done
+            if record:
+                traj.append(z.cpu())
+            if not bool(alive.any()):
+                break
+        if record:
+            self.last_recording = torch.stack(traj)  # (T + 1, n, Z)
+        return returns.cpu().numpy(), lengths.cpu().numpy()
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -392,21 +520,27 @@ class _Loop:
         self.dream, self.p, self.r = dream, p, r
         self.graph: _GraphedSteps | None = None
         self.mode, self.a_size = controller.action_mode, m.action_size
-        a, i = controller.output_size, controller.latent_size + controller.hidden_size
-        self.w = torch.zeros(p, a, i, device=dev)  # (P, A, Z+H)
+        self.cell_input = controller.cell_input
+        a, i = controller.output_size, controller.input_size
+        self.w = torch.zeros(p, a, i, device=dev)  # (P, A, I)
         self.b = torch.zeros(p, a, device=dev)  # (P, A)
         self.z = torch.zeros(p * r, m.latent_size, device=dev)  # (P*R, Z)
         self.h, self.c = m.initial_state(p * r, dev)  # (1, P*R, H) each
         self.returns = torch.zeros(p * r, device=dev)
         self.lengths = torch.zeros(p * r, dtype=torch.long, device=dev)
         self.alive = torch.ones(p * r, dtype=torch.bool, device=dev)
+        self.mask = torch.ones(p * r, m.hidden_size, device=dev) if dream.dropout else None
         self.gen = torch.Generator(device=dev)
 
     def load(self, w, b, z0) -> None:
-        """Start: parameters (P, A, Z+H), (P, A); initial z (R, Z) shared by the P."""
+        """Start: parameters (P, A, I), (P, A); initial z (R, Z) shared by the P (and, with
+        dropout, one mask per rollout, also shared by the P)."""
         self.w.copy_(w)
         self.b.copy_(b)
         self.z.view(self.p, self.r, -1).copy_(z0)  # broadcast over P
+        if self.mask is not None:
+            masks = self.dream.mdrnn.dropout_mask(self.r, self.gen)  # (R, H)
+            self.mask.view(self.p, self.r, -1).copy_(masks)
         self.h.zero_()
         self.c.zero_()
         self.returns.zero_()
@@ -417,12 +551,18 @@ class _Loop:
         """One step of every dream, in place; no host sync, no data-dependent shape."""
         p, r = self.p, self.r
         # (R, Z, K), (R, Z): shared by the P; tau 0 takes each mixture's top mean, no noise
-        u, eps = self.dream.noise(r, self.gen) if self.dream.tau > 0 else (None, None)
+        if self.dream.tau > 0:
+            u, eps, u_done = self.dream.noise(r, self.gen)
+        else:  # tau 0 takes each mixture's top mean: no sampling noise
+            u = eps = None
+            u_done = self.dream.done_noise(r, self.gen)
         z, h = self.z.view(p, r, -1), self.h[0].view(p, r, -1)  # (P, R, Z), (P, R, H)
-        action = map_actions(batched_raw(self.w, self.b, z, h), self.mode)  # (P, R[, A])
+        c = self.c[0].view(p, r, -1) if self.cell_input else None  # (P, R, H)
+        x = controller_inputs(z, h, c, self.cell_input)  # (P, R, I)
+        action = map_actions(batched_raw(self.w, self.b, x), self.mode)  # (P, R[, A])
         a_m = actions_for_model(action, self.mode, self.a_size).reshape(p * r, self.a_size)
         z_next, (h_next, c_next), reward, done = self.dream.transition(
-            self.z, (self.h, self.c), a_m, (u, eps)
+            self.z, (self.h, self.c), a_m, (u, eps, u_done), self.mask
         )
         self.z.copy_(z_next)
         self.h.copy_(h_next)

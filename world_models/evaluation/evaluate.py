@@ -41,8 +41,9 @@ class EvaluateConfig:
     """Env preset."""
     target: Literal["real", "dream"] = "real"
     """Score in the real env, or inside M's dream (the paper's "dream score")."""
-    policy: Literal["controller", "random"] = "controller"
-    """controller (V+M+C) or the env's random data policy (a baseline)."""
+    policy: Literal["controller", "random", "stay", "left", "right"] = "controller"
+    """controller (V+M+C), the env's random data policy, or (Doom) one constant action:
+    the baselines."""
     trials: int = 100
     """Episodes to play (the paper: 100)."""
     seed: int = 0
@@ -76,6 +77,11 @@ class EvaluateConfig:
     """Dream: sampling temperature."""
     dream_max_steps: int = 2100
     """Dream: episodes are truncated here (the original: 2100)."""
+    done_mode: Literal["threshold", "sample"] = "threshold"
+    """Dream: end when M's done logit > 0 (the original), or sample death with M's
+    calibrated probability (see envs/dream.py); use what C was trained with."""
+    dream_dropout: bool = False
+    """Dream: keep M's dropout on, one mask per trial (M trained with dropout)."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -104,20 +110,40 @@ PRESETS: dict[str, EvaluateConfig] = {
 }
 
 
+def baseline_policy(name: str, env: str, action_space=None):
+    """A policy that needs no model: ``random`` (the env's data policy) or, for a discrete
+    (Doom) env, ``stay`` / ``left`` / ``right``. ``action_space`` defaults to the preset's
+    (the dream's), so no real env is made."""
+    from gymnasium import spaces
+
+    from world_models.envs.dream import CARRACING_HIGH, CARRACING_LOW
+    from world_models.envs.presets import get_preset
+    from world_models.policies import DOOM_FIXED_ACTIONS, ConstantPolicy, make_random_policy
+
+    preset = get_preset(env)
+    if action_space is None:
+        if preset.action_kind == "discrete":
+            action_space = spaces.Discrete(preset.action_dim)
+        elif preset.action_dim == 3:
+            action_space = spaces.Box(CARRACING_LOW, CARRACING_HIGH, dtype=np.float32)
+        else:
+            action_space = spaces.Box(-1.0, 1.0, (preset.action_dim,), np.float32)
+    if name == "random":
+        return make_random_policy(preset.default_policy, action_space)
+    if name in DOOM_FIXED_ACTIONS:
+        if not isinstance(action_space, spaces.Discrete) or action_space.n != 3:
+            raise ConfigError(f"policy {name!r} needs a left/stay/right env like doom, not {env}")
+        return ConstantPolicy(DOOM_FIXED_ACTIONS[name])
+    raise ConfigError(f"unknown baseline policy {name!r}")
+
+
 def build_policy(config: EvaluateConfig):
-    """The policy the config asks for (V+M+C loaded from checkpoints, or random)."""
+    """The policy the config asks for (V+M+C loaded from checkpoints, or a baseline)."""
     from world_models.envs.presets import get_preset
 
     preset = get_preset(config.env)
-    if config.policy == "random":
-        from world_models.envs.make import make_env
-        from world_models.policies import make_random_policy
-
-        env = make_env(preset, env_kwargs=None)
-        try:
-            return make_random_policy(preset.default_policy, env.action_space)
-        finally:
-            env.close()
+    if config.policy != "controller":
+        return baseline_policy(config.policy, config.env)
     import torch  # noqa: F401 - heavy, only for the controller
 
     from world_models.models.controller import Controller, ControllerPolicy, mode_for_env
@@ -174,7 +200,14 @@ def evaluate(config: EvaluateConfig) -> Path:
         "z_mode": config.z_mode,
     }
     if config.target == "dream":  # one generator seeds all dreams: trials have no own seed
-        results.update(tau=config.tau, seed=config.seed, best_trial=best, worst_trial=worst)
+        results.update(
+            tau=config.tau,
+            done_mode=config.done_mode,
+            dream_dropout=config.dream_dropout,
+            seed=config.seed,
+            best_trial=best,
+            worst_trial=worst,
+        )
     else:
         results.update(
             best_seed=int(seeds[best]),
@@ -235,30 +268,51 @@ def _dream_trials(config: EvaluateConfig):
     from world_models.models.vae import ConvVAE
     from world_models.training.runs import pick_device
 
-    if config.policy != "controller" or config.controller_path is None:
-        raise ConfigError("evaluating in the dream needs a controller (--controller-path)")
+    if config.policy == "controller" and config.controller_path is None:
+        raise ConfigError("evaluating a controller in the dream needs --controller-path")
     if config.mdrnn_path is None:
         raise ConfigError("evaluating in the dream needs --mdrnn-path")
     device = pick_device(config.device)
     mdrnn = MDNRNN.from_pretrained(config.mdrnn_path, map_location=device)
-    controller = Controller.from_pretrained(config.controller_path, map_location=device)
     vae = None
     if config.vae_path is not None and (config.video != "none" or config.series_dir is None):
         vae = ConvVAE.from_pretrained(config.vae_path, map_location=device).eval()
         check_vae_matches(config.vae_path, mdrnn, config.mdrnn_path)
     mu, logvar = load_initial_states(config.series_dir, config.data_dir, vae, device=device)
-    dream = BatchedDream(mdrnn, mu, logvar, config.tau, config.dream_max_steps, device)
-    params = torch.as_tensor(controller.get_flat()[None], dtype=torch.float32)
-    ret = dream.evaluate(controller, params, config.trials, seed=config.seed)[0]  # (R,)
-    returns = ret.double().cpu().numpy()
-    lengths = dream.last_lengths[0].cpu().numpy()
-    if config.video == "none" or vae is None:
-        return returns, lengths, [], None
-    pick = [int(np.argmax(returns)), int(np.argmin(returns))]
-    dream.evaluate(controller, params, config.trials, seed=config.seed, record=pick)
+    try:
+        dream = BatchedDream(
+            mdrnn, mu, logvar, config.tau, config.dream_max_steps, device,
+            done_mode=config.done_mode, dropout=config.dream_dropout,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if config.policy != "controller":
+        from world_models.envs.presets import get_preset
+        from world_models.models.controller import mode_for_env
+
+        preset = get_preset(config.env)
+        mode = mode_for_env(preset.action_kind, preset.action_dim)[1]
+        policy = baseline_policy(config.policy, config.env)
+        record = config.video != "none" and vae is not None
+        returns, lengths = dream.play(policy, config.trials, config.seed, mode, record=record)
+        if not record:
+            return returns, lengths, [], None
+        pick = [int(np.argmax(returns)), int(np.argmin(returns))]
+        zs = [dream.last_recording[: lengths[i] + 1, i] for i in pick]  # (T + 1, Z) each
+    else:
+        controller = Controller.from_pretrained(config.controller_path, map_location=device)
+        params = torch.as_tensor(controller.get_flat()[None], dtype=torch.float32)
+        ret = dream.evaluate(controller, params, config.trials, seed=config.seed)[0]  # (R,)
+        returns = ret.double().cpu().numpy()
+        lengths = dream.last_lengths[0].cpu().numpy()
+        if config.video == "none" or vae is None:
+            return returns, lengths, [], None
+        pick = [int(np.argmax(returns)), int(np.argmin(returns))]
+        dream.evaluate(controller, params, config.trials, seed=config.seed, record=pick)
+        zs = dream.last_recording
     videos = []
     with torch.no_grad():
-        for z in dream.last_recording:  # (T + 1, Z) each
+        for z in zs:  # (T + 1, Z) each
             frames = torch.cat([vae.decode(chunk) for chunk in z.split(512)])  # (T+1, 3, 64, 64)
             videos.append(to_uint8_hwc(frames))
     return returns, lengths, videos, None

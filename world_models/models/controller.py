@@ -1,5 +1,9 @@
 """C: the linear controller ``a = tanh(W [z, h] + b)`` and the policy that runs V, M and C.
 
+What C reads is a choice (``cell_input``): ``[z, h]`` (the paper's summary, and CarRacing)
+or ``[z, c, h]``, M's LSTM cell *and* hidden state, as the original Doom code does
+(``doomrnn``'s ``MODE_ZCH``, with no bias: 64 + 512 + 512 = 1,088 weights).
+
 Action mappings, as in the original:
 
 * ``carracing`` (3 outputs): steer = a0 in [-1, 1], gas = (a1 + 1) / 2 in [0, 1],
@@ -9,8 +13,9 @@ Action mappings, as in the original:
 * ``tanh``: the raw outputs in [-1, 1] (any other Box action space).
 
 For CMA-ES the parameters are one flat vector (``get_flat`` / ``set_flat``: the weight
-row-major, then the bias; 867 numbers for z=32, h=256, 3 outputs). Many candidates run at
-once through :func:`batched_actions`: weights (P, A, Z+H) applied with one ``einsum``.
+row-major, then the bias if any; 867 numbers for z=32, h=256, 3 outputs). Many candidates
+run at once through :func:`batched_actions`: weights (P, A, I) applied with one ``einsum``,
+where I = Z + H, or Z + 2H with the cell.
 
 M is fed the env action in the form its training series stored it: a Box action as is; a
 Discrete index one-hot when M's ``action_size`` equals the number of actions (what
@@ -49,13 +54,31 @@ class ControllerConfig:
     action_mode: ActionMode = "carracing"
     """How outputs become env actions: carracing (steer, gas, brake), thirds (Doom
     left / stay / right), tanh (raw)."""
+    cell_input: bool = False
+    """Also read M's LSTM cell state: inputs [z, c, h] (the original Doom code) instead of
+    [z, h]."""
+    bias: bool = True
+    """Add a bias (the original Doom controller has none)."""
 
 
 CONTROLLER_PRESETS: dict[str, ControllerConfig] = {
     "carracing": ControllerConfig(32, 256, 3, "carracing"),
-    "doom": ControllerConfig(64, 512, 1, "thirds"),
+    "doom": ControllerConfig(64, 512, 1, "thirds", cell_input=True, bias=False),
+    # the paper's summary of the Doom controller: tanh(W [z, h] + b), 577 parameters
+    "doom-zh": ControllerConfig(64, 512, 1, "thirds"),
 }
-"""The paper's two controllers (867 and 577 parameters)."""
+"""The paper's controllers: CarRacing 867 parameters, Doom as the original code 1,088."""
+
+
+def controller_inputs(
+    z: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, cell_input: bool
+) -> torch.Tensor:
+    """What C reads: [z, h], or [z, c, h] with ``cell_input``: (..., Z), (..., H) -> (..., I)."""
+    if not cell_input:
+        return torch.cat([z, h], dim=-1)  # (..., Z + H)
+    if c is None:
+        raise ValueError("this controller reads [z, c, h]: pass M's cell state c")
+    return torch.cat([z, c, h], dim=-1)  # (..., Z + 2H)
 
 
 def mode_for_env(action_kind: str, action_dim: int) -> tuple[int, ActionMode]:
@@ -122,6 +145,8 @@ class Controller(PretrainedMixin, nn.Module):
         hidden_size: int = 256,
         output_size: int = 3,
         action_mode: ActionMode = "carracing",
+        cell_input: bool = False,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -138,23 +163,28 @@ class Controller(PretrainedMixin, nn.Module):
         if action_mode == "thirds" and output_size != 1:
             raise ValueError(f"action_mode thirds needs 1 output, got {output_size}")
         self.config = ControllerConfig(
-            int(latent_size), int(hidden_size), int(output_size), action_mode
+            int(latent_size), int(hidden_size), int(output_size), action_mode, bool(cell_input),
+            bool(bias),
         )
         self.latent_size, self.hidden_size = int(latent_size), int(hidden_size)
         self.output_size, self.action_mode = int(output_size), action_mode
-        self.fc = nn.Linear(self.latent_size + self.hidden_size, self.output_size)
+        self.cell_input, self.has_bias = bool(cell_input), bool(bias)
+        self.input_size = self.latent_size + self.hidden_size * (2 if cell_input else 1)
+        self.fc = nn.Linear(self.input_size, self.output_size, bias=self.has_bias)
 
     @property
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """Raw outputs tanh(W [z, h] + b): (N, Z), (N, H) -> (N, A)."""
-        return torch.tanh(self.fc(torch.cat([z, h], dim=-1)))
+    def forward(
+        self, z: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Raw outputs tanh(W [z, (c,) h] + b): (N, Z), (N, H)[, (N, H)] -> (N, A)."""
+        return torch.tanh(self.fc(controller_inputs(z, h, c, self.cell_input)))
 
-    def act(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    def act(self, z: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """Env actions: (N, A) floats, or (N,) int64 for thirds."""
-        return map_actions(self(z, h), self.action_mode)
+        return map_actions(self(z, h, c), self.action_mode)
 
     # ------------------------------------------------------------------ flat parameters
     def get_flat(self) -> np.ndarray:
@@ -175,34 +205,39 @@ class Controller(PretrainedMixin, nn.Module):
         return self
 
     def unflatten(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """P flat vectors (P, D) -> weights (P, A, Z+H) and biases (P, A)."""
-        a, i = self.output_size, self.latent_size + self.hidden_size
-        if params.dim() != 2 or params.shape[1] != a * i + a:
-            raise ValueError(f"expected params (P, {a * i + a}), got {tuple(params.shape)}")
-        return params[:, : a * i].reshape(-1, a, i), params[:, a * i :]
+        """P flat vectors (P, D) -> weights (P, A, I) and biases (P, A) (zeros without bias)."""
+        a, i = self.output_size, self.input_size
+        d = a * i + (a if self.has_bias else 0)
+        if params.dim() != 2 or params.shape[1] != d:
+            raise ValueError(f"expected params (P, {d}), got {tuple(params.shape)}")
+        w = params[:, : a * i].reshape(-1, a, i)
+        b = params[:, a * i :] if self.has_bias else params.new_zeros(params.shape[0], a)
+        return w, b
 
 
-def batched_raw(
-    weight: torch.Tensor, bias: torch.Tensor, z: torch.Tensor, h: torch.Tensor
-) -> torch.Tensor:
-    """P controllers on their own N inputs each: tanh(W_p [z, h] + b_p).
+def batched_raw(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """P controllers on their own N inputs each: tanh(W_p x + b_p).
 
     Args:
-        weight: (P, A, Z+H); bias: (P, A); z: (P, N, Z); h: (P, N, H).
+        weight: (P, A, I); bias: (P, A); x: (P, N, I), from :func:`controller_inputs`.
     Returns:
         (P, N, A) raw outputs in [-1, 1].
     """
-    x = torch.cat([z, h], dim=-1)  # (P, N, Z+H)
     return torch.tanh(torch.einsum("pai,pni->pna", weight, x) + bias[:, None, :])
 
 
 def batched_actions(
-    controller: Controller, params: torch.Tensor, z: torch.Tensor, h: torch.Tensor
+    controller: Controller,
+    params: torch.Tensor,
+    z: torch.Tensor,
+    h: torch.Tensor,
+    c: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Env actions of P candidate parameter vectors ``params`` (P, D) on z (P, N, Z), h (P, N, H):
-    (P, N, A) floats or (P, N) int64 for thirds."""
+    """Env actions of P candidate parameter vectors ``params`` (P, D) on z (P, N, Z), h and
+    c (P, N, H): (P, N, A) floats or (P, N) int64 for thirds."""
     w, b = controller.unflatten(params.to(z.dtype))
-    return map_actions(batched_raw(w, b, z, h), controller.action_mode)
+    x = controller_inputs(z, h, c, controller.cell_input)  # (P, N, I)
+    return map_actions(batched_raw(w, b, x), controller.action_mode)
 
 
 class LatentPolicy(Policy):
@@ -213,12 +248,14 @@ class LatentPolicy(Policy):
     :class:`~world_models.envs.dream.BatchedDream`.)
 
     ``act(obs)`` takes (n, Z + H) float32 (or (Z + H,) for one env) and returns float32
-    (n, A), or int64 (n,) for ``thirds`` (the Discrete(3) of DreamEnv's Doom preset).
+    (n, A), or int64 (n,) for ``thirds`` (the Discrete(3) of DreamEnv's Doom preset). A
+    controller that reads the cell takes ``[z, c, h]`` (n, Z + 2H): make the DreamEnv with
+    ``observe_cell=True``.
     """
 
     def __init__(self, controller: Controller) -> None:
         self.controller = controller.eval()
-        self._size = controller.latent_size + controller.hidden_size
+        self._size = controller.input_size
 
     def reset(self, n: int = 1, seed: SeedLike = None) -> None:
         """Nothing to reset: C has no state (M's state is the env's)."""
@@ -228,8 +265,7 @@ class LatentPolicy(Policy):
         x = torch.as_tensor(np.asarray(obs, np.float32)).reshape(-1, self._size)  # (n, Z+H)
         w = self.controller.fc.weight
         x = x.to(w.device, w.dtype)
-        z, h = x[:, : self.controller.latent_size], x[:, self.controller.latent_size :]
-        return self.controller.act(z, h).cpu().numpy()
+        return map_actions(torch.tanh(self.controller.fc(x)), self.controller.action_mode).cpu().numpy()
 
 
 class ControllerPolicy(Policy):
@@ -335,12 +371,13 @@ class ControllerPolicy(Policy):
                 eps, dtype=mu.dtype, device=self.device
             )
         h_all, c_all = self._state  # (1, n, H) each
-        h = h_all[0, ti]  # (k, H)
+        h, cell = h_all[0, ti], c_all[0, ti]  # (k, H) each
         if self._cand is None:
-            action = c.act(z, h)  # (k, A) or (k,)
+            action = c.act(z, h, cell)  # (k, A) or (k,)
         else:
             cand = self._cand[ti]  # (k,)
-            raw = batched_raw(self._w[cand], self._b[cand], z[:, None], h[:, None])  # (k, 1, A)
+            x = controller_inputs(z, h, cell, c.cell_input)[:, None]  # (k, 1, I)
+            raw = batched_raw(self._w[cand], self._b[cand], x)  # (k, 1, A)
             action = map_actions(raw[:, 0], c.action_mode)
         a_m = actions_for_model(action, c.action_mode, self.mdrnn.action_size)
         state = (h_all[:, ti], c_all[:, ti])  # (1, k, H) each

@@ -62,6 +62,10 @@ class MDNRNNConfig:
     """Weight of the reward MSE in the total loss."""
     done_weight: float = 1.0
     """Weight of the done BCE in the total loss."""
+    dropout: float = 0.0
+    """Dropout on the LSTM's output h before the heads, in training. A dream can keep it on
+    with one mask per rollout (Wellmer & Kwok's "Dropout's Dream Land", 2021), so each
+    rollout meets a slightly different M."""
 
 
 MDNRNN_PRESETS: dict[str, MDNRNNConfig] = {
@@ -110,6 +114,7 @@ class MDNRNN(PretrainedMixin, nn.Module):
         done_pos_weight: float = 1.0,
         reward_weight: float = 1.0,
         done_weight: float = 1.0,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -124,6 +129,8 @@ class MDNRNN(PretrainedMixin, nn.Module):
             raise ValueError(f"done_pos_weight must be > 0, got {done_pos_weight}")
         if reward_weight < 0 or done_weight < 0:
             raise ValueError(f"loss weights must be >= 0, got {reward_weight}, {done_weight}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.config = MDNRNNConfig(
             int(latent_size),
             int(action_size),
@@ -134,6 +141,7 @@ class MDNRNN(PretrainedMixin, nn.Module):
             float(done_pos_weight),
             float(reward_weight),
             float(done_weight),
+            float(dropout),
         )
         self.latent_size = self.config.latent_size
         self.action_size = self.config.action_size
@@ -225,11 +233,17 @@ class MDNRNN(PretrainedMixin, nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             state = None if state is None else tuple(s.float() for s in state)
             h, new_state = self.lstm(x.float(), state)  # (B, T, H)
+        if self.config.dropout > 0:
+            h = F.dropout(h, self.config.dropout, self.training)
         logpi, mu, logsigma, reward, done = self._split_head(self.head(h))
         return MDNOutput(logpi, mu, logsigma, reward, done, new_state)
 
     def step(
-        self, z: torch.Tensor, action: torch.Tensor, state: LSTMState | None = None
+        self,
+        z: torch.Tensor,
+        action: torch.Tensor,
+        state: LSTMState | None = None,
+        head_mask: torch.Tensor | None = None,
     ) -> MDNOutput:
         """One step for N sequences at once, with the sequence model's own LSTM weights.
 
@@ -239,6 +253,8 @@ class MDNRNN(PretrainedMixin, nn.Module):
         Args:
             z: (N, Z) current latents; action: (N, A) actions taken.
             state: ``(h, c)`` each (1, N, hidden), or None for zeros.
+            head_mask: optional (N, hidden) multiplier of h before the heads (a dream's fixed
+                dropout mask, already scaled by 1 / (1 - p)); the state itself is unmasked.
         Returns:
             :class:`MDNOutput` for z_{t+1}: logpi, mu, logsigma (N, Z, K); reward,
             done_logit (N,) or None; state each (1, N, hidden) (``state[0][0]`` is h).
@@ -257,8 +273,15 @@ class MDNRNN(PretrainedMixin, nn.Module):
             lstm.bias_ih_l0,
             lstm.bias_hh_l0,
         )  # (N, H) each
-        logpi, mu, logsigma, reward, done = self._split_head(self.head(h))
+        h_head = h if head_mask is None else h * head_mask  # (N, H)
+        logpi, mu, logsigma, reward, done = self._split_head(self.head(h_head))
         return MDNOutput(logpi, mu, logsigma, reward, done, (h.unsqueeze(0), c.unsqueeze(0)))
+
+    def dropout_mask(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, hidden) fixed dropout masks for :meth:`step`, scaled by 1 / (1 - p)."""
+        p, w = self.config.dropout, self.lstm.weight_hh_l0
+        keep = torch.rand(n, self.hidden_size, generator=generator, device=w.device) >= p
+        return keep.to(w.dtype) / (1.0 - p)
 
     # ------------------------------------------------------------------ loss
     def loss(

@@ -21,6 +21,7 @@ the shapes measured on a real forward pass.
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -49,10 +50,16 @@ class VAEConfig:
     """Accept uint8 frames in [0, 255] and scale them to [0, 1] on the model's device."""
 
 
+class FrameRangeWarning(UserWarning):
+    """Float frames given to :class:`ConvVAE` lie outside [0, 1] (e.g. ``torch.randn``)."""
+
+
 class ConvVAE(PretrainedMixin, nn.Module):
     """Convolutional VAE from 64x64 frames to a ``latent_size``-dim Gaussian and back.
 
-    Shapes: input ``x`` (B, C, 64, 64), float in [0, 1] (or uint8 with ``uint8_input``);
+    Shapes: input ``x`` (B, C, 64, 64), float in [0, 1] (or uint8 with ``uint8_input``;
+    other float values work, with one :class:`FrameRangeWarning` per model; wrong shapes,
+    dtypes, NaN and Inf are a ``ValueError``);
     ``mu``, ``logvar``, ``z``: (B, latent_size); reconstruction (B, C, 64, 64) in (0, 1).
 
     Args:
@@ -85,7 +92,9 @@ class ConvVAE(PretrainedMixin, nn.Module):
         self.kl_tolerance = float(kl_tolerance)
         self.uint8_input = uint8_input
         self.check_inputs = True
-        """Validate values (finite, in range); costs a device sync, so fast loops turn it off."""
+        """Validate values (finite; warn once when outside [0, 1]); costs a device sync, so
+        fast loops turn it off."""
+        self._warned_range = False
 
         def down(cin: int, cout: int) -> list[nn.Module]:
             return [nn.Conv2d(cin, cout, 4, 2, 1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
@@ -153,10 +162,16 @@ class ConvVAE(PretrainedMixin, nn.Module):
             lo, hi = float(lo), float(hi)
             if not (lo == lo and hi == hi) or abs(lo) == float("inf") or abs(hi) == float("inf"):
                 raise ValueError("expected finite frames, got NaN or Inf values")
-            if lo < 0.0 or hi > 1.0:
-                hint = " (0-255 data? divide by 255 or use uint8_input)" if hi > 1.5 else ""
-                raise ValueError(
-                    f"expected frame values in [0, 1], got range [{lo:.4g}, {hi:.4g}]{hint}"
+            if (lo < 0.0 or hi > 1.0) and not self._warned_range:
+                # The seed's own example feeds torch.randn: run it, but say so, once.
+                self._warned_range = True
+                hint = "; 0-255 data? divide by 255 or use uint8_input" if hi > 1.5 else ""
+                warnings.warn(
+                    f"ConvVAE: frame values outside [0, 1] (range [{lo:.4g}, {hi:.4g}]); "
+                    f"the sigmoid decoder only reconstructs values in [0, 1]{hint} "
+                    f"(warned once per model)",
+                    FrameRangeWarning,
+                    stacklevel=3,
                 )
         if x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type):
             x = x.to(param.dtype)
@@ -262,15 +277,18 @@ class ConvVAE(PretrainedMixin, nn.Module):
 
         Args:
             num_samples: how many images.
-            device: where to draw z (default: the model's device).
+            device: where to draw z and return the images (default: the model's device);
+                the model decodes on its own device (the seed's example passes a CUDA
+                device to a model on the CPU).
         Returns:
             (num_samples, C, 64, 64) images in (0, 1).
         """
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        device = self.fc_mu.weight.device if device is None else device
+        model_device = self.fc_mu.weight.device
+        device = model_device if device is None else device
         z = torch.randn(num_samples, self.latent_size, device=device)
-        return self.decode(z)
+        return self.decode(z.to(model_device)).to(z.device)
 
     @torch.no_grad()
     def get_latent_representation(self, x: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ restored: pycma's logger, its archive of past solutions and its termination book
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -89,6 +90,15 @@ class TrainControllerConfig:
     """Dream temperature (the paper's best real Doom score was trained at 1.15)."""
     dream_max_steps: int = 2100
     """Dream episodes are truncated here (the original: 2100)."""
+    done_mode: Literal["threshold", "sample"] = "threshold"
+    """Dream: end an episode when M's done logit > 0 (the original), or sample death with
+    M's calibrated probability (envs/dream.py says why)."""
+    dream_dropout: bool = False
+    """Dream: keep M's dropout on, one mask per rollout (M trained with --dropout)."""
+    controller_input: Literal["zh", "zch"] = "zh"
+    """What C reads: [z, h], or [z, c, h] with M's cell state (the original Doom code)."""
+    controller_bias: bool = True
+    """Give C a bias (the original Doom controller has none)."""
     max_steps: int | None = None
     """Real episodes are truncated here (None: the env's own limit)."""
     z_mode: Literal["sample", "mu"] = "sample"
@@ -121,8 +131,8 @@ class TrainControllerConfig:
 
 
 PRESETS: dict[str, TrainControllerConfig] = {
-    # Doom: evolved only in the dream, at tau 1.15.
-    "doom": TrainControllerConfig(),
+    # Doom: evolved only in the dream, at tau 1.15, C as the original code: [z, c, h], no bias.
+    "doom": TrainControllerConfig(controller_input="zch", controller_bias=False),
     # CarRacing: evolved in the real env (1800 generations in the paper).
     "carracing": TrainControllerConfig(
         target="real",
@@ -245,7 +255,12 @@ class _Scorer:
             check_vae_matches(config.vae_path, self.mdrnn, config.mdrnn_path)
         outputs, mode = mode_for_env(preset.action_kind, preset.action_dim)
         self.controller = Controller(
-            self.mdrnn.latent_size, self.mdrnn.hidden_size, outputs, mode
+            self.mdrnn.latent_size,
+            self.mdrnn.hidden_size,
+            outputs,
+            mode,
+            cell_input=config.controller_input == "zch",
+            bias=config.controller_bias,
         ).to(device)
         m_in = self.mdrnn.action_size
         if mode == "thirds" and m_in not in (1, 3) or mode != "thirds" and m_in != outputs:
@@ -259,15 +274,20 @@ class _Scorer:
             mu, logvar = load_initial_states(
                 config.series_dir, config.data_dir, self.vae, config.max_initial_states, device
             )
-            self.dream = BatchedDream(
-                self.mdrnn,
-                mu,
-                logvar,
-                config.tau,
-                config.dream_max_steps,
-                device,
-                cuda_graph=config.cuda_graph,
-            )
+            try:
+                self.dream = BatchedDream(
+                    self.mdrnn,
+                    mu,
+                    logvar,
+                    config.tau,
+                    config.dream_max_steps,
+                    device,
+                    cuda_graph=config.cuda_graph,
+                    done_mode=config.done_mode,
+                    dropout=config.dream_dropout,
+                )
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         else:
             if self.vae is None:
                 raise ConfigError("training in the real env needs --vae-path")
@@ -317,6 +337,27 @@ def train_controller(config: TrainControllerConfig) -> Path:
     ``checkpoints/best_candidate`` (the single best-scoring candidate), ``cma_state.npz``,
     ``metrics.csv``/``metrics.jsonl`` (one row per generation) and ``fitness_curve.png``.
     """
+    with contextlib.ExitStack() as hold:  # the run folder's lock, released on any exit
+        return _train_controller(config, hold)
+
+
+def _check_vae_path(config: TrainControllerConfig) -> None:
+    """Refuse a ``vae_path`` other than the VAE whose latents M learned, before the run
+    folder is written: in the dream too, where V may not be loaded but is recorded."""
+    if config.vae_path is None:
+        return
+    from types import SimpleNamespace
+
+    from world_models.checkpoint import read_checkpoint
+    from world_models.data.series import check_vae_matches
+
+    meta = read_checkpoint(config.mdrnn_path, expected_kind="MDNRNN").meta
+    if meta.get("vae_sha256") and not (Path(config.vae_path) / "model.safetensors").is_file():
+        raise ConfigError(f"vae_path {config.vae_path}: no VAE checkpoint there")
+    check_vae_matches(config.vae_path, SimpleNamespace(checkpoint_meta=meta), config.mdrnn_path)
+
+
+def _train_controller(config: TrainControllerConfig, hold: contextlib.ExitStack) -> Path:
     from tqdm.auto import tqdm
 
     from world_models.training.runs import MetricsLogger, RunDir, pick_device
@@ -327,7 +368,9 @@ def train_controller(config: TrainControllerConfig) -> Path:
     if config.popsize < 2:
         raise ConfigError("CMA-ES needs popsize >= 2")
     device = pick_device(config.device)
+    _check_vae_path(config)
     run = RunDir(config.run_dir)
+    hold.enter_context(run.lock())  # one trainer per run folder
     run.open(config, RESUMABLE_FIELDS)
     state_path = run.path / STATE_FILE
     scorer = _Scorer(config, device)
@@ -338,6 +381,7 @@ def train_controller(config: TrainControllerConfig) -> Path:
         arrays, trainer = load_state(state_path)
         best_params = arrays.pop("best_candidate", None)
         es = make_es(dim, config.sigma0, config.popsize, config.seed, arrays)
+        print(f"resumed at generation {trainer['generation']:,}", flush=True)  # not restarted
     else:
         es = make_es(dim, config.sigma0, config.popsize, config.seed)
     metrics = MetricsLogger(run, trainer["generation"], config.tensorboard)
@@ -395,7 +439,8 @@ def train_controller(config: TrainControllerConfig) -> Path:
                 config.time_budget_s is not None
                 and time.perf_counter() - t0 >= config.time_budget_s
             )
-            if (gen + 1) % config.eval_every == 0 or done or out_of_time:
+            # the first generation too, so `best` exists from the start of a run
+            if (gen + 1) % config.eval_every == 0 or done or out_of_time or gen == 0:
                 ev = scorer.score(
                     np.asarray(es.mean)[None],
                     config.eval_rollouts,
@@ -452,6 +497,7 @@ def _plot(metrics, path: Path) -> None:
     for key, label in (
         ("fitness_max", "best candidate"),
         ("fitness_mean", "population mean"),
+        ("fitness_min", "worst candidate"),
         ("eval_mean", "mean parameters (evaluation)"),
     ):
         pts = [(r["step"], r[key]) for r in rows if key in r]

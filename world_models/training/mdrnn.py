@@ -33,9 +33,11 @@ Re-running the same command with the same ``run_dir`` resumes from ``checkpoints
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +73,13 @@ class TrainMDNRNNConfig:
     """Train a termination head (BCE with logits)."""
     done_pos_weight: float = 1.0
     """Weight of terminal steps in the done BCE (10 for Doom in the original)."""
+    reward_weight: float = 1.0
+    """Weight of the reward MSE in the total loss."""
+    done_weight: float = 1.0
+    """Weight of the done BCE in the total loss."""
+    dropout: float = 0.0
+    """Dropout on the LSTM output before the heads (a dream can keep it on, one mask per
+    rollout: "Dropout's Dream Land")."""
     seq_len: int = 999
     """Transitions per training window (999 CarRacing, 500 Doom)."""
     batch_size: int = 100
@@ -100,6 +109,9 @@ class TrainMDNRNNConfig:
     autocast would run cuDNN's LSTM in float16); ignored on CPU."""
     save_every: int = 0
     """Also save checkpoints/last every this many steps (0 = at epoch ends only)."""
+    time_budget_s: float | None = None
+    """Stop after this many seconds of training in this invocation, checked at log steps
+    (checkpoints/last is saved there; a re-run continues). None: no limit."""
     log_every: int = 50
     """Steps between progress-bar updates and NaN checks (each costs a device sync)."""
     progress: bool = True
@@ -149,6 +161,7 @@ _RESUMABLE = frozenset(
         "log_every",
         "progress",
         "tensorboard",
+        "time_budget_s",
     }
 )
 
@@ -168,6 +181,9 @@ def _model_config(config: TrainMDNRNNConfig, train: SeriesSet) -> MDNRNNConfig:
         reward_head=config.reward_head,
         done_head=config.done_head,
         done_pos_weight=config.done_pos_weight,
+        reward_weight=config.reward_weight,
+        done_weight=config.done_weight,
+        dropout=config.dropout,
     )
 
 
@@ -270,6 +286,10 @@ def _check_settings(config: TrainMDNRNNConfig) -> None:
         (config.grad_clip >= 0, "grad_clip must be >= 0 (0: no clipping)"),
         (config.log_every >= 1, "log_every must be >= 1"),
         (config.save_every >= 0, "save_every must be >= 0 (0: at epoch ends only)"),
+        (
+            config.time_budget_s is None or config.time_budget_s > 0,
+            "time_budget_s must be > 0 (or none)",
+        ),
         (0 <= config.holdout_fraction < 1, "holdout_fraction must be in [0, 1)"),
     ]
     for ok, message in rules:
@@ -279,6 +299,27 @@ def _check_settings(config: TrainMDNRNNConfig) -> None:
 
 def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
     """Train (or resume training) an MDN-RNN; return the run folder (see module docstring)."""
+    with contextlib.ExitStack() as hold:  # the run folder's lock, released on any exit
+        return _train_mdrnn(config, hold)
+
+
+def _window(config: TrainMDNRNNConfig, train: SeriesSet, held: SeriesSet | None) -> int:
+    """The window length actually gathered: ``seq_len``, cut (with a warning) to the longest
+    episode. Steps past it are all padding, masked out of every loss, so the cut changes no
+    result (batches per epoch still follow ``seq_len``) but spares the memory and time."""
+    longest = max(int(s.lengths.max()) for s in (train, held) if s is not None)
+    if config.seq_len <= longest:
+        return config.seq_len
+    warnings.warn(
+        f"train-mdrnn: seq_len {config.seq_len} is longer than the longest episode in "
+        f"{config.series_dir} ({longest} steps); windows are cut to {longest} steps "
+        f"(the rest would be padding)",
+        stacklevel=4,
+    )
+    return longest
+
+
+def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
     from tqdm import tqdm
 
     _check_settings(config)
@@ -286,6 +327,7 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
     autocast = device.type == "cuda" and config.bf16
     train, held = load_series(config.series_dir, config.holdout_fraction)
     model_config = _model_config(config, train)
+    window = _window(config, train, held)
     vae_sha256 = series_vae_digest(config.series_dir)  # recorded in M: which V it speaks
     try:  # the model's own checks (sizes, K, pos_weight) before the folder is written
         MDNRNN.from_config(model_config)
@@ -294,6 +336,7 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
     # Opened (config.json written) once the settings proved usable: a typo'd first try
     # does not stick to the folder.
     run = RunDir(config.run_dir)
+    hold.enter_context(run.lock())  # one trainer per run folder
     resuming = run.open(config, may_differ=_RESUMABLE)
     train.to(device)
     if held is not None:
@@ -321,6 +364,14 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
             )
         step, epoch = int(ckpt.meta["step"]), int(ckpt.meta["epoch"])
         skip, best = int(ckpt.meta["batch_in_epoch"]), float(ckpt.meta["best"])
+        if epoch < config.epochs:  # a re-run continues: say so, and from where
+            print(f"resumed from step {step:,} (epoch {epoch + 1} of {config.epochs})", flush=True)
+        else:
+            print(
+                f"{run.path} is already finished (epoch {epoch}, step {step:,}); raise "
+                f"--epochs to train it further",
+                flush=True,
+            )
     logger = MetricsLogger(run, resume_step=step, tensorboard=config.tensorboard)
 
     def save(target: Path) -> None:
@@ -340,7 +391,9 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
     model.train()
     bpe = train.batches_per_epoch(config.batch_size, config.seq_len)
     lr = max(config.lr * config.lr_decay**step, config.min_lr)
-    while epoch < config.epochs:
+    t_start = time.perf_counter()
+    out_of_time = False
+    while epoch < config.epochs and not out_of_time:
         sums, started, steps0 = _Sums(), time.perf_counter(), step
         state = None
         if config.carry_state and skip and carry is not None:
@@ -348,11 +401,9 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
         carry = None
         if config.carry_state:
             gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-            plan = train.lane_plan(config.batch_size, config.seq_len, gen)
+            plan = train.lane_plan(config.batch_size, window, gen)
             batches = (
-                (i, train.gather(s, e, config.seq_len, a))
-                for i, (s, e, a) in enumerate(plan)
-                if i >= skip
+                (i, train.gather(s, e, window, a)) for i, (s, e, a) in enumerate(plan) if i >= skip
             )
             total = len(plan)
         else:
@@ -360,7 +411,7 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
             def sampled(epoch: int = epoch, skip: int = skip):
                 for i in range(skip, bpe):
                     g = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * bpe + i)
-                    yield i, train.sample(config.batch_size, config.seq_len, g)
+                    yield i, train.sample(config.batch_size, window, g)
 
             batches, total = sampled(), bpe
         bar = tqdm(
@@ -400,9 +451,20 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
                         f"weights (try a lower lr)"
                     )
                 bar.set_postfix(nll=f"{float(parts['nll'].detach()):.4f}", lr=f"{lr:.2e}")
+                if (
+                    config.time_budget_s is not None
+                    and time.perf_counter() - t_start >= config.time_budget_s
+                    and skip < total
+                ):
+                    out_of_time = True
+                    save(last_dir)  # mid-epoch: a re-run continues from here
+                    print(f"time budget reached at step {step:,} (epoch {epoch + 1})", flush=True)
+                    break
             if config.save_every and step % config.save_every == 0:
                 save(last_dir)
         bar.close()
+        if out_of_time:
+            break
         seconds = time.perf_counter() - started
         train_means = sums.means()
         if not all(math.isfinite(v) for v in train_means.values()):
@@ -410,7 +472,11 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
                 f"loss became non-finite in epoch {epoch + 1}; "
                 f"{last_dir} keeps the last good weights"
             )
-        held_means = evaluate(model, held, config, device) if held is not None else {}
+        held_means = (
+            evaluate(model, held, dataclasses.replace(config, seq_len=window), device)
+            if held is not None
+            else {}
+        )
         epoch, skip = epoch + 1, 0
         score = held_means.get("total", train_means.get("total", math.inf))
         row = {
@@ -419,7 +485,7 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
             **{f"train_{k}": v for k, v in train_means.items()},
             **{f"heldout_{k}": v for k, v in held_means.items()},
             "seconds": seconds,
-            "seq_steps_per_s": (step - steps0) * config.batch_size * config.seq_len / seconds,
+            "seq_steps_per_s": (step - steps0) * config.batch_size * window / seconds,
         }
         # Logged before saving: if killed in between, the resumed run drops and redoes it.
         logger.log(step, **row)

@@ -25,6 +25,7 @@ import torch
 from world_models.atomic import atomic_write_json, clean_temp_files
 from world_models.config import to_dict
 from world_models.errors import ConfigError
+from world_models.locking import check_output_dir, lock_folder
 
 
 def pick_device(requested: str | None) -> torch.device:
@@ -56,6 +57,11 @@ class RunDir:
         self.images = self.path / "images"
         self.config_file = self.path / "config.json"
 
+    def lock(self):
+        """Hold this run folder for a ``with`` block: a second trainer on the same folder
+        fails at once, naming this one's pid (see :mod:`world_models.locking`)."""
+        return lock_folder(self.path, "run folder")
+
     def open(self, config: Any, may_differ: frozenset[str] = frozenset()) -> bool:
         """Create the folder, or accept it for resuming; return True when resuming.
 
@@ -64,7 +70,7 @@ class RunDir:
         two configs in one run would corrupt it silently. ``run_dir`` itself never counts:
         the folder may have been renamed, or be named by another (e.g. absolute) path.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
+        check_output_dir(self.path, "run folder")
         self.images.mkdir(exist_ok=True)
         clean_temp_files(self.path)
         if self.checkpoints.exists():

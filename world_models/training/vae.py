@@ -9,6 +9,7 @@ host-device sync in the step (losses are accumulated on the device and read ever
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import math
@@ -180,7 +181,8 @@ def _auto_amp(device: torch.device) -> bool:
 
 
 class _Trainer:
-    def __init__(self, config: TrainVAEConfig) -> None:
+    def __init__(self, config: TrainVAEConfig, hold: contextlib.ExitStack | None = None) -> None:
+        """``hold`` keeps rank 0's lock on the run folder until the caller closes it."""
         from world_models.data import store
         from world_models.data.sources import FrameSource
         from world_models.training import distributed
@@ -192,6 +194,8 @@ class _Trainer:
         resuming, refused = False, None
         if self.dist.is_main:
             try:
+                if hold is not None:  # rank 0 alone writes the folder, so it alone locks it
+                    hold.enter_context(self.run.lock())
                 resuming = self.run.open(config, RESUMABLE_FIELDS)
             except Exception as exc:  # noqa: BLE001 - re-raised below, once the others know
                 refused = exc
@@ -410,6 +414,10 @@ class _Trainer:
                     flush=True,
                 )
             return self.run.path
+        if self.dist.is_main and self.resumed:  # a re-run continues: say so, and from where
+            print(
+                f"resumed from step {st.step:,} (epoch {st.epoch + 1} of {cfg.epochs})", flush=True
+            )
         if self.dist.is_main and st.step == 0:
             self.write_pictures("init")
         t_start = last_ckpt = time.perf_counter()
@@ -544,11 +552,12 @@ def train_vae(config: TrainVAEConfig) -> Path:
     The folder holds ``checkpoints/{last,best}`` (ConvVAE checkpoints with optimizer and
     trainer state), ``metrics.csv``/``metrics.jsonl``, ``images/`` and ``loss_curve.png``.
     """
-    trainer = _Trainer(config)
-    try:
-        return trainer.fit()
-    finally:
-        trainer.close()
+    with contextlib.ExitStack() as hold:  # the run folder's lock, released on any exit
+        trainer = _Trainer(config, hold)
+        try:
+            return trainer.fit()
+        finally:
+            trainer.close()
 
 
 def summarize(run_dir: Path) -> str:

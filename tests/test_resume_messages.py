@@ -1,0 +1,143 @@
+"""A resumed run says so; train-controller refuses, before writing, a VAE M did not learn."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from world_models.data import store
+from world_models.data.collect import CollectConfig, collect
+from world_models.errors import ConfigError
+from world_models.models.mdrnn import MDNRNN
+from world_models.models.vae import ConvVAE
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+Z, H = 4, 8
+
+
+def test_train_vae_says_it_resumed_and_from_where(tmp_path, capsys):
+    from world_models.training.vae import TrainVAEConfig, train_vae
+
+    data = collect(
+        CollectConfig(
+            out_dir=tmp_path / "data",
+            env="fake",
+            episodes=6,
+            max_steps=12,
+            workers=1,
+            progress=False,
+            env_kwargs={"min_len": 10, "max_len": 12},
+        )
+    )
+    config = TrainVAEConfig(
+        data_dir=data,
+        run_dir=tmp_path / "run",
+        latent_size=4,
+        epochs=2,
+        batch_size=8,
+        log_every=1,
+        max_steps=2,
+        holdout_fraction=0.3,
+        progress=False,
+        tensorboard=False,
+    )
+    train_vae(config)
+    assert "resumed" not in capsys.readouterr().out  # a fresh run is not a resumed one
+    train_vae(dataclasses.replace(config, max_steps=3))
+    assert "resumed from step 2 (epoch 1 of 2)" in capsys.readouterr().out
+
+
+def write_series(folder, vae_sha256: str | None = None):
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(4):
+        store.save_npz(
+            folder / store.episode_name(i),
+            {
+                "mu": rng.normal(size=(20, Z)).astype(np.float16),
+                "logvar": np.full((20, Z), -2.0, np.float16),
+                "action": rng.uniform(-1, 1, (20, 1)).astype(np.float32),
+                "reward": np.zeros(20, np.float32),
+                "terminated": np.arange(20) == 19,
+                "truncated": np.zeros(20, bool),
+            },
+        )
+    if vae_sha256:
+        (folder / "series.json").write_text(json.dumps({"vae_sha256": vae_sha256}))
+    return folder
+
+
+def test_train_mdrnn_says_it_resumed_and_from_where(tmp_path, capsys):
+    from world_models.training.mdrnn import TRAIN_MDNRNN_PRESETS, train_mdrnn
+
+    config = dataclasses.replace(
+        TRAIN_MDNRNN_PRESETS["debug"],
+        series_dir=write_series(tmp_path / "series"),
+        run_dir=tmp_path / "run",
+        hidden_size=H,
+        epochs=1,
+        progress=False,
+        tensorboard=False,
+    )
+    train_mdrnn(config)
+    assert "resumed" not in capsys.readouterr().out
+    train_mdrnn(dataclasses.replace(config, epochs=2))
+    assert "resumed from step 1 (epoch 2 of 2)" in capsys.readouterr().out
+    train_mdrnn(dataclasses.replace(config, epochs=2))
+    assert "already finished (epoch 2, step 2)" in capsys.readouterr().out
+
+
+def _controller_config(tmp_path, **kw):
+    from world_models.training.controller import PRESETS
+
+    return dataclasses.replace(
+        PRESETS["debug"],
+        env="fake-discrete",
+        mdrnn_path=tmp_path / "m",
+        series_dir=tmp_path / "series",
+        run_dir=tmp_path / "run",
+        generations=1,
+        popsize=4,
+        rollouts=1,
+        eval_every=1,
+        eval_rollouts=2,
+        dream_max_steps=10,
+        **kw,
+    )
+
+
+def test_train_controller_says_it_resumed_at_which_generation(tmp_path, capsys):
+    from world_models.training.controller import train_controller
+
+    write_series(tmp_path / "series")
+    MDNRNN(Z, 1, H, 2).save_pretrained(tmp_path / "m")
+    config = _controller_config(tmp_path)
+    train_controller(config)
+    assert "resumed" not in capsys.readouterr().out
+    train_controller(dataclasses.replace(config, generations=2))
+    assert "resumed at generation 1" in capsys.readouterr().out
+
+
+def test_dream_training_refuses_a_vae_m_did_not_learn_before_writing_the_run(tmp_path):
+    from world_models.data.encode import weights_digest
+    from world_models.training.controller import train_controller
+
+    torch.manual_seed(0)
+    ConvVAE(Z).save_pretrained(tmp_path / "vae_a")
+    ConvVAE(Z).save_pretrained(tmp_path / "vae_b")  # same sizes, other weights
+    write_series(tmp_path / "series")
+    MDNRNN(Z, 1, H, 2).save_pretrained(
+        tmp_path / "m", meta={"vae_sha256": weights_digest(tmp_path / "vae_a")}
+    )
+    with pytest.raises(ConfigError, match="latents of another VAE"):
+        train_controller(_controller_config(tmp_path, vae_path=tmp_path / "vae_b"))
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="no VAE checkpoint there"):
+        train_controller(_controller_config(tmp_path, vae_path=tmp_path / "nothing"))
+    assert not (tmp_path / "run").exists()
+    run = train_controller(_controller_config(tmp_path, vae_path=tmp_path / "vae_a"))
+    assert json.loads((run / "config.json").read_text())["vae_path"] == str(tmp_path / "vae_a")

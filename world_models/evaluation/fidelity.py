@@ -1,0 +1,332 @@
+"""Is this V + M worth evolving in? ``fidelity(config) -> output folder``.
+
+Before any CMA-ES, the same fixed policies are scored in M's dream and in the real game:
+the env's random data policy, and for Doom always-stay, always-left and always-right (plus
+a given controller). Side by side for each: mean episode length and deaths per step (a
+death is an episode that ends before the step cap). Then, whether the dream responds to
+the action: the constant policies are dreamed from the same starts with the same sampling
+noise (:meth:`~world_models.envs.dream.BatchedDream.play`), so any difference between
+them is the action's doing. A verdict line sums it up, e.g. "dream too easy: random
+survives 2100 steps in the dream, 311 in the game".
+
+Writes ``fidelity.json`` (every number), ``fidelity.txt`` (the table and the verdict) and
+``strip.png``: a real episode's frames (top), V's reconstructions (middle) and M's
+open-loop dream of the same episode from its first frame with its recorded actions
+(bottom).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from world_models.atomic import atomic_write_json, atomic_write_text
+from world_models.errors import ConfigError
+
+EASY, HARD = 1.3, 0.7
+"""The dream is called faithful when the random policy's mean survival in it is within
+[HARD, EASY] times its survival in the real game (the shipped model's target)."""
+
+
+@dataclass(frozen=True)
+class FidelityConfig:
+    """Options of ``world-models fidelity``."""
+
+    vae_path: Path = Path("runs/vae-doom/checkpoints/best")
+    """ConvVAE checkpoint folder (V)."""
+    mdrnn_path: Path = Path("runs/mdrnn-doom/checkpoints/best")
+    """MDNRNN checkpoint folder (M)."""
+    controller_path: Path | None = None
+    """Also score this controller checkpoint in both (None: the fixed policies only)."""
+    env: Literal["doom", "fake-discrete", "carracing", "fake"] = "doom"
+    """Env preset (stay / left / right exist only for left-stay-right envs such as doom)."""
+    series_dir: Path | None = Path("data/doom-series")
+    """Series folder whose first frames' (mu, logvar) start the dreams."""
+    data_dir: Path | None = Path("data/doom")
+    """Dataset folder: its first episode makes the picture strip (and starts the dreams
+    when no series_dir)."""
+    trials: int = 100
+    """Episodes per policy, in the dream and in the game each."""
+    tau: float = 1.15
+    """Dream temperature."""
+    done_mode: Literal["threshold", "sample"] = "threshold"
+    """Dream: logit > 0 ends an episode (the original) or sampled death (envs/dream.py)."""
+    dream_dropout: bool = False
+    """Dream: keep M's dropout on, one mask per dream."""
+    max_steps: int = 2100
+    """Step cap in the dream and the game alike (the original: 2100)."""
+    real: bool = True
+    """Also play the real game (false: the dream only, e.g. without vizdoom)."""
+    strip_steps: int = 8
+    """Columns of the picture strip."""
+    strip_every: int = 10
+    """Steps between the strip's columns."""
+    seed: int = 0
+    """Seed of the dreams and of the real episodes (trial i: seed + i)."""
+    workers: int = 0
+    """Real game: env worker processes (0: all cores)."""
+    device: str | None = None
+    """cpu, cuda, ...; None picks CUDA when present."""
+    out_dir: Path = Path("runs/fidelity-doom")
+    """Output folder: fidelity.json, fidelity.txt, strip.png."""
+    progress: bool = True
+    """Show progress bars for the real episodes."""
+
+    def __post_init__(self) -> None:
+        for name in ("trials", "max_steps", "strip_steps", "strip_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"fidelity: {name} must be >= 1, got {getattr(self, name)}")
+        if not self.tau >= 0:
+            raise ConfigError(f"fidelity: tau must be >= 0, got {self.tau}")
+
+
+def _stats(lengths: np.ndarray, cap: int) -> dict[str, float]:
+    deaths = int((lengths < cap).sum())
+    return {
+        "mean_length": float(lengths.mean()),
+        "std_length": float(lengths.std()),
+        "deaths": deaths,
+        "deaths_per_step": deaths / max(1, int(lengths.sum())),
+    }
+
+
+def verdict(results: dict) -> str:
+    """The one-line summary of :func:`fidelity`'s results."""
+    d = results["dream"]["random"]["mean_length"]
+    parts = []
+    if "real" in results:
+        r = results["real"]["random"]["mean_length"]
+        ratio = d / max(r, 1e-9)
+        if ratio > EASY:
+            head = "dream too easy"
+        elif ratio < HARD:
+            head = "dream too hard"
+        else:
+            head = "dream as deadly as the game"
+        parts.append(f"{head}: random survives {d:.0f} steps in the dream, {r:.0f} in the game")
+    else:
+        parts.append(f"random survives {d:.0f} steps in the dream (game not played)")
+    resp = results.get("response")
+    if resp is not None:
+        if resp["lengths_differ"] < 0.05 and resp["z_distance"] < 1e-3:
+            parts.append("the dream ignores the action")
+        else:
+            parts.append(
+                f"the action changes {100 * resp['lengths_differ']:.0f}% of dream lengths"
+            )
+    rank = results.get("rank_agreement")
+    if rank is not None:
+        parts.append(f"policy ranking agreement {rank:+.2f}")
+    return "; ".join(parts)
+
+
+def _rank_agreement(dream: dict, real: dict) -> float | None:
+    """Spearman correlation of the policies' mean lengths, dream against game."""
+    names = [k for k in dream if k in real]
+    if len(names) < 3:
+        return None
+    a = np.argsort(np.argsort([dream[k]["mean_length"] for k in names])).astype(float)
+    b = np.argsort(np.argsort([real[k]["mean_length"] for k in names])).astype(float)
+    if a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _policies(config: FidelityConfig) -> list[str]:
+    from world_models.envs.presets import get_preset
+
+    names = ["random"]
+    if get_preset(config.env).action_kind == "discrete":
+        names += ["stay", "left", "right"]
+    return names
+
+
+def fidelity(config: FidelityConfig, log=print) -> Path:
+    """Score the fixed policies (and a controller) in the dream and the game; see the module
+    docstring. Returns the output folder."""
+    import torch
+
+    from world_models.data.series import check_vae_matches
+    from world_models.envs.dream import BatchedDream, load_initial_states
+    from world_models.envs.presets import get_preset
+    from world_models.evaluation.evaluate import baseline_policy
+    from world_models.models.controller import Controller, LatentPolicy, mode_for_env
+    from world_models.models.mdrnn import MDNRNN
+    from world_models.models.vae import ConvVAE
+    from world_models.training.runs import pick_device
+
+    preset = get_preset(config.env)
+    mode = mode_for_env(preset.action_kind, preset.action_dim)[1]
+    device = pick_device(config.device)
+    vae = ConvVAE.from_pretrained(config.vae_path, map_location=device).eval()
+    mdrnn = MDNRNN.from_pretrained(config.mdrnn_path, map_location=device).eval()
+    check_vae_matches(config.vae_path, mdrnn, config.mdrnn_path)
+    controller = None
+    if config.controller_path is not None:
+        controller = Controller.from_pretrained(config.controller_path, map_location=device)
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mu, logvar = load_initial_states(config.series_dir, config.data_dir, vae, device=device)
+    try:
+        dream = BatchedDream(
+            mdrnn,
+            mu,
+            logvar,
+            config.tau,
+            config.max_steps,
+            device,
+            done_mode=config.done_mode,
+            dropout=config.dream_dropout,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+    names = _policies(config)
+    results: dict = {
+        "env": config.env,
+        "tau": config.tau,
+        "done_mode": config.done_mode,
+        "dream_dropout": config.dream_dropout,
+        "trials": config.trials,
+        "max_steps": config.max_steps,
+        "vae_path": str(config.vae_path),
+        "mdrnn_path": str(config.mdrnn_path),
+        "controller_path": None if controller is None else str(config.controller_path),
+        "dream": {},
+    }
+    finals = {}
+    for name in names:
+        policy = baseline_policy(name, config.env)
+        _, lengths = dream.play(policy, config.trials, config.seed, mode, record=name != "random")
+        results["dream"][name] = _stats(lengths, config.max_steps)
+        if name != "random":
+            finals[name] = (lengths, dream.last_recording)
+    if controller is not None:
+        lat = LatentPolicy(controller.to(device))
+        _, lengths = dream.play(
+            lat, config.trials, config.seed, mode, observe_cell=controller.cell_input
+        )
+        results["dream"]["controller"] = _stats(lengths, config.max_steps)
+    if len(finals) >= 2:
+        lens = np.stack([v[0] for v in finals.values()])  # (3, n)
+        k = min(20, min(v[1].shape[0] for v in finals.values()) - 1)
+        zs = [v[1][k] for v in finals.values()]  # (n, Z) each, step k
+        dist = float(np.mean([(zs[0] - z).norm(dim=-1).mean().item() for z in zs[1:]]))
+        results["response"] = {
+            "policies": list(finals),
+            "lengths_differ": float((lens != lens[:1]).any(axis=0).mean()),
+            "z_distance": dist,
+            "z_distance_step": k,
+        }
+
+    if config.real:
+        results["real"] = _real(config, names, controller is not None)
+        results["rank_agreement"] = _rank_agreement(results["dream"], results["real"])
+    results["verdict"] = verdict(results)
+    if config.data_dir is not None:
+        results["strip"] = str(_strip(config, vae, mdrnn, out / "strip.png"))
+    atomic_write_json(out / "fidelity.json", results)
+    text = table(results)
+    atomic_write_text(out / "fidelity.txt", text + "\n")
+    log(text)
+    del torch
+    return out
+
+
+def _real(config: FidelityConfig, names: list[str], with_controller: bool) -> dict:
+    from tqdm.auto import tqdm
+
+    from world_models.evaluation.evaluate import EvaluateConfig, build_policy
+    from world_models.evaluation.rollout import EnvFactory, make_pool
+
+    seeds = np.arange(config.trials) + config.seed
+    workers = max(1, min(config.workers or os.cpu_count() or 1, config.trials))
+    per = min(32, -(-config.trials // workers))
+    real = {}
+    todo = names + (["controller"] if with_controller else [])
+    factory = EnvFactory(config.env, config.max_steps)
+    with make_pool("local", factory, workers, per) as pool:
+        for name in todo:
+            ev = EvaluateConfig(
+                controller_path=config.controller_path,
+                vae_path=config.vae_path,
+                mdrnn_path=config.mdrnn_path,
+                env=config.env,
+                policy=name,
+                device=config.device,
+            )
+            bar = tqdm(
+                total=config.trials, desc=f"real {name}", disable=not config.progress, leave=False
+            )
+            res = pool.run(build_policy(ev), seeds, max_steps=config.max_steps, progress=bar.update)
+            bar.close()
+            real[name] = _stats(res.lengths, config.max_steps)
+    return real
+
+
+def table(results: dict) -> str:
+    """The side-by-side table and the verdict, as text."""
+    lines = [
+        f"{results['env']} dream (tau {results['tau']:g}, done {results['done_mode']}"
+        f"{', dropout' if results['dream_dropout'] else ''}) vs game, "
+        f"{results['trials']} trials, cap {results['max_steps']} steps",
+        f"{'policy':<11} {'dream length':>16} {'deaths/step':>12} "
+        f"{'game length':>16} {'deaths/step':>12} {'dream/game':>10}",
+    ]
+    real = results.get("real", {})
+    for name, d in results["dream"].items():
+        row = f"{name:<11} {d['mean_length']:>8.1f} +- {d['std_length']:<5.0f} {d['deaths_per_step']:>12.5f}"
+        r = real.get(name)
+        if r is not None:
+            ratio = d["mean_length"] / max(r["mean_length"], 1e-9)
+            row += (
+                f" {r['mean_length']:>8.1f} +- {r['std_length']:<5.0f} "
+                f"{r['deaths_per_step']:>12.5f} {ratio:>10.2f}"
+            )
+        lines.append(row)
+    resp = results.get("response")
+    if resp:
+        lines.append(
+            f"action response (same starts and noise, {'/'.join(resp['policies'])}): lengths "
+            f"differ in {100 * resp['lengths_differ']:.0f}% of dreams; mean |z| distance at "
+            f"step {resp['z_distance_step']}: {resp['z_distance']:.3f}"
+        )
+    lines.append(f"verdict: {results['verdict']}")
+    return "\n".join(lines)
+
+
+def _strip(config: FidelityConfig, vae, mdrnn, path: Path) -> Path:
+    """Real frames, V's reconstructions and M's open-loop dream, as a 3-row PNG."""
+    import torch
+
+    from world_models.data import store
+    from world_models.evaluation.media import save_png
+    from world_models.evaluation.open_loop import open_loop
+
+    files = store.list_episodes(config.data_dir)
+    if not files:
+        raise ConfigError(f"{config.data_dir}: no episodes for the picture strip")
+    arrays = store.load_npz(files[0], ("obs", "action"))
+    obs, actions = arrays["obs"], arrays["action"].astype(np.float32)
+    if actions.ndim == 1:
+        actions = actions[:, None]
+    steps = min(len(obs), config.strip_steps * config.strip_every)
+    dreamed = open_loop(vae, mdrnn, obs[0], actions[:steps], config.tau, config.seed)
+    cols = list(range(0, steps, config.strip_every))[: config.strip_steps]
+    device = vae.fc_mu.weight.device
+    with torch.no_grad():
+        x = torch.as_tensor(obs[cols], device=device).permute(0, 3, 1, 2).float() / 255
+        recon = vae.decode(vae.get_latent_representation(x)).clamp(0, 1)
+    recon = (recon * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    rows = [obs[cols], recon, dreamed[cols]]
+    gap = 2
+    h, w = obs.shape[1], obs.shape[2]
+    pic = np.full((3 * h + 2 * gap, len(cols) * (w + gap) - gap, 3), 255, np.uint8)
+    for r, frames in enumerate(rows):
+        for c, f in enumerate(frames):
+            pic[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = f
+    return save_png(pic.repeat(2, 0).repeat(2, 1), path)
