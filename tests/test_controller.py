@@ -43,8 +43,9 @@ def test_zch_controller_reads_cell_and_round_trips(tmp_path):
     with pytest.raises(ValueError, match="cell state"):
         c(z, h)
     # batched candidates agree with the module
-    got = batched_actions(c, torch.as_tensor(v, dtype=torch.float32)[None], z[None], h[None],
-                          cell[None])
+    got = batched_actions(
+        c, torch.as_tensor(v, dtype=torch.float32)[None], z[None], h[None], cell[None]
+    )
     assert torch.equal(got[0], c.act(z, h, cell))
     c.save_pretrained(tmp_path / "c")
     back = Controller.from_pretrained(tmp_path / "c")

@@ -216,3 +216,65 @@ def test_evaluate_random_policy_in_the_dream(tmp_path, capsys):
     r = json.loads((tmp_path / "out/results.json").read_text())
     assert r["policy"] == "random" and r["done_mode"] == "sample" and len(r["returns"]) == 8
     assert (tmp_path / "out/best.gif").exists()
+
+
+def _export_tiny(tmp_path, monkeypatch):
+    import world_models.shipped as shipped
+
+    _world(tmp_path, dream_kills=True)
+    c = Controller(8, 16, 1, "thirds", cell_input=True, bias=False)
+    c.set_flat(np.random.default_rng(0).normal(0, 0.1, c.num_params))
+    c.save_pretrained(tmp_path / "c")
+    monkeypatch.setattr(shipped, "ASSETS", tmp_path / "assets")
+    settings = {
+        "env": "fake-discrete",
+        "tau": 1.0,
+        "done_mode": "sample",
+        "dream_dropout": False,
+        "max_steps": 40,
+    }
+    shipped.export_pretrained(
+        tmp_path / "v",
+        tmp_path / "m",
+        tmp_path / "c",
+        tmp_path / "s",
+        tmp_path / "assets" / "tiny",
+        settings,
+        "# tiny\n",
+    )
+    return shipped, c
+
+
+def test_shipped_world_model_round_trips_in_float16(tmp_path, monkeypatch):
+    import world_models
+
+    shipped, c = _export_tiny(tmp_path, monkeypatch)
+    assert shipped.available() == ["tiny"]
+    wm = world_models.pretrained("tiny")
+    assert wm.env == "fake-discrete" and wm.settings["done_mode"] == "sample"
+    assert wm.initial_mu.shape == (3, 8) and wm.initial_mu.dtype == torch.float32
+    assert wm.controller.cell_input and wm.controller.num_params == 40
+    assert np.allclose(wm.controller.get_flat(), c.get_flat(), atol=1e-3)  # float16 rounding
+    m = MDNRNN.from_pretrained(tmp_path / "m")
+    for a, b in zip(wm.mdrnn.parameters(), m.parameters()):
+        assert a.dtype == torch.float32 and torch.allclose(a, b, atol=1e-2)
+    on_disk = sum(f.stat().st_size for f in (tmp_path / "assets/tiny").rglob("*.safetensors"))
+    full = sum(f.stat().st_size for f in tmp_path.glob("[vmc]/model.safetensors"))
+    assert on_disk < 0.6 * full
+    with pytest.raises(Exception, match="no pretrained world model named 'nope'"):
+        world_models.pretrained("nope")
+
+
+def test_evaluate_pretrained_in_the_dream_and_the_game(tmp_path, monkeypatch, capsys):
+    _export_tiny(tmp_path, monkeypatch)
+    out = tmp_path / "ev"
+    base = ["evaluate", "--pretrained", "tiny", "--trials", "4", "--no-progress"]
+    assert main([*base, "--in", "dream", "--out-dir", str(out / "d"), "--video", "none"]) == 0
+    r = json.loads((out / "d/results.json").read_text())
+    assert r["done_mode"] == "sample" and r["tau"] == 1.0 and max(r["returns"]) <= 40
+    args = [*base, "--workers", "1", "--max-steps", "30", "--out-dir", str(out / "r")]
+    assert main([*args, "--video", "none"]) == 0
+    r = json.loads((out / "r/results.json").read_text())
+    assert r["env"] == "fake-discrete" and len(r["returns"]) == 4
+    assert main(["evaluate", "--pretrained", "nope"]) == 2
+    assert "no pretrained world model named 'nope'" in capsys.readouterr().err

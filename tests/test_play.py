@@ -429,7 +429,7 @@ def _fake_pretrained_module(models: Path, asked: list) -> types.ModuleType:
             models,
         )
 
-    module = types.ModuleType("world_models.pretrained")
+    module = types.ModuleType("world_models.shipped")
     module.pretrained = pretrained
     return module
 
@@ -437,7 +437,7 @@ def _fake_pretrained_module(models: Path, asked: list) -> types.ModuleType:
 def test_pretrained_brings_v_m_c_and_first_frames(models, monkeypatch, capsys, tmp_path):
     asked: list = []
     monkeypatch.setitem(
-        sys.modules, "world_models.pretrained", _fake_pretrained_module(models, asked)
+        sys.modules, "world_models.shipped", _fake_pretrained_module(models, asked)
     )
     argv = ["play", "--pretrained", "doom", "--agent", "--max-steps", "3", "--scale", "1"]
     assert cli.main([*argv, "--device", "cpu"]) == 0, capsys.readouterr().err
@@ -448,7 +448,36 @@ def test_pretrained_brings_v_m_c_and_first_frames(models, monkeypatch, capsys, t
     assert "world model of fake-discrete" in _one_line_error(capsys, rc)
 
 
-def test_pretrained_without_the_module_is_one_line(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "world_models.pretrained", None)
+def test_pretrained_not_shipped_is_one_line(monkeypatch, capsys, tmp_path):
+    import world_models.shipped
+
+    monkeypatch.setattr(world_models.shipped, "ASSETS", tmp_path)  # an install shipping none
     rc = cli.main(["play", "--pretrained", "doom", "--max-steps", "3", "--device", "cpu"])
     assert "no pretrained world model named 'doom'" in _one_line_error(capsys, rc)
+
+
+@pytest.mark.doom
+def test_left_key_moves_left_in_the_real_doom_game():
+    import math
+
+    pytest.importorskip("vizdoom")
+    import vizdoom as vzd
+
+    env = make_env(get_preset("doom"))
+    try:
+        env.reset(seed=0)
+        game = env.unwrapped.game
+
+        def where():
+            x = game.get_game_variable(vzd.GameVariable.POSITION_X)
+            y = game.get_game_variable(vzd.GameVariable.POSITION_Y)
+            return np.array([x, y])
+
+        angle = math.radians(game.get_game_variable(vzd.GameVariable.ANGLE))
+        left = np.array([math.cos(angle + math.pi / 2), math.sin(angle + math.pi / 2)])
+        start = where()
+        for _ in range(10):
+            env.step(int(action_for_keys([LEFT], "thirds")))
+        assert float((where() - start) @ left) > 0  # moved towards the player's left
+    finally:
+        env.close()

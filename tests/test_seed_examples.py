@@ -55,6 +55,7 @@ def test_the_seeds_examples_run_verbatim_with_one_warning():
     range_warnings = [w for w in caught if issubclass(w.category, FrameRangeWarning)]
     assert len(range_warnings) == 1, [str(w.message) for w in caught]
     assert "outside [0, 1]" in str(range_warnings[0].message)
+    assert range_warnings[0].filename == "seed-example"  # points at the caller's line
     assert ns["reconstruction"].shape == (4, 3, 64, 64)
     assert ns["mu"].shape == ns["logvar"].shape == (4, 32)
     assert torch.isfinite(ns["total_loss"]) and ns["total_loss"].ndim == 0

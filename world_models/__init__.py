@@ -34,6 +34,8 @@ _PUBLIC = {
     "BatchedDream": "world_models.envs.dream",
     "train_controller": "world_models.training.controller",
     "evaluate": "world_models.evaluation.evaluate",
+    # the module is not called ``pretrained``: importing it would shadow this function
+    "pretrained": "world_models.shipped",
 }
 
 __all__ = [*_PUBLIC, "__version__"]

@@ -71,9 +71,10 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        for child in tmp.iterdir():
-            with open(child, "rb") as fh:
-                os.fsync(fh.fileno())
+        for child in tmp.rglob("*"):  # nested folders too (a shipped model's parts)
+            if child.is_file():
+                with open(child, "rb") as fh:
+                    os.fsync(fh.fileno())
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")

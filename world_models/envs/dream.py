@@ -75,7 +75,9 @@ def _check_dream_options(mdrnn, done_mode: str, dropout: bool) -> None:
     if done_mode not in DONE_MODES:
         raise ValueError(f"done_mode must be one of {DONE_MODES}, got {done_mode!r}")
     if dropout and mdrnn.config.dropout <= 0:
-        raise ValueError("dream dropout needs an M trained with dropout > 0 (train-mdrnn --dropout)")
+        raise ValueError(
+            "dream dropout needs an M trained with dropout > 0 (train-mdrnn --dropout)"
+        )
 
 
 def _initial(initial_mu, initial_logvar, latent_size: int, device) -> tuple[torch.Tensor, ...]:
@@ -621,14 +623,24 @@ def load_initial_states(
     """(mu, logvar), each (E, Z) float32, of the first frame of up to ``max_episodes`` episodes.
 
     From a series folder (``encode``'s output: ``mu``/``logvar`` per episode) when
-    ``series_dir`` is given, else by encoding the first frame of each episode of a dataset
-    folder (``collect``'s output) with ``vae``.
+    ``series_dir`` is given (or an ``initial_z.safetensors`` file of a shipped model, see
+    :mod:`world_models.shipped`), else by encoding the first frame of each episode of a
+    dataset folder (``collect``'s output) with ``vae``.
     """
     from pathlib import Path
 
     from world_models.data import store
     from world_models.errors import ConfigError, DataError
 
+    if series_dir is not None and Path(series_dir).suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            init = load_file(str(series_dir))
+            mu, logvar = init["mu"].float(), init["logvar"].float()
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+            raise DataError(f"{series_dir}: unreadable initial states ({exc})") from None
+        return mu[:max_episodes].to(device), logvar[:max_episodes].to(device)
     if series_dir is not None:
         files = sorted(p for p in Path(series_dir).glob("*.npz") if not p.name.startswith("."))
         if not files:

@@ -77,8 +77,42 @@ def make_env(
         limit = {"max_episode_steps": max_steps} if max_steps is not None else {}
         env = gym.make(preset.env_id, **limit, **kwargs)
         if preset.name == "doom":
-            env = InTempDir(env)
+            env = DoomActions(InTempDir(env))
     return FrameObservation(env, preprocess)
+
+
+class DoomActions(gym.ActionWrapper):
+    """The preset's Discrete(3), 0 stay, 1 MOVE_LEFT, 2 MOVE_RIGHT, onto VizDoom's own indices.
+
+    VizDoom builds its Discrete actions from its button combinations, and TakeCover's
+    buttons come as [MOVE_LEFT, MOVE_RIGHT] with combinations [none, RIGHT, LEFT]: its 1
+    moves right. The map is read from the env's ``button_map`` at the first step, so it
+    holds whatever order a VizDoom version uses.
+    """
+
+    WANT = {0: frozenset(), 1: frozenset({"MOVE_LEFT"}), 2: frozenset({"MOVE_RIGHT"})}
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self._map: dict[int, int] | None = None
+
+    def _build(self) -> dict[int, int]:
+        u = self.env.unwrapped
+        combos = getattr(u, "button_map", None)
+        game = getattr(u, "game", None)
+        if combos is None or game is None:
+            return {0: 0, 1: 1, 2: 2}
+        names = [b.name for b in game.get_available_buttons()]
+        pressed = [frozenset(n for n, v in zip(names, c) if v) for c in combos]
+        mapping = {k: pressed.index(want) for k, want in self.WANT.items() if want in pressed}
+        if len(mapping) != 3:
+            raise ConfigError(f"VizDoom's actions {pressed} lack stay / left / right")
+        return mapping
+
+    def action(self, action):
+        if self._map is None:
+            self._map = self._build()
+        return self._map[int(action)]
 
 
 class InTempDir(gym.Wrapper):

@@ -31,6 +31,9 @@ from world_models.errors import ConfigError
 class EvaluateConfig:
     """Options of ``world-models evaluate``."""
 
+    pretrained: str | None = None
+    """A world model shipped with the package (doom): sets V, M, C, the dreams' initial
+    states, the env and the dream settings C was evolved with (overriding those flags)."""
     controller_path: Path | None = Path("runs/controller/checkpoints/best")
     """Controller checkpoint folder (C); None with policy random."""
     vae_path: Path | None = Path("runs/vae/checkpoints/best")
@@ -167,10 +170,35 @@ def build_policy(config: EvaluateConfig):
     return ControllerPolicy(vae, mdrnn, controller, device, config.z_mode)
 
 
+def with_pretrained(config: EvaluateConfig) -> EvaluateConfig:
+    """``config`` with a shipped model's paths and settings filled in (if it names one)."""
+    if config.pretrained is None:
+        return config
+    import dataclasses
+
+    from world_models.shipped import pretrained_dir, settings
+
+    root, s = pretrained_dir(config.pretrained), settings(config.pretrained)
+    return dataclasses.replace(
+        config,
+        vae_path=root / "vae",
+        mdrnn_path=root / "mdrnn",
+        controller_path=root / "controller",
+        series_dir=root / "initial_z.safetensors",
+        data_dir=None,
+        env=s["env"],
+        tau=s["tau"],
+        done_mode=s["done_mode"],
+        dream_dropout=s["dream_dropout"],
+        dream_max_steps=s["max_steps"],
+    )
+
+
 def evaluate(config: EvaluateConfig) -> Path:
     """Play ``trials`` episodes (real env or dream) and write the results; returns ``out_dir``."""
     from world_models.evaluation.media import check_animation_path, save_animation
 
+    config = with_pretrained(config)
     if config.trials < 1:
         raise ConfigError(f"trials must be >= 1, got {config.trials}")
     out = Path(config.out_dir)
@@ -281,8 +309,14 @@ def _dream_trials(config: EvaluateConfig):
     mu, logvar = load_initial_states(config.series_dir, config.data_dir, vae, device=device)
     try:
         dream = BatchedDream(
-            mdrnn, mu, logvar, config.tau, config.dream_max_steps, device,
-            done_mode=config.done_mode, dropout=config.dream_dropout,
+            mdrnn,
+            mu,
+            logvar,
+            config.tau,
+            config.dream_max_steps,
+            device,
+            done_mode=config.done_mode,
+            dropout=config.dream_dropout,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -115,9 +115,7 @@ def verdict(results: dict) -> str:
         if resp["lengths_differ"] < 0.05 and resp["z_distance"] < 1e-3:
             parts.append("the dream ignores the action")
         else:
-            parts.append(
-                f"the action changes {100 * resp['lengths_differ']:.0f}% of dream lengths"
-            )
+            parts.append(f"the action changes {100 * resp['lengths_differ']:.0f}% of dream lengths")
     rank = results.get("rank_agreement")
     if rank is not None:
         parts.append(f"policy ranking agreement {rank:+.2f}")
@@ -279,7 +277,8 @@ def table(results: dict) -> str:
     ]
     real = results.get("real", {})
     for name, d in results["dream"].items():
-        row = f"{name:<11} {d['mean_length']:>8.1f} +- {d['std_length']:<5.0f} {d['deaths_per_step']:>12.5f}"
+        row = f"{name:<11} {d['mean_length']:>8.1f} +- {d['std_length']:<5.0f} "
+        row += f"{d['deaths_per_step']:>12.5f}"
         r = real.get(name)
         if r is not None:
             ratio = d["mean_length"] / max(r["mean_length"], 1e-9)

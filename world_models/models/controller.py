@@ -163,7 +163,11 @@ class Controller(PretrainedMixin, nn.Module):
         if action_mode == "thirds" and output_size != 1:
             raise ValueError(f"action_mode thirds needs 1 output, got {output_size}")
         self.config = ControllerConfig(
-            int(latent_size), int(hidden_size), int(output_size), action_mode, bool(cell_input),
+            int(latent_size),
+            int(hidden_size),
+            int(output_size),
+            action_mode,
+            bool(cell_input),
             bool(bias),
         )
         self.latent_size, self.hidden_size = int(latent_size), int(hidden_size)
@@ -265,7 +269,8 @@ class LatentPolicy(Policy):
         x = torch.as_tensor(np.asarray(obs, np.float32)).reshape(-1, self._size)  # (n, Z+H)
         w = self.controller.fc.weight
         x = x.to(w.device, w.dtype)
-        return map_actions(torch.tanh(self.controller.fc(x)), self.controller.action_mode).cpu().numpy()
+        raw = torch.tanh(self.controller.fc(x))  # (n, A): fc reads x laid out as C expects
+        return map_actions(raw, self.controller.action_mode).cpu().numpy()
 
 
 class ControllerPolicy(Policy):

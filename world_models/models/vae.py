@@ -50,6 +50,16 @@ class VAEConfig:
     """Accept uint8 frames in [0, 255] and scale them to [0, 1] on the model's device."""
 
 
+def _caller_level() -> int:
+    """``stacklevel`` of the first frame outside this library and torch (the user's line)."""
+    level, frame = 1, sys._getframe(1)  # level 1: the function that warns
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(
+        ("world_models.", "torch.")
+    ):
+        level, frame = level + 1, frame.f_back
+    return level
+
+
 class FrameRangeWarning(UserWarning):
     """Float frames given to :class:`ConvVAE` lie outside [0, 1] (e.g. ``torch.randn``)."""
 
@@ -165,13 +175,14 @@ class ConvVAE(PretrainedMixin, nn.Module):
             if (lo < 0.0 or hi > 1.0) and not self._warned_range:
                 # The seed's own example feeds torch.randn: run it, but say so, once.
                 self._warned_range = True
-                hint = "; 0-255 data? divide by 255 or use uint8_input" if hi > 1.5 else ""
+                looks_0_255 = lo >= 0.0 and hi > 1.5
+                hint = "; 0-255 data? divide by 255 or use uint8_input" if looks_0_255 else ""
                 warnings.warn(
                     f"ConvVAE: frame values outside [0, 1] (range [{lo:.4g}, {hi:.4g}]); "
                     f"the sigmoid decoder only reconstructs values in [0, 1]{hint} "
                     f"(warned once per model)",
                     FrameRangeWarning,
-                    stacklevel=3,
+                    stacklevel=_caller_level(),
                 )
         if x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type):
             x = x.to(param.dtype)

@@ -10,7 +10,7 @@ Both run headless with ``SDL_VIDEODRIVER=dummy`` (``watch --out`` needs no pygam
 so tests and CI drive them to ``max_steps``. Models load through the same loaders as
 ``evaluate`` and ``dream`` (``ControllerPolicy`` via
 :func:`~world_models.evaluation.evaluate.build_policy`, checkpoint folders and the VAE/M
-match check), or from :func:`world_models.pretrained.pretrained`.
+match check), or from :func:`world_models.pretrained`.
 """
 
 from __future__ import annotations
@@ -92,6 +92,9 @@ class WatchConfig(SessionConfig):
     target: Literal["dream", "real"] = "real"
     """C plays the real game (panels: the frame, V's reconstruction, M's next frame) or
     inside M's dream (panels: the dreamed frame, M's next frame); same as --in."""
+    tau: float = 1.15
+    """M's sampling temperature, >= 0: of the dream, and of --predict sample (1.15: the
+    paper's Doom dream)."""
     predict: Literal["mean", "sample"] = "mean"
     """M's next frame: its mixture's mean decoded by V, or a sample at --tau."""
     out: Path | None = None
@@ -197,15 +200,8 @@ class Models:
 
 
 def _pretrained(name: str):
-    try:
-        from world_models.pretrained import pretrained
-    except ModuleNotFoundError as exc:
-        if exc.name != "world_models.pretrained":
-            raise
-        raise ConfigError(
-            f"no pretrained world model named {name!r}: this install ships none "
-            "(pass --vae, --mdrnn and --controller instead)"
-        ) from None
+    from world_models.shipped import pretrained
+
     return pretrained(name)
 
 
