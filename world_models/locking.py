@@ -42,18 +42,22 @@ def check_output_dir(
     only prove that it could be: the folders this call made are removed again."""
     path = Path(path)
     missing: list[Path] = []
+    existing = None
     for parent in (path, *path.parents):  # the first existing ancestor must be a folder
         if parent.exists() or parent.is_symlink():
             if not parent.is_dir():
                 where = "is" if parent == path else f"lies under {parent}, which is"
                 raise ConfigError(f"{what} {path}: cannot be a folder: it {where} a file")
+            existing = parent
             break
         missing.append(parent)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        if exc.filename not in (None, str(path)):
+        if exc.errno == errno.ENOENT and existing is not None:  # e.g. under /proc
+            reason = f"{existing} does not take new folders ({reason})"
+        elif exc.filename not in (None, str(path)):
             reason += f" ({exc.filename})"
         raise ConfigError(f"{what} {path}: cannot create it: {reason}") from None
     writable = os.access(path, os.W_OK | os.X_OK)

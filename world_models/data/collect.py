@@ -6,7 +6,8 @@ with 1 or 16 workers, and datasets of different seeds share no episode. Each wor
 (spawn) keeps one env, closed when it exits, and writes whole episodes atomically;
 re-running the command skips the valid episodes already there and collects the rest, so a
 killed run resumes and a larger ``--episodes`` tops a dataset up. A worker that dies makes
-the run fail with :class:`WorkerDiedError` instead of hanging.
+the run fail with :class:`WorkerDiedError` instead of hanging. The folder is locked for the
+whole run (:mod:`world_models.locking`): a second collection into it stops at once.
 """
 
 from __future__ import annotations

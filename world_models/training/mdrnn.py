@@ -305,8 +305,9 @@ def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
 
 def _window(config: TrainMDNRNNConfig, train: SeriesSet, held: SeriesSet | None) -> int:
     """The window length actually gathered: ``seq_len``, cut (with a warning) to the longest
-    episode. Steps past it are all padding, masked out of every loss, so the cut changes no
-    result (batches per epoch still follow ``seq_len``) but spares the memory and time."""
+    episode. Steps past it are all padding, masked out of every loss: the cut keeps the same
+    windows and batches per epoch (which still follow ``seq_len``) and spares the memory
+    and time of the padding (only z's sampling noise is drawn for fewer steps)."""
     longest = max(int(s.lengths.max()) for s in (train, held) if s is not None)
     if config.seq_len <= longest:
         return config.seq_len
