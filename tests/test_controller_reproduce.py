@@ -82,3 +82,14 @@ def test_doom_recipe_at_tiny_scale_runs_on_the_real_game(tmp_path, monkeypatch):
     assert all(r > 0 for r in real["returns"])  # TakeCover: +1 per frame survived
     assert (root / "evaluation/best.gif").stat().st_size > 0
     assert len(list((root / "series").glob("ep_*.npz"))) == 10
+
+
+def test_cpu_budget_calibrates_the_dream_before_evolving(tmp_path):
+    config = ReproduceConfig(game="debug", budget="cpu", root=tmp_path, workers=2, progress=False)
+    lines: list[str] = []
+    reproduce(config, log=lines.append)
+    cal = json.loads((tmp_path / "calibration.json").read_text())
+    assert "calibrate" in json.loads((tmp_path / "stages.json").read_text())
+    used = json.loads((tmp_path / "controller/config.json").read_text())
+    assert used["done_offset"] == cal["done_offset"]
+    assert cal["data_length"] > 0 and any("done offset" in line for line in lines)

@@ -278,3 +278,25 @@ def test_evaluate_pretrained_in_the_dream_and_the_game(tmp_path, monkeypatch, ca
     assert r["env"] == "fake-discrete" and len(r["returns"]) == 4
     assert main(["evaluate", "--pretrained", "nope"]) == 2
     assert "no pretrained world model named 'nope'" in capsys.readouterr().err
+
+
+def test_calibrated_offset_matches_the_target_survival():
+    from world_models.envs.dream import calibrate_done_offset
+
+    m = _mdrnn(-8.0, 10.0)  # a dream that almost never kills
+    dream = BatchedDream(m, tau=1.0, max_steps=200, done_mode="sample")
+    offset, length = calibrate_done_offset(dream, ConstantPolicy(0), 20.0, n=400, seed=0)
+    assert dream.done_offset == 0.0  # the dream keeps its own
+    assert abs(length - 20.0) < 3.0 and offset > 3.0  # hazard ~1/20: logit -8 + 10 ~ -2.9
+    dream.done_offset = offset
+    _, lengths = dream.play(ConstantPolicy(0), 400, seed=9)
+    assert 15 < lengths.mean() < 25  # holds on other starts and noise
+
+
+def test_fidelity_calibrate_reports_and_uses_the_offset(tmp_path):
+    _world(tmp_path, dream_kills=True)  # dies after ~11 steps, the data's episodes last 30
+    assert main(_args(tmp_path, "--no-real", "--done-mode", "sample", "--calibrate")) == 0
+    r = json.loads((tmp_path / "out/fidelity.json").read_text())
+    cal = r["calibration"]
+    assert cal["data_length"] == 30 and r["done_offset"] == cal["done_offset"] < 0
+    assert abs(r["dream"]["random"]["mean_length"] - 30) < 12

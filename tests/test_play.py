@@ -436,9 +436,7 @@ def _fake_pretrained_module(models: Path, asked: list) -> types.ModuleType:
 
 def test_pretrained_brings_v_m_c_and_first_frames(models, monkeypatch, capsys, tmp_path):
     asked: list = []
-    monkeypatch.setitem(
-        sys.modules, "world_models.shipped", _fake_pretrained_module(models, asked)
-    )
+    monkeypatch.setitem(sys.modules, "world_models.shipped", _fake_pretrained_module(models, asked))
     argv = ["play", "--pretrained", "doom", "--agent", "--max-steps", "3", "--scale", "1"]
     assert cli.main([*argv, "--device", "cpu"]) == 0, capsys.readouterr().err
     assert asked == ["doom"] and "3 steps" in capsys.readouterr().out

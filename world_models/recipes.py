@@ -23,6 +23,7 @@ and ``dream_max_steps`` override the per-generation work of either budget.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,6 +276,35 @@ class _Stages:
         atomic_write_json(self.path, self.done)
 
 
+def _calibrate(ctrl, path: Path, log: Callable[[str], None]) -> None:
+    """Write ``path``: the done offset at which the random policy survives in M's dream as
+    long as in the collected data (see :func:`world_models.envs.dream.calibrate_done_offset`)."""
+    from world_models.atomic import atomic_write_json
+    from world_models.evaluation.fidelity import FidelityConfig, calibrate
+    from world_models.evaluation.fidelity import dream_for as make_dream
+
+    fc = FidelityConfig(
+        vae_path=ctrl.vae_path,
+        mdrnn_path=ctrl.mdrnn_path,
+        env=ctrl.env,
+        series_dir=ctrl.series_dir,
+        data_dir=None,
+        tau=ctrl.tau,
+        done_mode=ctrl.done_mode,
+        dream_dropout=ctrl.dream_dropout,
+        max_steps=ctrl.dream_max_steps,
+        seed=ctrl.seed,
+        device=ctrl.device,
+    )
+    dream, mode = make_dream(fc)
+    result = calibrate(dream, fc, mode)
+    log(
+        f"      done offset {result['done_offset']:+.3f}: random survives "
+        f"{result['dream_length']:.0f} dream steps, {result['data_length']:.0f} in the data"
+    )
+    atomic_write_json(path, result)
+
+
 def _best_or_last(run: Path) -> Path:
     best = run / "checkpoints" / "best"
     return best if best.exists() else run / "checkpoints" / "last"
@@ -303,6 +333,11 @@ def reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -> Pa
     done.run("mdrnn", lambda: train_mdrnn(stages["mdrnn"]), log)
     m_ckpt = _best_or_last(stages["mdrnn"].run_dir)
     ctrl = dataclasses.replace(stages["controller"], mdrnn_path=m_ckpt, vae_path=vae_ckpt)
+    if config.budget == "cpu":  # the dream's death rate matched to the data's (envs/dream.py)
+        path = root / "calibration.json"
+        done.run("calibrate", lambda: _calibrate(ctrl, path, log), log)
+        offset = json.loads(path.read_text())["done_offset"]
+        ctrl = dataclasses.replace(ctrl, done_offset=offset)
     log(f"[5/6] evolve C in the dream for {ctrl.generations} generations -> {ctrl.run_dir}")
     done.run("controller", lambda: train_controller(ctrl), log)
     c_ckpt = _best_or_last(ctrl.run_dir)
@@ -311,7 +346,11 @@ def reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -> Pa
     )
     log(f"[6/6] evaluate in the dream and the real env, {ev.trials} trials each")
     dream_ev = dataclasses.replace(
-        stages["evaluate_dream"], controller_path=c_ckpt, vae_path=vae_ckpt, mdrnn_path=m_ckpt
+        stages["evaluate_dream"],
+        controller_path=c_ckpt,
+        vae_path=vae_ckpt,
+        mdrnn_path=m_ckpt,
+        done_offset=ctrl.done_offset,
     )
     log(summarize(evaluate(dream_ev)))
     log(summarize(evaluate(ev)))

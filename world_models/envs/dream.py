@@ -25,6 +25,12 @@ which they turn on, and why, in the README):
   kills only where M is confident (p > 1 / 11 at weight 10), which a small M never is.
 * ``dropout=True`` (M trained with ``dropout > 0``): one dropout mask on h per rollout,
   fixed for the whole rollout and shared by every candidate (Wellmer & Kwok 2021).
+* ``done_offset``: added to M's done logit. A small M's imagined futures drift towards
+  calm, fireball-free rooms where it predicts few deaths, so its dreams are easier than the
+  game even with sampled deaths. :func:`calibrate_done_offset` finds the offset at which
+  the random data policy survives in the dream as long as it did in the collected data:
+  the dream's overall death rate is then the data's, while *where* death is likely (which
+  states, which actions) is still M's. 0 by default.
 """
 
 from __future__ import annotations
@@ -69,6 +75,40 @@ def dream_done(
         raise ValueError(f"done_mode must be one of {DONE_MODES}, got {mode!r}")
     u = u.clamp(1e-7, 1.0 - 1e-7)
     return done_logit - math.log(pos_weight) > torch.log(u) - torch.log1p(-u)
+
+
+def calibrate_done_offset(
+    dream: BatchedDream,
+    policy,
+    target_length: float,
+    n: int = 200,
+    seed: int = 0,
+    action_mode: ActionMode = "thirds",
+    iterations: int = 10,
+    bounds: tuple[float, float] = (-4.0, 8.0),
+) -> tuple[float, float]:
+    """The done-logit offset at which ``policy`` (the random data policy) survives
+    ``target_length`` steps on average in ``dream``, by bisection over ``bounds`` (a larger
+    offset kills sooner). Every trial uses the same seed, so the search sees one set of
+    starts and noise. Returns ``(offset, mean length at that offset)``; ``dream`` keeps its
+    own offset."""
+    keep = dream.done_offset
+    lo, hi = bounds
+    best = (keep, math.inf)
+    try:
+        for _ in range(iterations):
+            mid = 0.5 * (lo + hi)
+            dream.done_offset = mid
+            length = float(dream.play(policy, n, seed, action_mode)[1].mean())
+            if abs(length - target_length) < abs(best[1] - target_length):
+                best = (mid, length)
+            if length > target_length:
+                lo = mid  # survives too long: kill sooner
+            else:
+                hi = mid
+    finally:
+        dream.done_offset = keep
+    return best
 
 
 def _check_dream_options(mdrnn, done_mode: str, dropout: bool) -> None:
@@ -124,6 +164,7 @@ class DreamEnv(gym.Env):
         done_mode: ``threshold`` (logit > 0, the original) or ``sample`` (module docstring).
         dropout: keep M's dropout on with one mask per episode (M trained with dropout).
         observe_cell: observations ``[z, c, h]`` for a controller that reads the cell.
+        done_offset: added to M's done logit (see the module docstring).
 
     Observation: float32 ``[z_t, h_t]`` (Z + H,), or ``[z_t, c_t, h_t]`` (Z + 2H,) with
     ``observe_cell``. Info: ``{"z": ..., "done_logit": ...}``.
@@ -145,8 +186,10 @@ class DreamEnv(gym.Env):
         done_mode: str = "threshold",
         dropout: bool = False,
         observe_cell: bool = False,
+        done_offset: float = 0.0,
     ) -> None:
         _check_dream_options(mdrnn, done_mode, dropout)
+        self.done_offset = float(done_offset)
         if tau < 0:
             raise ValueError(f"tau must be >= 0, got {tau}")
         if max_steps < 1:
@@ -219,7 +262,8 @@ class DreamEnv(gym.Env):
         if out.done_logit is not None:
             u = torch.rand(1, generator=self._gen, device=self.device)
             pos_weight = self.mdrnn.config.done_pos_weight
-            terminated = bool(dream_done(out.done_logit, self.done_mode, pos_weight, u)[0])
+            logit_t = out.done_logit + self.done_offset
+            terminated = bool(dream_done(logit_t, self.done_mode, pos_weight, u)[0])
         truncated = self._t >= self.max_steps and not terminated
         info = {"z": self._z[0].cpu().numpy(), "done_logit": logit}
         return self._obs(), reward, terminated, truncated, info
@@ -271,11 +315,13 @@ class BatchedDream:
         cuda_graph: bool = False,
         done_mode: str = "threshold",
         dropout: bool = False,
+        done_offset: float = 0.0,
     ) -> None:
         if tau < 0 or max_steps < 1:
             raise ValueError(f"need tau >= 0 and max_steps >= 1, got {tau}, {max_steps}")
         _check_dream_options(mdrnn, done_mode, dropout)
         self.done_mode, self.dropout = done_mode, bool(dropout)
+        self.done_offset = float(done_offset)
         self.device = torch.device(device) if device is not None else mdrnn.lstm.weight_hh_l0.device
         self.mdrnn = mdrnn.to(self.device).eval()
         self.tau, self.max_steps = float(tau), int(max_steps)
@@ -347,7 +393,7 @@ class BatchedDream:
         if out.done_logit is not None:
             if self.done_mode == "sample" and u_done is None:
                 raise ValueError("done_mode 'sample' needs u_done in the noise")
-            logit = out.done_logit.view(-1, m)  # (n / m, m): shared u_done broadcasts
+            logit = (out.done_logit + self.done_offset).view(-1, m)  # (n / m, m)
             ud = None if u_done is None else u_done.view(1, m)
             pos_weight = self.mdrnn.config.done_pos_weight
             done = dream_done(logit, self.done_mode, pos_weight, ud).reshape(n)
@@ -586,6 +632,7 @@ class _GraphedSteps:
 
     def __init__(self, loop: _Loop, steps: int) -> None:
         self.steps, self.tau, self.weights = steps, loop.dream.tau, _weights(loop.dream.mdrnn)
+        self.offset = loop.dream.done_offset
         self.graph = torch.cuda.CUDAGraph()
         self.graph.register_generator_state(loop.gen)
         current = torch.cuda.current_stream(loop.dream.device)
@@ -603,7 +650,8 @@ class _GraphedSteps:
     def fits(self, steps: int, dream: BatchedDream) -> bool:
         """Still the right graph: same length, and tau and M's weights (which the graph
         reads at fixed addresses) have not been replaced since the capture."""
-        return (steps, dream.tau, _weights(dream.mdrnn)) == (self.steps, self.tau, self.weights)
+        now = (steps, dream.tau, _weights(dream.mdrnn), dream.done_offset)
+        return now == (self.steps, self.tau, self.weights, self.offset)
 
     def replay(self) -> None:
         self.graph.replay()

@@ -85,6 +85,8 @@ class EvaluateConfig:
     calibrated probability (see envs/dream.py); use what C was trained with."""
     dream_dropout: bool = False
     """Dream: keep M's dropout on, one mask per trial (M trained with dropout)."""
+    done_offset: float = 0.0
+    """Dream: added to M's done logit (use what C was trained with)."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -191,6 +193,7 @@ def with_pretrained(config: EvaluateConfig) -> EvaluateConfig:
         done_mode=s["done_mode"],
         dream_dropout=s["dream_dropout"],
         dream_max_steps=s["max_steps"],
+        done_offset=s.get("done_offset", 0.0),
     )
 
 
@@ -232,6 +235,7 @@ def evaluate(config: EvaluateConfig) -> Path:
             tau=config.tau,
             done_mode=config.done_mode,
             dream_dropout=config.dream_dropout,
+            done_offset=config.done_offset,
             seed=config.seed,
             best_trial=best,
             worst_trial=worst,
@@ -317,6 +321,7 @@ def _dream_trials(config: EvaluateConfig):
             device,
             done_mode=config.done_mode,
             dropout=config.dream_dropout,
+            done_offset=config.done_offset,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -57,6 +57,11 @@ class FidelityConfig:
     """Dream: logit > 0 ends an episode (the original) or sampled death (envs/dream.py)."""
     dream_dropout: bool = False
     """Dream: keep M's dropout on, one mask per dream."""
+    done_offset: float = 0.0
+    """Dream: added to M's done logit (ignored with calibrate)."""
+    calibrate: bool = False
+    """First find the done offset at which the random policy survives in the dream as long
+    as the series' (random-policy) episodes lasted, then score everything with it."""
     max_steps: int = 2100
     """Step cap in the dream and the game alike (the original: 2100)."""
     real: bool = True
@@ -143,16 +148,13 @@ def _policies(config: FidelityConfig) -> list[str]:
     return names
 
 
-def fidelity(config: FidelityConfig, log=print) -> Path:
-    """Score the fixed policies (and a controller) in the dream and the game; see the module
-    docstring. Returns the output folder."""
-    import torch
-
+def dream_for(config: FidelityConfig):
+    """The BatchedDream a fidelity config describes (V attached as ``.vae``) and the env's
+    action mode."""
     from world_models.data.series import check_vae_matches
     from world_models.envs.dream import BatchedDream, load_initial_states
     from world_models.envs.presets import get_preset
-    from world_models.evaluation.evaluate import baseline_policy
-    from world_models.models.controller import Controller, LatentPolicy, mode_for_env
+    from world_models.models.controller import mode_for_env
     from world_models.models.mdrnn import MDNRNN
     from world_models.models.vae import ConvVAE
     from world_models.training.runs import pick_device
@@ -163,11 +165,6 @@ def fidelity(config: FidelityConfig, log=print) -> Path:
     vae = ConvVAE.from_pretrained(config.vae_path, map_location=device).eval()
     mdrnn = MDNRNN.from_pretrained(config.mdrnn_path, map_location=device).eval()
     check_vae_matches(config.vae_path, mdrnn, config.mdrnn_path)
-    controller = None
-    if config.controller_path is not None:
-        controller = Controller.from_pretrained(config.controller_path, map_location=device)
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     mu, logvar = load_initial_states(config.series_dir, config.data_dir, vae, device=device)
     try:
         dream = BatchedDream(
@@ -179,9 +176,37 @@ def fidelity(config: FidelityConfig, log=print) -> Path:
             device,
             done_mode=config.done_mode,
             dropout=config.dream_dropout,
+            done_offset=config.done_offset,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    dream.vae = vae
+    return dream, mode
+
+
+def fidelity(config: FidelityConfig, log=print) -> Path:
+    """Score the fixed policies (and a controller) in the dream and the game; see the module
+    docstring. Returns the output folder."""
+    from world_models.evaluation.evaluate import baseline_policy
+    from world_models.models.controller import Controller, LatentPolicy
+
+    dream, mode = dream_for(config)
+    vae, mdrnn = dream.vae, dream.mdrnn
+    device = dream.device
+    controller = None
+    if config.controller_path is not None:
+        controller = Controller.from_pretrained(config.controller_path, map_location=device)
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    calibration = None
+    if config.calibrate:
+        calibration = calibrate(dream, config, mode)
+        dream.done_offset = calibration["done_offset"]
+        log(
+            f"calibrated done offset {calibration['done_offset']:+.3f}: random survives "
+            f"{calibration['dream_length']:.0f} steps in the dream, "
+            f"{calibration['data_length']:.0f} in the data"
+        )
 
     names = _policies(config)
     results: dict = {
@@ -189,6 +214,8 @@ def fidelity(config: FidelityConfig, log=print) -> Path:
         "tau": config.tau,
         "done_mode": config.done_mode,
         "dream_dropout": config.dream_dropout,
+        "done_offset": dream.done_offset,
+        "calibration": calibration,
         "trials": config.trials,
         "max_steps": config.max_steps,
         "vae_path": str(config.vae_path),
@@ -231,8 +258,36 @@ def fidelity(config: FidelityConfig, log=print) -> Path:
     text = table(results)
     atomic_write_text(out / "fidelity.txt", text + "\n")
     log(text)
-    del torch
     return out
+
+
+def data_mean_length(series_dir, max_steps: int) -> float:
+    """Mean episode length (capped at ``max_steps``) of a series folder's episodes."""
+    from world_models.data import store
+
+    files = sorted(p for p in Path(series_dir).glob("*.npz") if not p.name.startswith("."))
+    if not files:
+        raise ConfigError(f"{series_dir}: no series episodes to calibrate against")
+    return float(np.mean([min(len(store.load_npz(f, ["mu"])["mu"]), max_steps) for f in files]))
+
+
+def calibrate(dream, config: FidelityConfig, mode: str) -> dict:
+    """The done offset matching the data's random-policy survival (see envs/dream.py)."""
+    from world_models.envs.dream import calibrate_done_offset
+    from world_models.evaluation.evaluate import baseline_policy
+
+    if config.series_dir is None or Path(config.series_dir).suffix == ".safetensors":
+        raise ConfigError("calibrate needs the series folder of the random-policy data")
+    target = data_mean_length(config.series_dir, config.max_steps)
+    offset, length = calibrate_done_offset(
+        dream,
+        baseline_policy("random", config.env),
+        target,
+        n=max(100, config.trials),
+        seed=config.seed + 1,  # not the scoring trials' seed
+        action_mode=mode,
+    )
+    return {"done_offset": offset, "dream_length": length, "data_length": target}
 
 
 def _real(config: FidelityConfig, names: list[str], with_controller: bool) -> dict:
@@ -268,9 +323,11 @@ def _real(config: FidelityConfig, names: list[str], with_controller: bool) -> di
 
 def table(results: dict) -> str:
     """The side-by-side table and the verdict, as text."""
+    offset = results.get("done_offset", 0.0)
     lines = [
         f"{results['env']} dream (tau {results['tau']:g}, done {results['done_mode']}"
-        f"{', dropout' if results['dream_dropout'] else ''}) vs game, "
+        f"{', dropout' if results['dream_dropout'] else ''}"
+        f"{f', offset {offset:+.2f}' if offset else ''}) vs game, "
         f"{results['trials']} trials, cap {results['max_steps']} steps",
         f"{'policy':<11} {'dream length':>16} {'deaths/step':>12} "
         f"{'game length':>16} {'deaths/step':>12} {'dream/game':>10}",

@@ -95,6 +95,9 @@ class TrainControllerConfig:
     M's calibrated probability (envs/dream.py says why)."""
     dream_dropout: bool = False
     """Dream: keep M's dropout on, one mask per rollout (M trained with --dropout)."""
+    done_offset: float = 0.0
+    """Dream: added to M's done logit (``fidelity --calibrate`` finds the one at which the
+    random policy survives as long as in the data)."""
     controller_input: Literal["zh", "zch"] = "zh"
     """What C reads: [z, h], or [z, c, h] with M's cell state (the original Doom code)."""
     controller_bias: bool = True
@@ -285,6 +288,7 @@ class _Scorer:
                     cuda_graph=config.cuda_graph,
                     done_mode=config.done_mode,
                     dropout=config.dream_dropout,
+                    done_offset=config.done_offset,
                 )
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
