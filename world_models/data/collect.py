@@ -122,6 +122,9 @@ def manifest_signature(config: CollectConfig) -> dict[str, Any]:
             "dim": preset.action_dim,
             "stored_as": "float32 (T, A)"
             + (" one-hot" if preset.action_kind == "discrete" else ""),
+            # Doom datasets collected before the DoomActions wrapper (no such entry) have
+            # left and right swapped: VizDoom's own index 1 moves right.
+            **({"classes": ["stay", "left", "right"]} if preset.name == "doom" else {}),
         },
     }
 
