@@ -197,6 +197,17 @@ class Models:
     """V + M + C as a ControllerPolicy (real game), when C was loaded."""
     initial_mu: Any = None
     initial_logvar: Any = None
+    dream_options: dict = field(default_factory=dict)
+    """DreamEnv's done_mode / done_offset / dropout: a shipped model's settings.json."""
+
+
+def _dream_options(settings: dict) -> dict:
+    """DreamEnv keywords from a shipped model's dream settings."""
+    return {
+        "done_mode": settings.get("done_mode", "threshold"),
+        "done_offset": settings.get("done_offset", 0.0),
+        "dropout": settings.get("dream_dropout", False),
+    }
 
 
 def _pretrained(name: str):
@@ -233,6 +244,7 @@ def load_models(config: SessionConfig, *, need_vm: bool, need_controller: bool) 
             wm.controller.to(device).eval(),
             initial_mu=wm.initial_mu,
             initial_logvar=wm.initial_logvar,
+            dream_options=_dream_options(getattr(wm, "settings", {})),
         )
         mode = action_mode(wm.env)
         if models.controller.action_mode != mode:
@@ -312,6 +324,7 @@ def make_dream(models: Models, tau: float):
         render_mode="rgb_array",
         device=models.device,
         **({"observe_cell": True} if cell else {}),
+        **models.dream_options,
     )
 
 
