@@ -73,7 +73,17 @@ def test_doom_recipe_at_tiny_scale_runs_on_the_real_game(tmp_path, monkeypatch):
     pytest.importorskip("vizdoom")
     monkeypatch.chdir(tmp_path)  # VizDoom writes files into the working directory
     root = reproduce(
-        ReproduceConfig(game="doom", scale=0.001, root=tmp_path / "r", workers=2, progress=False),
+        # the per-generation overrides keep the dream small: the real game is what is tested
+        ReproduceConfig(
+            game="doom",
+            scale=0.001,
+            root=tmp_path / "r",
+            workers=2,
+            progress=False,
+            popsize=8,
+            rollouts=2,
+            dream_max_steps=300,
+        ),
         log=lambda _: None,
     )
     real = json.loads((root / "evaluation/results.json").read_text())

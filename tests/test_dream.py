@@ -216,7 +216,7 @@ class _EmulatedGraph(dream_module._GraphedSteps):
 
     def __init__(self, loop, steps):
         self.loop, self.steps = loop, steps
-        self.tau, self.weights = loop.dream.tau, dream_module._weights(loop.dream.mdrnn)
+        self.key = self.key_of(steps, loop.dream)
         for _ in range(3 + steps):
             loop.advance()
         type(self).captures += 1

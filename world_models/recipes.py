@@ -111,8 +111,9 @@ def _amounts(
 
 
 def _epochs(scale: float, epochs: int) -> int:
-    """Training epochs: as the preset says from scale 0.1 up; fewer (at least 2) below."""
-    return epochs if scale >= 0.1 else max(2, round(epochs * scale * 10))
+    """Training epochs: as the preset says from scale 0.1 up; fewer below (at least 2, or 1
+    below scale 0.01, where a run is a smoke test of the pipeline)."""
+    return epochs if scale >= 0.1 else max(1 if scale < 0.01 else 2, round(epochs * scale * 10))
 
 
 def stage_configs(config: ReproduceConfig) -> dict[str, Any]:

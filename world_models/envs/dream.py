@@ -631,8 +631,7 @@ class _GraphedSteps:
     """
 
     def __init__(self, loop: _Loop, steps: int) -> None:
-        self.steps, self.tau, self.weights = steps, loop.dream.tau, _weights(loop.dream.mdrnn)
-        self.offset = loop.dream.done_offset
+        self.steps, self.key = steps, self.key_of(steps, loop.dream)
         self.graph = torch.cuda.CUDAGraph()
         self.graph.register_generator_state(loop.gen)
         current = torch.cuda.current_stream(loop.dream.device)
@@ -650,8 +649,12 @@ class _GraphedSteps:
     def fits(self, steps: int, dream: BatchedDream) -> bool:
         """Still the right graph: same length, and tau and M's weights (which the graph
         reads at fixed addresses) have not been replaced since the capture."""
-        now = (steps, dream.tau, _weights(dream.mdrnn), dream.done_offset)
-        return now == (self.steps, self.tau, self.weights, self.offset)
+        return self.key_of(steps, dream) == self.key
+
+    @staticmethod
+    def key_of(steps: int, dream: BatchedDream) -> tuple:
+        """What a capture bakes in: its length, tau, the done offset and M's weights."""
+        return (steps, dream.tau, dream.done_offset, _weights(dream.mdrnn))
 
     def replay(self) -> None:
         self.graph.replay()
