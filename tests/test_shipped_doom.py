@@ -27,11 +27,6 @@ def test_pretrained_doom_loads_offline_and_is_small():
 
 @shipped
 @pytest.mark.doom
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 is open: the shipped C scores 172 +- 63 in the real game against the "
-    "random policy's 298 +- 143 (100 trials, docs/results-doom.md)",
-)
 def test_pretrained_doom_beats_the_random_policy_in_the_real_game(tmp_path):
     pytest.importorskip("vizdoom")
     scores = {}
