@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from world_models.errors import ConfigError
 from world_models.models.controller import (
     ActionMode,
     Controller,
@@ -112,10 +113,12 @@ def calibrate_done_offset(
 
 
 def _check_dream_options(mdrnn, done_mode: str, dropout: bool) -> None:
+    """One-line :class:`ConfigError` (a ValueError) for dream settings that cannot work, so
+    the commands that build dreams need no translation of their own."""
     if done_mode not in DONE_MODES:
-        raise ValueError(f"done_mode must be one of {DONE_MODES}, got {done_mode!r}")
+        raise ConfigError(f"done_mode must be one of {DONE_MODES}, got {done_mode!r}")
     if dropout and mdrnn.config.dropout <= 0:
-        raise ValueError(
+        raise ConfigError(
             "dream dropout needs an M trained with dropout > 0 (train-mdrnn --dropout)"
         )
 
@@ -318,7 +321,7 @@ class BatchedDream:
         done_offset: float = 0.0,
     ) -> None:
         if tau < 0 or max_steps < 1:
-            raise ValueError(f"need tau >= 0 and max_steps >= 1, got {tau}, {max_steps}")
+            raise ConfigError(f"need tau >= 0 and max_steps >= 1, got {tau}, {max_steps}")
         _check_dream_options(mdrnn, done_mode, dropout)
         self.done_mode, self.dropout = done_mode, bool(dropout)
         self.done_offset = float(done_offset)
@@ -356,7 +359,10 @@ class BatchedDream:
 
     def noise(self, n: int, generator: torch.Generator | None = None):
         """The sampling noise of one step for n dreams: u (n, Z, K), eps (n, Z), and u_done
-        (n,) for ``done_mode="sample"`` (else None)."""
+        (n,) for ``done_mode="sample"`` (else None). At tau 0 (each mixture's top mean) u
+        and eps are None: nothing is drawn for them."""
+        if self.tau == 0:
+            return None, None, self.done_noise(n, generator)
         zs, k = self.mdrnn.latent_size, self.mdrnn.num_gaussians
         u = torch.rand(n, zs, k, generator=generator, device=self.device)
         eps = torch.randn(n, zs, generator=generator, device=self.device)
@@ -454,7 +460,7 @@ class BatchedDream:
             obs = controller_inputs(self.z, h, c, observe_cell).float().cpu().numpy()
             action = torch.as_tensor(np.asarray(policy.act(obs)), device=self.device)
             a_m = actions_for_model(action, action_mode, self.mdrnn.action_size)  # (n, A_m)
-            noise = self.noise(n, gen) if self.tau > 0 else (None, None, self.done_noise(n, gen))
+            noise = self.noise(n, gen)
             z, _, reward, done = self.step(a_m.float(), noise)
             returns += reward.double() * alive
             lengths += alive
@@ -599,11 +605,7 @@ class _Loop:
         """One step of every dream, in place; no host sync, no data-dependent shape."""
         p, r = self.p, self.r
         # (R, Z, K), (R, Z): shared by the P; tau 0 takes each mixture's top mean, no noise
-        if self.dream.tau > 0:
-            u, eps, u_done = self.dream.noise(r, self.gen)
-        else:  # tau 0 takes each mixture's top mean: no sampling noise
-            u = eps = None
-            u_done = self.dream.done_noise(r, self.gen)
+        u, eps, u_done = self.dream.noise(r, self.gen)
         z, h = self.z.view(p, r, -1), self.h[0].view(p, r, -1)  # (P, R, Z), (P, R, H)
         c = self.c[0].view(p, r, -1) if self.cell_input else None  # (P, R, H)
         x = controller_inputs(z, h, c, self.cell_input)  # (P, R, I)

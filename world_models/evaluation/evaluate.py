@@ -311,20 +311,17 @@ def _dream_trials(config: EvaluateConfig):
         vae = ConvVAE.from_pretrained(config.vae_path, map_location=device).eval()
         check_vae_matches(config.vae_path, mdrnn, config.mdrnn_path)
     mu, logvar = load_initial_states(config.series_dir, config.data_dir, vae, device=device)
-    try:
-        dream = BatchedDream(
-            mdrnn,
-            mu,
-            logvar,
-            config.tau,
-            config.dream_max_steps,
-            device,
-            done_mode=config.done_mode,
-            dropout=config.dream_dropout,
-            done_offset=config.done_offset,
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    dream = BatchedDream(
+        mdrnn,
+        mu,
+        logvar,
+        config.tau,
+        config.dream_max_steps,
+        device,
+        done_mode=config.done_mode,
+        dropout=config.dream_dropout,
+        done_offset=config.done_offset,
+    )
     if config.policy != "controller":
         from world_models.envs.presets import get_preset
         from world_models.models.controller import mode_for_env

@@ -166,20 +166,17 @@ def dream_for(config: FidelityConfig):
     mdrnn = MDNRNN.from_pretrained(config.mdrnn_path, map_location=device).eval()
     check_vae_matches(config.vae_path, mdrnn, config.mdrnn_path)
     mu, logvar = load_initial_states(config.series_dir, config.data_dir, vae, device=device)
-    try:
-        dream = BatchedDream(
-            mdrnn,
-            mu,
-            logvar,
-            config.tau,
-            config.max_steps,
-            device,
-            done_mode=config.done_mode,
-            dropout=config.dream_dropout,
-            done_offset=config.done_offset,
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    dream = BatchedDream(
+        mdrnn,
+        mu,
+        logvar,
+        config.tau,
+        config.max_steps,
+        device,
+        done_mode=config.done_mode,
+        dropout=config.dream_dropout,
+        done_offset=config.done_offset,
+    )
     dream.vae = vae
     return dream, mode
 

@@ -277,21 +277,18 @@ class _Scorer:
             mu, logvar = load_initial_states(
                 config.series_dir, config.data_dir, self.vae, config.max_initial_states, device
             )
-            try:
-                self.dream = BatchedDream(
-                    self.mdrnn,
-                    mu,
-                    logvar,
-                    config.tau,
-                    config.dream_max_steps,
-                    device,
-                    cuda_graph=config.cuda_graph,
-                    done_mode=config.done_mode,
-                    dropout=config.dream_dropout,
-                    done_offset=config.done_offset,
-                )
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+            self.dream = BatchedDream(
+                self.mdrnn,
+                mu,
+                logvar,
+                config.tau,
+                config.dream_max_steps,
+                device,
+                cuda_graph=config.cuda_graph,
+                done_mode=config.done_mode,
+                dropout=config.dream_dropout,
+                done_offset=config.done_offset,
+            )
         else:
             if self.vae is None:
                 raise ConfigError("training in the real env needs --vae-path")
