@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from world_models.envs.presets import mode_for_env
 from world_models.models.controller import (
     CONTROLLER_PRESETS,
     Controller,
@@ -13,7 +14,6 @@ from world_models.models.controller import (
     actions_for_model,
     batched_actions,
     map_actions,
-    mode_for_env,
 )
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE

@@ -338,9 +338,9 @@ def test_unusable_settings_fail_before_the_run_folder_is_written(tmp_path, bad, 
 
 
 def test_m_records_its_vae_and_refuses_another(tmp_path):
-    from world_models.data.encode import weights_digest
-    from world_models.data.series import check_vae_matches
+    from world_models.checkpoint import weights_digest
     from world_models.models.vae import ConvVAE
+    from world_models.models.world_model import check_vae_matches
 
     write_series(tmp_path / "series", episodes=6, length=30)
     torch.manual_seed(0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import os
 import pickle
@@ -217,3 +218,13 @@ class PretrainedMixin:
         load_state_strict(model, ckpt.tensors, f"checkpoint {ckpt.path}")  # type: ignore[arg-type]
         model.checkpoint_meta = ckpt.meta  # type: ignore[attr-defined]
         return model.to(map_location)  # type: ignore[attr-defined]
+
+
+def weights_digest(checkpoint: str | os.PathLike) -> str:
+    """SHA-256 of a checkpoint's weights file: which VAE made a series folder, which
+    controller collected a dataset."""
+    h = hashlib.sha256()
+    with open(Path(checkpoint) / WEIGHTS_FILE, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

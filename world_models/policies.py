@@ -148,6 +148,38 @@ class ConstantPolicy(Policy):
         return np.broadcast_to(self.action.astype(np.float32), (n, *self.action.shape)).copy()
 
 
+class ExplorePolicy(Policy):
+    """``policy``'s action, or, with probability ``explore`` per env and step, ``random``'s:
+    the exploration noise of the paper's iterative training (collect with the evolved C).
+
+    Both policies act every step, so their state (M's LSTM, a held random action) runs on;
+    ``policy`` keeps its own view of what it chose (M's state advances on C's action even
+    when the random one was taken): only the executed action is recorded."""
+
+    def __init__(self, policy: Policy, random: Policy, explore: float) -> None:
+        if not 0.0 <= explore <= 1.0:
+            raise ValueError(f"explore must be in [0, 1], got {explore}")
+        self.policy, self.random, self.explore = policy, random, explore
+        self._rngs: list[np.random.Generator] = []
+
+    def reset(self, n: int, seed: SeedLike = None) -> None:
+        self.policy.reset(n, seed=seed)
+        self.random.reset(n, seed=seed)
+        # a stream of its own, so the coin flips do not shift the random policy's draws
+        self._rngs = _rngs(n, None if seed is None else _offset(seed, 0x5EED))
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        main, rand = self.policy.act(obs), self.random.act(obs)
+        take = np.array([r.random() < self.explore for r in self._rngs])  # (n,)
+        return np.where(take.reshape(-1, *[1] * (main.ndim - 1)), rand, main).astype(main.dtype)
+
+
+def _offset(seed: SeedLike, k: int) -> SeedLike:
+    if isinstance(seed, (int, np.integer)):
+        return int(seed) ^ k
+    return [int(s) ^ k for s in seed]
+
+
 DOOM_FIXED_ACTIONS = {"stay": 0, "left": 1, "right": 2}
 """Doom's constant baselines, by name: the preset's Discrete(3) indices."""
 

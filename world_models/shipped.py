@@ -108,12 +108,12 @@ def export_pretrained(
     from safetensors.torch import save_file
 
     from world_models.atomic import atomic_dir, atomic_write_text
-    from world_models.data.encode import weights_digest
-    from world_models.data.series import check_vae_matches
+    from world_models.checkpoint import weights_digest
     from world_models.envs.dream import load_initial_states
     from world_models.models.controller import Controller
     from world_models.models.mdrnn import MDNRNN
     from world_models.models.vae import ConvVAE
+    from world_models.models.world_model import check_vae_matches
 
     vae = ConvVAE.from_pretrained(vae_path).eval()
     mdrnn = MDNRNN.from_pretrained(mdrnn_path).eval()

@@ -1,5 +1,9 @@
 """``collect(config) -> Path``: random-policy rollouts into an episode store, in parallel.
 
+With ``controller`` (and its ``vae`` and ``mdrnn``) the evolved V+M+C plays instead, taking
+the random policy's action with probability ``explore`` per step: the data for the paper's
+iterative training, where M learns what happens in the places C goes.
+
 Episode ``i`` is a pure function of :func:`episode_seed` ``(seed, i)`` (the env's reset seed
 and the policy's seed), whichever worker runs it, so the same command gives the same bytes
 with 1 or 16 workers, and datasets of different seeds share no episode. Each worker process
@@ -68,6 +72,15 @@ class CollectConfig:
     """Time step of the Brownian policy (the original's 1/50)."""
     max_repeat: int = 10
     """The repeat policy holds each random action for 1..max_repeat frames."""
+    controller: Path | None = None
+    """Collect with this controller checkpoint instead (the paper's iterative training: new
+    data where the evolved C goes); needs --vae and --mdrnn."""
+    vae: Path | None = None
+    """With --controller: the VAE checkpoint C's world model encodes frames with."""
+    mdrnn: Path | None = None
+    """With --controller: the MDN-RNN checkpoint whose LSTM state C reads."""
+    explore: float = 0.1
+    """With --controller: chance per step of the random data policy's action instead."""
     progress: bool = True
     """Show a progress bar (episodes, steps/s)."""
     env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"cli": False})
@@ -89,6 +102,21 @@ class CollectConfig:
     def policy_name(self) -> str:
         return self.policy or self.env_preset().default_policy
 
+    def world_model(self) -> dict[str, Path] | None:
+        """The V, M and C checkpoints to collect with, or None for the random policy."""
+        paths = {"vae": self.vae, "mdrnn": self.mdrnn, "controller": self.controller}
+        if self.controller is None:
+            return None
+        missing = [f"--{k}" for k, v in paths.items() if v is None]
+        if missing:
+            raise ConfigError(f"collect --controller needs {' and '.join(missing)} as well")
+        for k, v in paths.items():
+            if not (Path(v) / "model.safetensors").is_file():
+                raise ConfigError(f"--{k} {v}: no checkpoint there (model.safetensors missing)")
+        if not 0.0 <= self.explore <= 1.0:
+            raise ConfigError(f"collect: explore must be in [0, 1], got {self.explore}")
+        return paths  # type: ignore[return-value]
+
 
 PRESETS: dict[str, CollectConfig] = {
     "carracing": CollectConfig(out_dir=Path("data/carracing"), env="carracing", episodes=10_000),
@@ -106,6 +134,13 @@ def manifest_signature(config: CollectConfig) -> dict[str, Any]:
         policy["dt"] = config.dt
     if policy["name"] == "repeat":
         policy["min_repeat"], policy["max_repeat"] = 1, config.max_repeat
+    models = config.world_model()
+    if models is not None:
+        from world_models.checkpoint import weights_digest
+
+        # the weights, not the paths, say which controller made the data
+        digests = {f"{k}_sha256": weights_digest(Path(v)) for k, v in models.items()}
+        policy = {"name": "controller", **digests, "explore": config.explore, "random": policy}
     return {
         "source": "collect",
         "env": preset.name,
@@ -185,6 +220,10 @@ class _Collector:
         self.policy = make_random_policy(
             config.policy_name(), self.env.action_space, dt=config.dt, max_repeat=config.max_repeat
         )
+        models = config.world_model()
+        if models is not None:
+            mode = preset.action_mode
+            self.policy = _controller_policy(models, self.policy, config.explore, mode)
         self.one_hot = preset.action_dim if preset.action_kind == "discrete" else None
 
     def __call__(self, index: int) -> tuple[int, int, float]:
@@ -195,6 +234,19 @@ class _Collector:
 
     def close(self) -> None:
         self.env.close()  # VizDoom's game process outlives a worker that does not close it
+
+
+def _controller_policy(models: dict[str, Path], random, explore: float, action_mode: str):
+    """V + M + C on the CPU, one thread (one env per worker process), mixed with ``random``."""
+    import torch
+
+    from world_models.models.controller import ControllerPolicy
+    from world_models.models.world_model import load_world_model
+    from world_models.policies import ExplorePolicy
+
+    torch.set_num_threads(1)  # the workers share the cores already
+    wm = load_world_model(**models, action_mode=action_mode, device="cpu")
+    return ExplorePolicy(ControllerPolicy(wm.vae, wm.mdrnn, wm.controller, "cpu"), random, explore)
 
 
 _WORKER: _Collector | BaseException | None = None
@@ -326,6 +378,11 @@ def collect(config: CollectConfig) -> Path:
     preset = config.env_preset()
     check_available(preset, config.backend)  # a clear error here, not in a worker
     signature = manifest_signature(config)  # checks the crop before the folder is touched
+    models = config.world_model()
+    if models is not None:  # a mismatch fails here in one line, not in every worker
+        from world_models.models.world_model import load_world_model
+
+        load_world_model(**models, action_mode=preset.action_mode)
     # One writer per dataset: two runs into one folder would both pass the settings check
     # below and interleave their episodes under one manifest.
     with lock_folder(config.out_dir, "dataset folder") as out:

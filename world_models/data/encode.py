@@ -22,7 +22,6 @@ VAE made it (a hash of its weights) and refuses to mix in latents of another.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import os
 from collections import deque
@@ -37,6 +36,7 @@ import torch
 
 from world_models import __version__
 from world_models.atomic import atomic_write_json, clean_temp_files
+from world_models.checkpoint import weights_digest
 from world_models.config import to_dict
 from world_models.data import store
 from world_models.errors import ConfigError, DataError
@@ -94,15 +94,6 @@ PRESETS = {
         batch_size=256,
     ),
 }
-
-
-def weights_digest(checkpoint: Path) -> str:
-    """SHA-256 of a checkpoint's weights file: which VAE made a series folder."""
-    h = hashlib.sha256()
-    with open(Path(checkpoint) / "model.safetensors", "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check_manifest(out: Path, manifest: dict) -> None:

@@ -283,23 +283,6 @@ def series_vae_digest(folder: str | os.PathLike) -> str | None:
         raise DataError(f"{path} is not a readable series manifest") from None
 
 
-def check_vae_matches(vae_dir: str | os.PathLike, mdrnn, mdrnn_dir: str | os.PathLike) -> None:
-    """Refuse a V other than the one whose latents M was trained on (when M recorded it):
-    M's predictions mean nothing in another VAE's latent space, however equal the sizes."""
-    from world_models.data.encode import weights_digest
-    from world_models.errors import ConfigError
-
-    want = getattr(mdrnn, "checkpoint_meta", {}).get("vae_sha256")
-    if not want:
-        return
-    have = weights_digest(Path(vae_dir))
-    if have != want:
-        raise ConfigError(
-            f"M ({mdrnn_dir}) was trained on latents of another VAE (sha256 {want[:12]}) "
-            f"than {vae_dir} ({have[:12]}): pass the VAE checkpoint that `encode` used"
-        )
-
-
 def load_series(
     folder: str | os.PathLike, holdout_fraction: float = 0.1
 ) -> tuple[SeriesSet, SeriesSet | None]:

@@ -79,6 +79,17 @@ class EnvPreset:
     extra: str | None = None
     """The pip extra that provides ``module``."""
 
+    @property
+    def action_mode(self) -> str:
+        """How C's outputs in [-1, 1] become this env's actions
+        (:func:`world_models.models.controller.map_actions`)."""
+        return mode_for_env(self.action_kind, self.action_dim)[1]
+
+    @property
+    def controller_outputs(self) -> int:
+        """C's output size for this env (1 for Doom's thirds)."""
+        return mode_for_env(self.action_kind, self.action_dim)[0]
+
 
 CARRACING = EnvPreset(
     name="carracing",
@@ -119,6 +130,16 @@ FAKE_DISCRETE = EnvPreset(
     action_dim=3,
     default_policy="repeat",
 )
+
+
+def mode_for_env(action_kind: str, action_dim: int) -> tuple[int, str]:
+    """``(output_size, action_mode)`` for an env preset's action kind and size."""
+    if action_kind == "discrete":
+        if action_dim != 3:
+            raise ValueError(f"the thirds mapping needs Discrete(3), got Discrete({action_dim})")
+        return 1, "thirds"
+    return action_dim, "carracing" if action_dim == 3 else "tanh"
+
 
 ENV_PRESETS: dict[str, EnvPreset] = {p.name: p for p in (CARRACING, DOOM, FAKE, FAKE_DISCRETE)}
 

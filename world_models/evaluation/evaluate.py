@@ -23,8 +23,8 @@ from typing import Literal
 import numpy as np
 
 from world_models.atomic import atomic_open, atomic_write_json
-from world_models.data.series import check_vae_matches
 from world_models.errors import ConfigError
+from world_models.models.world_model import check_vae_matches
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def build_policy(config: EvaluateConfig):
         return baseline_policy(config.policy, config.env)
     import torch  # noqa: F401 - heavy, only for the controller
 
-    from world_models.models.controller import Controller, ControllerPolicy, mode_for_env
+    from world_models.models.controller import Controller, ControllerPolicy
     from world_models.models.mdrnn import MDNRNN
     from world_models.models.vae import ConvVAE
     from world_models.training.runs import pick_device
@@ -163,7 +163,7 @@ def build_policy(config: EvaluateConfig):
     mdrnn = MDNRNN.from_pretrained(config.mdrnn_path, map_location=device)
     check_vae_matches(config.vae_path, mdrnn, config.mdrnn_path)
     controller = Controller.from_pretrained(config.controller_path, map_location=device)
-    _, mode = mode_for_env(preset.action_kind, preset.action_dim)
+    mode = preset.action_mode
     if controller.action_mode != mode:
         raise ConfigError(
             f"controller {config.controller_path} maps actions as "
@@ -324,10 +324,9 @@ def _dream_trials(config: EvaluateConfig):
     )
     if config.policy != "controller":
         from world_models.envs.presets import get_preset
-        from world_models.models.controller import mode_for_env
 
         preset = get_preset(config.env)
-        mode = mode_for_env(preset.action_kind, preset.action_dim)[1]
+        mode = preset.action_mode
         policy = baseline_policy(config.policy, config.env)
         record = config.video != "none" and vae is not None
         returns, lengths = dream.play(policy, config.trials, config.seed, mode, record=record)

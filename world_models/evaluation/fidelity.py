@@ -151,16 +151,15 @@ def _policies(config: FidelityConfig) -> list[str]:
 def dream_for(config: FidelityConfig):
     """The BatchedDream a fidelity config describes (V attached as ``.vae``) and the env's
     action mode."""
-    from world_models.data.series import check_vae_matches
     from world_models.envs.dream import BatchedDream, load_initial_states
     from world_models.envs.presets import get_preset
-    from world_models.models.controller import mode_for_env
     from world_models.models.mdrnn import MDNRNN
     from world_models.models.vae import ConvVAE
+    from world_models.models.world_model import check_vae_matches
     from world_models.training.runs import pick_device
 
     preset = get_preset(config.env)
-    mode = mode_for_env(preset.action_kind, preset.action_dim)[1]
+    mode = preset.action_mode
     device = pick_device(config.device)
     vae = ConvVAE.from_pretrained(config.vae_path, map_location=device).eval()
     mdrnn = MDNRNN.from_pretrained(config.mdrnn_path, map_location=device).eval()

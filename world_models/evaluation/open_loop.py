@@ -181,10 +181,10 @@ def dream_video(config: DreamVideoConfig) -> Path:
     if actions.ndim == 1:  # a Discrete env's (T,) indices stored without a column
         actions = actions[:, None]
 
-    from world_models.data.series import check_vae_matches
     from world_models.evaluation.media import save_animation
     from world_models.models.mdrnn import MDNRNN
     from world_models.models.vae import ConvVAE
+    from world_models.models.world_model import check_vae_matches
     from world_models.training.runs import pick_device
 
     device = pick_device(config.device)

@@ -81,15 +81,6 @@ def controller_inputs(
     return torch.cat([z, c, h], dim=-1)  # (..., Z + 2H)
 
 
-def mode_for_env(action_kind: str, action_dim: int) -> tuple[int, ActionMode]:
-    """``(output_size, action_mode)`` for an env preset's action kind and size."""
-    if action_kind == "discrete":
-        if action_dim != 3:
-            raise ValueError(f"the thirds mapping needs Discrete(3), got Discrete({action_dim})")
-        return 1, "thirds"
-    return action_dim, "carracing" if action_dim == 3 else "tanh"
-
-
 def map_actions(raw: torch.Tensor, mode: ActionMode) -> torch.Tensor:
     """Controller outputs ``raw`` (..., A) in [-1, 1] -> env actions.
 

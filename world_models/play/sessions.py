@@ -219,10 +219,9 @@ def _pretrained(name: str):
 def action_mode(env: str) -> str:
     """The controller's action mode of an env preset (thirds, carracing)."""
     from world_models.envs.presets import get_preset
-    from world_models.models.controller import mode_for_env
 
     preset = get_preset(env)
-    return mode_for_env(preset.action_kind, preset.action_dim)[1]
+    return preset.action_mode
 
 
 def load_models(config: SessionConfig, *, need_vm: bool, need_controller: bool) -> Models:
@@ -280,9 +279,9 @@ def load_models(config: SessionConfig, *, need_vm: bool, need_controller: bool) 
         models.policy = policy
         models.vae, models.mdrnn, models.controller = policy.vae, policy.mdrnn, policy.controller
     elif need_vm:
-        from world_models.data.series import check_vae_matches
         from world_models.models.mdrnn import MDNRNN
         from world_models.models.vae import ConvVAE
+        from world_models.models.world_model import check_vae_matches
 
         models.vae = ConvVAE.from_pretrained(config.vae, map_location=device).eval()
         models.mdrnn = MDNRNN.from_pretrained(config.mdrnn, map_location=device).eval()

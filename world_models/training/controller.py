@@ -243,11 +243,11 @@ class _Scorer:
     """Scores parameter vectors (P, D) -> returns (P, R), in the dream or the real env."""
 
     def __init__(self, config: TrainControllerConfig, device: torch.device) -> None:
-        from world_models.data.series import check_vae_matches
         from world_models.envs.presets import get_preset
-        from world_models.models.controller import Controller, mode_for_env
+        from world_models.models.controller import Controller
         from world_models.models.mdrnn import MDNRNN
         from world_models.models.vae import ConvVAE
+        from world_models.models.world_model import check_vae_matches
 
         self.config, self.device = config, device
         preset = get_preset(config.env)
@@ -256,7 +256,7 @@ class _Scorer:
         if config.vae_path is not None and (config.target == "real" or config.series_dir is None):
             self.vae = ConvVAE.from_pretrained(config.vae_path, map_location=device).eval()
             check_vae_matches(config.vae_path, self.mdrnn, config.mdrnn_path)
-        outputs, mode = mode_for_env(preset.action_kind, preset.action_dim)
+        outputs, mode = preset.controller_outputs, preset.action_mode
         self.controller = Controller(
             self.mdrnn.latent_size,
             self.mdrnn.hidden_size,
@@ -350,7 +350,7 @@ def _check_vae_path(config: TrainControllerConfig) -> None:
     from types import SimpleNamespace
 
     from world_models.checkpoint import read_checkpoint
-    from world_models.data.series import check_vae_matches
+    from world_models.models.world_model import check_vae_matches
 
     meta = read_checkpoint(config.mdrnn_path, expected_kind="MDNRNN").meta
     if meta.get("vae_sha256") and not (Path(config.vae_path) / "model.safetensors").is_file():

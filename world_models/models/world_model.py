@@ -1,0 +1,93 @@
+"""``load_world_model``: V, M and C from their checkpoint folders, checked to belong together.
+
+Every command that needs more than one of the three loads them here, so the checks are
+the same everywhere: M was trained on this V's latents (M records the digest of the V
+weights that ``encode`` used), C reads M's latent and hidden sizes, and C maps its outputs
+the way the env needs (``action_mode``). A mismatch is a one-line :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from world_models.checkpoint import weights_digest
+from world_models.errors import ConfigError
+from world_models.models.controller import Controller
+from world_models.models.mdrnn import MDNRNN
+from world_models.models.vae import ConvVAE
+
+PathLike = str | os.PathLike
+
+
+@dataclass
+class WorldModel:
+    """The loaded models, in eval mode; any of them None when not asked for."""
+
+    vae: ConvVAE | None
+    mdrnn: MDNRNN | None
+    controller: Controller | None
+
+
+def check_vae_matches(vae_dir: PathLike, mdrnn, mdrnn_dir: PathLike) -> None:
+    """Refuse a V other than the one whose latents M was trained on (when M recorded it):
+    M's predictions mean nothing in another VAE's latent space, however equal the sizes."""
+    want = getattr(mdrnn, "checkpoint_meta", {}).get("vae_sha256")
+    if not want:
+        return
+    have = weights_digest(Path(vae_dir))
+    if have != want:
+        raise ConfigError(
+            f"M ({mdrnn_dir}) was trained on latents of another VAE (sha256 {want[:12]}) "
+            f"than {vae_dir} ({have[:12]}): pass the VAE checkpoint that `encode` used"
+        )
+
+
+def check_controller_fits(
+    controller: Controller, mdrnn: MDNRNN | None, action_mode: str | None, where: PathLike
+) -> None:
+    """C reads M's z and h sizes and maps actions as the env needs."""
+    if mdrnn is not None:
+        if controller.latent_size != mdrnn.latent_size:
+            raise ConfigError(
+                f"controller {where} reads z of size {controller.latent_size}, "
+                f"M predicts {mdrnn.latent_size}"
+            )
+        if controller.hidden_size != mdrnn.hidden_size:
+            raise ConfigError(
+                f"controller {where} reads h of size {controller.hidden_size}, "
+                f"M's LSTM has {mdrnn.hidden_size}"
+            )
+    if action_mode is not None and controller.action_mode != action_mode:
+        raise ConfigError(
+            f"controller {where} maps actions as {controller.action_mode!r}; "
+            f"the env needs {action_mode!r}"
+        )
+
+
+def load_world_model(
+    vae: PathLike | None = None,
+    mdrnn: PathLike | None = None,
+    controller: PathLike | None = None,
+    *,
+    action_mode: str | None = None,
+    device: torch.device | str | None = None,
+) -> WorldModel:
+    """Load the given checkpoints onto ``device`` and check they fit (module docstring).
+
+    ``action_mode`` (the env preset's, e.g. ``"thirds"`` for Doom) is checked against C's.
+    """
+    v = ConvVAE.from_pretrained(vae, map_location=device).eval() if vae is not None else None
+    m = MDNRNN.from_pretrained(mdrnn, map_location=device).eval() if mdrnn is not None else None
+    if v is not None and m is not None:
+        check_vae_matches(vae, m, mdrnn)  # type: ignore[arg-type]
+        if v.latent_size != m.latent_size:
+            raise ConfigError(f"V {vae} has z of size {v.latent_size}, M {mdrnn} {m.latent_size}")
+    c = None
+    if controller is not None:
+        c = Controller.from_pretrained(controller, map_location=device).eval()
+        check_controller_fits(c, m, action_mode, controller)
+    return WorldModel(v, m, c)
