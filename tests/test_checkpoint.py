@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from world_models import __version__
-from world_models.checkpoint import read_optimizer_state, save_checkpoint
-from world_models.errors import CheckpointError
+from world_models.core.checkpoint import read_optimizer_state, save_checkpoint
+from world_models.core.errors import CheckpointError
 from world_models.models.vae import ConvVAE
 
 

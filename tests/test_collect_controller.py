@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from world_models.core.errors import ConfigError
 from world_models.data import store
 from world_models.data.collect import CollectConfig, collect, episode_seed
-from world_models.errors import ConfigError
-from world_models.models.controller import Controller, ControllerPolicy
+from world_models.models.controller import Controller
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
+from world_models.policies.controller import ControllerPolicy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,8 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from world_models.config import add_config_args, config_from_args, field_docs, from_dict, to_dict
-from world_models.errors import ConfigError
+from world_models.core.config import (
+    add_config_args,
+    config_from_args,
+    field_docs,
+    from_dict,
+    to_dict,
+)
+from world_models.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

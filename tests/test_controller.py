@@ -10,13 +10,13 @@ from world_models.envs.presets import mode_for_env
 from world_models.models.controller import (
     CONTROLLER_PRESETS,
     Controller,
-    ControllerPolicy,
     actions_for_model,
     batched_actions,
     map_actions,
 )
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
+from world_models.policies.controller import ControllerPolicy
 
 # Tiny models: one thread avoids spin-waits on a busy 2-core machine.
 pytestmark = pytest.mark.usefixtures("one_thread")

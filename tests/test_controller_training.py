@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from world_models.cli import main
+from world_models.core.errors import CheckpointError
 from world_models.data.store import save_npz
-from world_models.errors import CheckpointError
 from world_models.models.controller import Controller
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE

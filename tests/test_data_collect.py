@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from world_models.cli import main
+from world_models.core.errors import ConfigError, MissingDependencyError
 from world_models.data import store
 from world_models.data.collect import CollectConfig, WorkerDiedError, collect, episode_seed
-from world_models.errors import ConfigError, MissingDependencyError
 
 
 def cfg(out: Path, **kw) -> CollectConfig:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from world_models.cli import main
+from world_models.core.errors import DataError
 from world_models.data import store
 from world_models.data.importers import import_rollouts
 from world_models.envs.presets import CARRACING, preprocess_frame
-from world_models.errors import DataError
 
 
 def hardmaru_file(path, T=6, seed=0):

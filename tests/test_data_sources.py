@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from world_models.core.errors import DataError
 from world_models.data import store
 from world_models.data.sources import FrameSource, _epoch_order, _fits_on_gpu
-from world_models.errors import DataError
 
 
 def frames_dir(folder: Path, lengths=(9, 14, 5, 11, 7, 13, 8, 10)) -> list[np.ndarray]:

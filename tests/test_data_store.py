@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from world_models.cli import main
+from world_models.core.errors import DataError
 from world_models.data import store
-from world_models.errors import DataError
 
 
 def make_episode(T: int = 7, seed: int = 0) -> store.Episode:

@@ -9,7 +9,8 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import world_models.envs.dream as dream_module
-from world_models.envs.dream import DREAM_ID, BatchedDream, DreamEnv, load_initial_states
+from world_models.data.series import load_initial_states
+from world_models.envs.dream import DREAM_ID, BatchedDream, DreamEnv
 from world_models.models.controller import Controller
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
@@ -167,8 +168,8 @@ def test_load_initial_states_from_series(tmp_path):
 
 
 def test_load_initial_states_encodes_first_frames_of_a_dataset(tmp_path):
+    from world_models.core.errors import ConfigError
     from world_models.data.store import save_npz
-    from world_models.errors import ConfigError
 
     frames = np.random.default_rng(0).integers(0, 255, (2, 3, 64, 64, 3), dtype=np.uint8)
     for i in range(2):

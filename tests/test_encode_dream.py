@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from world_models.cli import main
+from world_models.core.errors import ConfigError, DataError
 from world_models.data import store
 from world_models.data.collect import CollectConfig, collect
 from world_models.data.encode import EncodeConfig, _prefetch, encode, encode_frames
-from world_models.errors import ConfigError, DataError
 from world_models.evaluation.open_loop import DreamVideoConfig, dream_video, open_loop
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE

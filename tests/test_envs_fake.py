@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from world_models.core.errors import ConfigError, DataError, MissingDependencyError
 from world_models.envs.fake import FakeEnv
 from world_models.envs.make import check_available, make_env
 from world_models.envs.presets import CARRACING, DOOM, FAKE, Preprocess, preprocess_frame
-from world_models.errors import ConfigError, DataError, MissingDependencyError
 from world_models.policies import (
     BrownianPolicy,
     Policy,

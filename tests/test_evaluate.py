@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from world_models.cli import main
-from world_models.errors import ConfigError, MissingDependencyError
+from world_models.core.errors import ConfigError, MissingDependencyError
+from world_models.envs.pool import EnvFactory, run_sequential
 from world_models.evaluation.evaluate import EvaluateConfig, evaluate
-from world_models.evaluation.rollout import EnvFactory, run_sequential
-from world_models.models.controller import Controller, ControllerPolicy
+from world_models.models.controller import Controller
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
+from world_models.policies.controller import ControllerPolicy
 
 # Small models: one thread avoids oversubscribing the cores shared with env workers.
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,10 +11,11 @@ import torch
 
 from world_models.cli import main
 from world_models.envs.dream import BatchedDream, DreamEnv, dream_done
-from world_models.models.controller import Controller, LatentPolicy
+from world_models.models.controller import Controller
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
 from world_models.policies import ConstantPolicy
+from world_models.policies.controller import LatentPolicy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

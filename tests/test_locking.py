@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from world_models.cli import main
+from world_models.core.errors import ConfigError, FolderBusyError
+from world_models.core.locking import LOCK_FILE, lock_folder
 from world_models.data import store
 from world_models.data.collect import CollectConfig, collect
-from world_models.errors import ConfigError, FolderBusyError
-from world_models.locking import LOCK_FILE, lock_folder
 
 FAKE = {"min_len": 5, "max_len": 8}
 
@@ -62,7 +62,7 @@ def test_a_second_collect_into_a_held_folder_fails_naming_the_holders_pid(tmp_pa
             textwrap.dedent(
                 f"""
                 import sys, time
-                from world_models.locking import lock_folder
+                from world_models.core.locking import lock_folder
                 with lock_folder({str(out)!r}, "dataset folder"):
                     print("held", flush=True)
                     sys.stdin.read()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from world_models.errors import CheckpointError
+from world_models.core.errors import CheckpointError
 from world_models.models.mdrnn import (
     MDNRNN,
     MDNRNN_PRESETS,

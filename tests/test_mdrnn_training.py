@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from world_models.cli import main
+from world_models.core.errors import ConfigError, DataError
 from world_models.data.series import SeriesSet, is_held_out, load_series, split_files
-from world_models.errors import ConfigError, DataError
 from world_models.models.mdrnn import MDNRNN
 from world_models.training.mdrnn import TRAIN_MDNRNN_PRESETS, evaluate, train_mdrnn
 
@@ -285,7 +285,7 @@ def test_interrupted_run_resumes_mid_epoch_from_save_every(tmp_path, monkeypatch
 
 
 def test_non_finite_loss_stops_with_training_diverged(tmp_path, monkeypatch):
-    from world_models.errors import TrainingDivergedError
+    from world_models.core.errors import TrainingDivergedError
 
     write_series(tmp_path / "series", episodes=6, length=30)
     real_loss = MDNRNN.loss
@@ -338,7 +338,7 @@ def test_unusable_settings_fail_before_the_run_folder_is_written(tmp_path, bad, 
 
 
 def test_m_records_its_vae_and_refuses_another(tmp_path):
-    from world_models.checkpoint import weights_digest
+    from world_models.core.checkpoint import weights_digest
     from world_models.models.vae import ConvVAE
     from world_models.models.world_model import check_vae_matches
 

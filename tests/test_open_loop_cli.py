@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from world_models import cli
-from world_models.errors import ConfigError, MissingDependencyError
-from world_models.evaluation import media, open_loop
+from world_models.core import media
+from world_models.core.errors import ConfigError, MissingDependencyError
+from world_models.evaluation import open_loop
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
 

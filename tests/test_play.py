@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from world_models import cli
+from world_models.core.errors import ConfigError
 from world_models.envs.make import make_env
 from world_models.envs.presets import get_preset
-from world_models.errors import ConfigError
 from world_models.models.controller import (
     DOOM_LEFT,
     DOOM_RIGHT,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from world_models.core.errors import ConfigError
 from world_models.data import store
 from world_models.data.collect import CollectConfig, collect
-from world_models.errors import ConfigError
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
 
@@ -123,7 +123,7 @@ def test_train_controller_says_it_resumed_at_which_generation(tmp_path, capsys):
 
 
 def test_dream_training_refuses_a_vae_m_did_not_learn_before_writing_the_run(tmp_path):
-    from world_models.checkpoint import weights_digest
+    from world_models.core.checkpoint import weights_digest
     from world_models.training.controller import train_controller
 
     torch.manual_seed(0)

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from world_models.evaluation.rollout import EnvFactory, EnvPool, WorkerDiedError, run_sequential
-from world_models.models.controller import Controller, ControllerPolicy
+from world_models.envs.pool import EnvFactory, EnvPool, WorkerDiedError, run_sequential
+from world_models.models.controller import Controller
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
 from world_models.policies import BrownianPolicy
+from world_models.policies.controller import ControllerPolicy
 
 SHORT = {"min_len": 5, "max_len": 12}
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from world_models.checkpoint import read_optimizer_state
 from world_models.cli import main
-from world_models.config import from_dict
+from world_models.core.checkpoint import read_optimizer_state
+from world_models.core.config import from_dict
+from world_models.core.errors import CheckpointError, ConfigError
 from world_models.data import store
-from world_models.errors import CheckpointError, ConfigError
 from world_models.models.vae import ConvVAE, VAEConfig
 
 
@@ -118,7 +118,7 @@ def test_encode_names_an_impossible_output_folder(tmp_path, capsys):
 
 
 def test_a_window_longer_than_every_episode_is_cut_with_a_warning(tmp_path, capsys):
-    from world_models.checkpoint import read_checkpoint
+    from world_models.core.checkpoint import read_checkpoint
 
     series = write_series(tmp_path / "series", T=50)
     argv = ["train-mdrnn", "--preset", "debug", "--series-dir", str(series)]

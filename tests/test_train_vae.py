@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from world_models.checkpoint import read_checkpoint
 from world_models.cli import main
+from world_models.core.checkpoint import read_checkpoint
+from world_models.core.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from world_models.data.collect import CollectConfig, collect
-from world_models.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from world_models.models.vae import ConvVAE
 from world_models.training import vae as vae_module
 from world_models.training.vae import PRESETS, TrainVAEConfig, effective_lr, train_vae

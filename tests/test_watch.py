@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from world_models import cli
-from world_models.models.controller import Controller, ControllerPolicy
+from world_models.models.controller import Controller
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
 from world_models.play import draw
@@ -22,6 +22,7 @@ from world_models.play.sessions import (
     mixture_mean,
     watch,
 )
+from world_models.policies.controller import ControllerPolicy
 
 Z, H = 8, 16
 

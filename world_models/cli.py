@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from world_models import __version__
-from world_models.errors import WorldModelsError
+from world_models.core.errors import WorldModelsError
 
 # name -> module; the order is the pipeline's, and is the order of ``--help``.
 COMMANDS: dict[str, str] = {

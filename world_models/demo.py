@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from world_models.training.runs import pick_device
+from world_models.core.device import pick_device
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from world_models.errors import ConfigError
+from world_models.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -269,7 +269,7 @@ class _Stages:
     def run(self, name: str, work: Callable[[], Any], log: Callable[[str], None]) -> None:
         import time
 
-        from world_models.atomic import atomic_write_json
+        from world_models.core.atomic import atomic_write_json
 
         if name in self.done:
             log(f"      {name}: finished earlier ({self.done[name]:.0f} s), skipped")
@@ -285,7 +285,7 @@ class _Stages:
 def _calibrate(ctrl, path: Path, log: Callable[[str], None]) -> None:
     """Write ``path``: the done offset at which the random policy survives in M's dream as
     long as in the collected data (see :func:`world_models.envs.dream.calibrate_done_offset`)."""
-    from world_models.atomic import atomic_write_json
+    from world_models.core.atomic import atomic_write_json
     from world_models.evaluation.fidelity import FidelityConfig, calibrate
     from world_models.evaluation.fidelity import dream_for as make_dream
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from world_models.errors import ConfigError
+from world_models.core.errors import ConfigError
 
 ASSETS = Path(__file__).parent / "assets"
 PARTS = ("vae", "mdrnn", "controller")
@@ -107,9 +107,9 @@ def export_pretrained(
     """
     from safetensors.torch import save_file
 
-    from world_models.atomic import atomic_dir, atomic_write_text
-    from world_models.checkpoint import weights_digest
-    from world_models.envs.dream import load_initial_states
+    from world_models.core.atomic import atomic_dir, atomic_write_text
+    from world_models.core.checkpoint import weights_digest
+    from world_models.data.series import load_initial_states
     from world_models.models.controller import Controller
     from world_models.models.mdrnn import MDNRNN
     from world_models.models.vae import ConvVAE

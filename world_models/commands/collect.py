@@ -28,7 +28,7 @@ def base_config(env: str | None, preset: str | None = None):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from world_models.config import add_config_args
+    from world_models.core.config import add_config_args
     from world_models.data.collect import PRESETS, CollectConfig
     from world_models.envs.presets import ENV_PRESETS
 
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from world_models.config import config_from_args
+    from world_models.core.config import config_from_args
     from world_models.data.collect import CollectConfig, collect
     from world_models.data.store import dataset_info, format_info
 

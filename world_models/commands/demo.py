@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from world_models.config import add_config_args, config_from_args
+from world_models.core.config import add_config_args, config_from_args
 from world_models.demo import PRESETS, DemoConfig
 
 HELP = "collect CarRacing frames, train the VAE, write pictures (minutes on a CPU)"

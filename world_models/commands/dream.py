@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from world_models.config import add_config_args, config_from_args
+from world_models.core.config import add_config_args, config_from_args
 from world_models.evaluation.open_loop import DreamVideoConfig
 
 HELP = "roll M forward from a real frame and write the dream beside the real episode"
@@ -22,9 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from world_models.errors import ConfigError
+    from world_models.core.errors import ConfigError
+    from world_models.core.locking import check_output_dir
     from world_models.evaluation.open_loop import dream_video
-    from world_models.locking import check_output_dir
 
     config = config_from_args(DreamVideoConfig, args)
     if Path(config.out).is_dir():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from world_models.config import add_config_args, config_from_args
+from world_models.core.config import add_config_args, config_from_args
 from world_models.data.encode import PRESETS, EncodeConfig
 
 HELP = "encode a dataset with a trained VAE into latent series for M; re-running resumes"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from world_models.config import add_config_args, config_from_args
+from world_models.core.config import add_config_args, config_from_args
 from world_models.evaluation.evaluate import PRESETS, EvaluateConfig
 
 HELP = "score V+M+C (or a random policy) over N episodes, real or dreamed: mean +- std, GIFs"
@@ -27,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from world_models.core.locking import check_output_dir
     from world_models.evaluation.evaluate import evaluate, summarize
-    from world_models.locking import check_output_dir
 
     config = config_from_args(EvaluateConfig, args, PRESETS, default_preset="carracing")
     check_output_dir(config.out_dir, "output folder", create=False)  # before hours of play

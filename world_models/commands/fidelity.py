@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from world_models.config import add_config_args, config_from_args
+from world_models.core.config import add_config_args, config_from_args
 from world_models.evaluation.fidelity import FidelityConfig
 
 HELP = "score fixed policies in M's dream and in the real game, side by side, with a verdict"

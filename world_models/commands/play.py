@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from world_models.config import add_config_args, config_from_args
+from world_models.core.config import add_config_args, config_from_args
 from world_models.play.sessions import PlayConfig
 
 HELP = "play inside M's dream (or the real game) with the arrow keys, in a window"

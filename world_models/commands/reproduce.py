@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from world_models.config import add_config_args, config_from_args
+from world_models.core.config import add_config_args, config_from_args
 from world_models.recipes import ReproduceConfig
 
 HELP = "run the whole pipeline (collect, V, encode, M, C in the dream, evaluate) for a game"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from world_models.config import add_config_args, config_from_args
+from world_models.core.config import add_config_args, config_from_args
 from world_models.training.controller import PRESETS, TrainControllerConfig
 
 HELP = "evolve the controller (C) with CMA-ES, in M's dream or the real env; re-running resumes"

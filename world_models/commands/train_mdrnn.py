@@ -16,14 +16,14 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from world_models.config import add_config_args
+    from world_models.core.config import add_config_args
     from world_models.training.mdrnn import TRAIN_MDNRNN_PRESETS, TrainMDNRNNConfig
 
     add_config_args(parser, TrainMDNRNNConfig, TRAIN_MDNRNN_PRESETS)
 
 
 def run(args: argparse.Namespace) -> int:
-    from world_models.config import config_from_args
+    from world_models.core.config import config_from_args
     from world_models.training.mdrnn import TRAIN_MDNRNN_PRESETS, TrainMDNRNNConfig, train_mdrnn
 
     config = config_from_args(TrainMDNRNNConfig, args, TRAIN_MDNRNN_PRESETS, "carracing")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from world_models.config import add_config_args, config_from_args
+from world_models.core.config import add_config_args, config_from_args
 from world_models.play.sessions import WatchConfig
 
 HELP = "watch C play, beside V's reconstruction and M's prediction of the next frame"

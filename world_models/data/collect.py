@@ -11,7 +11,7 @@ with 1 or 16 workers, and datasets of different seeds share no episode. Each wor
 re-running the command skips the valid episodes already there and collects the rest, so a
 killed run resumes and a larger ``--episodes`` tops a dataset up. A worker that dies makes
 the run fail with :class:`WorkerDiedError` instead of hanging. The folder is locked for the
-whole run (:mod:`world_models.locking`): a second collection into it stops at once.
+whole run (:mod:`world_models.core.locking`): a second collection into it stops at once.
 """
 
 from __future__ import annotations
@@ -31,15 +31,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from world_models.atomic import clean_temp_files
+from world_models.core.atomic import clean_temp_files
+from world_models.core.errors import ConfigError, DataError, WorkerDiedError
+from world_models.core.locking import lock_folder
 from world_models.data import store
 from world_models.envs.presets import EnvPreset, Preprocess, Resample, get_preset
-from world_models.errors import ConfigError, DataError, WorldModelsError
-from world_models.locking import lock_folder
-
-
-class WorkerDiedError(WorldModelsError):
-    """A collection worker process exited abruptly (crash, OOM kill)."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +132,7 @@ def manifest_signature(config: CollectConfig) -> dict[str, Any]:
         policy["min_repeat"], policy["max_repeat"] = 1, config.max_repeat
     models = config.world_model()
     if models is not None:
-        from world_models.checkpoint import weights_digest
+        from world_models.core.checkpoint import weights_digest
 
         # the weights, not the paths, say which controller made the data
         digests = {f"{k}_sha256": weights_digest(Path(v)) for k, v in models.items()}
@@ -240,9 +236,9 @@ def _controller_policy(models: dict[str, Path], random, explore: float, action_m
     """V + M + C on the CPU, one thread (one env per worker process), mixed with ``random``."""
     import torch
 
-    from world_models.models.controller import ControllerPolicy
     from world_models.models.world_model import load_world_model
     from world_models.policies import ExplorePolicy
+    from world_models.policies.controller import ControllerPolicy
 
     torch.set_num_threads(1)  # the workers share the cores already
     wm = load_world_model(**models, action_mode=action_mode, device="cpu")

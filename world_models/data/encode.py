@@ -35,12 +35,12 @@ import numpy as np
 import torch
 
 from world_models import __version__
-from world_models.atomic import atomic_write_json, clean_temp_files
-from world_models.checkpoint import weights_digest
-from world_models.config import to_dict
+from world_models.core.atomic import atomic_write_json, clean_temp_files
+from world_models.core.checkpoint import weights_digest
+from world_models.core.config import to_dict
+from world_models.core.errors import ConfigError, DataError
+from world_models.core.locking import lock_folder
 from world_models.data import store
-from world_models.errors import ConfigError, DataError
-from world_models.locking import lock_folder
 from world_models.models.vae import IMAGE_SIZE
 
 SERIES_MANIFEST = "series.json"
@@ -255,8 +255,8 @@ def _write(out: Path, series: _Series) -> None:
 
 def encode(config: EncodeConfig) -> Path:
     """Encode every episode of ``config.data_dir`` not yet in ``config.out_dir``."""
+    from world_models.core.device import pick_device
     from world_models.models.vae import ConvVAE
-    from world_models.training.runs import pick_device
 
     # Every check before anything is written.
     episodes = store.list_episodes(config.data_dir)

@@ -37,11 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from world_models.atomic import clean_temp_files
+from world_models.core.atomic import clean_temp_files
+from world_models.core.errors import ConfigError, DataError
+from world_models.core.locking import lock_folder
 from world_models.data import store
 from world_models.envs.presets import EnvPreset, get_preset
-from world_models.errors import ConfigError, DataError
-from world_models.locking import lock_folder
 
 LAYOUTS = {
     "hardmaru": {"obs": "obs", "action": "action", "reward": "reward", "done": "done"},

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from world_models.core.errors import DataError
 from world_models.data.store import is_holdout
-from world_models.errors import DataError
 
 SERIES_KEYS = ("mu", "logvar", "action", "reward", "terminated", "truncated")
 
@@ -301,3 +301,62 @@ def load_series(
     ):
         raise DataError(f"series folder {folder}: episodes disagree on latent/action sizes")
     return train, held
+
+
+def load_initial_states(
+    series_dir=None,
+    data_dir=None,
+    vae=None,
+    max_episodes: int = 10_000,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar), each (E, Z) float32, of the first frame of up to ``max_episodes`` episodes.
+
+    From a series folder (``encode``'s output: ``mu``/``logvar`` per episode) when
+    ``series_dir`` is given (or an ``initial_z.safetensors`` file of a shipped model, see
+    :mod:`world_models.shipped`), else by encoding the first frame of each episode of a
+    dataset folder (``collect``'s output) with ``vae``.
+    """
+    from pathlib import Path
+
+    from world_models.core.errors import ConfigError, DataError
+    from world_models.data import store
+
+    if series_dir is not None and Path(series_dir).suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            init = load_file(str(series_dir))
+            mu, logvar = init["mu"].float(), init["logvar"].float()
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+            raise DataError(f"{series_dir}: unreadable initial states ({exc})") from None
+        return mu[:max_episodes].to(device), logvar[:max_episodes].to(device)
+    if series_dir is not None:
+        files = sorted(p for p in Path(series_dir).glob("*.npz") if not p.name.startswith("."))
+        if not files:
+            raise DataError(f"series folder {series_dir} holds no .npz files (run `encode`)")
+        mus, logvars = [], []
+        for f in files[:max_episodes]:
+            arrays = store.load_npz(f, ["mu", "logvar"])
+            mus.append(arrays["mu"][0])
+            logvars.append(arrays["logvar"][0])
+        mu = torch.as_tensor(np.stack(mus), dtype=torch.float32)
+        return mu.to(device), torch.as_tensor(np.stack(logvars), dtype=torch.float32).to(device)
+    if data_dir is None:
+        raise ConfigError("initial dream states need a series folder or a dataset folder")
+    if vae is None:
+        raise ConfigError("encoding first frames of a dataset needs the VAE checkpoint")
+    files = store.list_episodes(data_dir)[:max_episodes]
+    if not files:
+        raise DataError(f"dataset folder {data_dir} holds no episodes")
+    frames = np.stack([store.load_npz(f, ["obs"])["obs"][0] for f in files])  # (E, 64, 64, 3)
+    vae = vae.to(device).eval()
+    x = torch.as_tensor(frames, device=device).permute(0, 3, 1, 2)  # (E, 3, 64, 64) uint8
+    mus, logvars = [], []
+    with torch.no_grad():
+        for chunk in x.split(256):
+            chunk = chunk if vae.uint8_input else chunk.float().div(255.0)
+            mu, logvar = vae.encode(chunk)
+            mus.append(mu.float())
+            logvars.append(logvar.float())
+    return torch.cat(mus), torch.cat(logvars)

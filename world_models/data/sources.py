@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from world_models.atomic import TMP_MARK, atomic_open, atomic_write_json
+from world_models.core.atomic import TMP_MARK, atomic_open, atomic_write_json
+from world_models.core.errors import DataError
 from world_models.data import store
-from world_models.errors import DataError
 
 CACHE_DIR = ".cache"
 FRAME_SHAPE = (64, 64, 3)

@@ -33,8 +33,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from world_models.atomic import TMP_MARK, atomic_open, atomic_write_json
-from world_models.errors import DataError
+from world_models.core.atomic import TMP_MARK, atomic_open, atomic_write_json
+from world_models.core.errors import DataError
 
 FORMAT = "world_models.episodes/1"
 MANIFEST = "manifest.json"

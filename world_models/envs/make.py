@@ -12,8 +12,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from world_models.core.errors import ConfigError, require
 from world_models.envs.presets import EnvPreset, Preprocess
-from world_models.errors import ConfigError, require
 
 Backend = Literal["gymnasium", "envpool"]
 

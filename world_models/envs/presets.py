@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from world_models.errors import ConfigError, DataError
+from world_models.core.errors import ConfigError, DataError
 
 Resample = Literal["bilinear", "lanczos", "box", "bicubic", "nearest"]
 ActionKind = Literal["box", "discrete"]

@@ -1,7 +1,7 @@
 """Score a controller in the real env (or the dream): ``evaluate(config) -> output folder``.
 
 N trials (default 100, as the paper's tables) with seeds ``seed .. seed + N - 1``, run in
-parallel by :class:`~world_models.evaluation.rollout.EnvPool` (V, M and C batched in this
+parallel by :class:`~world_models.envs.pool.EnvPool` (V, M and C batched in this
 process). Writes ``results.json`` (mean, std, every return), ``returns.csv``,
 ``histogram.png``, and an animation of the best and of the worst episode made of the raw
 env frames (e.g. 96x96 CarRacing, 240x320 Doom). Episodes are functions of their seeds, so
@@ -22,8 +22,8 @@ from typing import Literal
 
 import numpy as np
 
-from world_models.atomic import atomic_open, atomic_write_json
-from world_models.errors import ConfigError
+from world_models.core.atomic import atomic_open, atomic_write_json
+from world_models.core.errors import ConfigError
 from world_models.models.world_model import check_vae_matches
 
 
@@ -151,10 +151,11 @@ def build_policy(config: EvaluateConfig):
         return baseline_policy(config.policy, config.env)
     import torch  # noqa: F401 - heavy, only for the controller
 
-    from world_models.models.controller import Controller, ControllerPolicy
+    from world_models.core.device import pick_device
+    from world_models.models.controller import Controller
     from world_models.models.mdrnn import MDNRNN
     from world_models.models.vae import ConvVAE
-    from world_models.training.runs import pick_device
+    from world_models.policies.controller import ControllerPolicy
 
     if config.controller_path is None or config.vae_path is None or config.mdrnn_path is None:
         raise ConfigError("policy controller needs --controller-path, --vae-path, --mdrnn-path")
@@ -199,7 +200,7 @@ def with_pretrained(config: EvaluateConfig) -> EvaluateConfig:
 
 def evaluate(config: EvaluateConfig) -> Path:
     """Play ``trials`` episodes (real env or dream) and write the results; returns ``out_dir``."""
-    from world_models.evaluation.media import check_animation_path, save_animation
+    from world_models.core.media import check_animation_path, save_animation
 
     config = with_pretrained(config)
     if config.trials < 1:
@@ -272,7 +273,7 @@ def _real_trials(config: EvaluateConfig, seeds: np.ndarray):
     """Returns, lengths, raw frames of the best and worst episode, and their replays' returns."""
     from tqdm.auto import tqdm
 
-    from world_models.evaluation.rollout import EnvFactory, make_pool
+    from world_models.envs.pool import EnvFactory, make_pool
 
     policy = build_policy(config)
     workers = max(1, min(config.workers or os.cpu_count() or 1, config.trials))
@@ -293,12 +294,13 @@ def _dream_trials(config: EvaluateConfig):
     """All trials as one BatchedDream batch; the best and worst dreams decoded by V."""
     import torch
 
-    from world_models.envs.dream import BatchedDream, load_initial_states
-    from world_models.evaluation.media import to_uint8_hwc
+    from world_models.core.device import pick_device
+    from world_models.core.media import to_uint8_hwc
+    from world_models.data.series import load_initial_states
+    from world_models.envs.dream import BatchedDream
     from world_models.models.controller import Controller
     from world_models.models.mdrnn import MDNRNN
     from world_models.models.vae import ConvVAE
-    from world_models.training.runs import pick_device
 
     if config.policy == "controller" and config.controller_path is None:
         raise ConfigError("evaluating a controller in the dream needs --controller-path")

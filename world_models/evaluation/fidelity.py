@@ -24,8 +24,8 @@ from typing import Literal
 
 import numpy as np
 
-from world_models.atomic import atomic_write_json, atomic_write_text
-from world_models.errors import ConfigError
+from world_models.core.atomic import atomic_write_json, atomic_write_text
+from world_models.core.errors import ConfigError
 
 EASY, HARD = 1.3, 0.7
 """The dream is called faithful when the random policy's mean survival in it is within
@@ -151,12 +151,13 @@ def _policies(config: FidelityConfig) -> list[str]:
 def dream_for(config: FidelityConfig):
     """The BatchedDream a fidelity config describes (V attached as ``.vae``) and the env's
     action mode."""
-    from world_models.envs.dream import BatchedDream, load_initial_states
+    from world_models.core.device import pick_device
+    from world_models.data.series import load_initial_states
+    from world_models.envs.dream import BatchedDream
     from world_models.envs.presets import get_preset
     from world_models.models.mdrnn import MDNRNN
     from world_models.models.vae import ConvVAE
     from world_models.models.world_model import check_vae_matches
-    from world_models.training.runs import pick_device
 
     preset = get_preset(config.env)
     mode = preset.action_mode
@@ -184,7 +185,8 @@ def fidelity(config: FidelityConfig, log=print) -> Path:
     """Score the fixed policies (and a controller) in the dream and the game; see the module
     docstring. Returns the output folder."""
     from world_models.evaluation.evaluate import baseline_policy
-    from world_models.models.controller import Controller, LatentPolicy
+    from world_models.models.controller import Controller
+    from world_models.policies.controller import LatentPolicy
 
     dream, mode = dream_for(config)
     vae, mdrnn = dream.vae, dream.mdrnn
@@ -289,8 +291,8 @@ def calibrate(dream, config: FidelityConfig, mode: str) -> dict:
 def _real(config: FidelityConfig, names: list[str], with_controller: bool) -> dict:
     from tqdm.auto import tqdm
 
+    from world_models.envs.pool import EnvFactory, make_pool
     from world_models.evaluation.evaluate import EvaluateConfig, build_policy
-    from world_models.evaluation.rollout import EnvFactory, make_pool
 
     seeds = np.arange(config.trials) + config.seed
     workers = max(1, min(config.workers or os.cpu_count() or 1, config.trials))
@@ -355,8 +357,8 @@ def _strip(config: FidelityConfig, vae, mdrnn, path: Path) -> Path:
     """Real frames, V's reconstructions and M's open-loop dream, as a 3-row PNG."""
     import torch
 
+    from world_models.core.media import save_png
     from world_models.data import store
-    from world_models.evaluation.media import save_png
     from world_models.evaluation.open_loop import open_loop
 
     files = store.list_episodes(config.data_dir)

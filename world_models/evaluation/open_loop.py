@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from world_models.errors import ConfigError
+from world_models.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def check_dream_config(config: DreamVideoConfig) -> None:
     Cheap: loads no model or episode, so a bad flag fails before any real work. (That
     ``start`` lies inside the episode is checked once the episode is read.)
     """
-    from world_models.evaluation.media import check_animation_path
+    from world_models.core.media import check_animation_path
 
     check_animation_path(config.out)
     for name in ("scale", "fps"):
@@ -181,11 +181,11 @@ def dream_video(config: DreamVideoConfig) -> Path:
     if actions.ndim == 1:  # a Discrete env's (T,) indices stored without a column
         actions = actions[:, None]
 
-    from world_models.evaluation.media import save_animation
+    from world_models.core.device import pick_device
+    from world_models.core.media import save_animation
     from world_models.models.mdrnn import MDNRNN
     from world_models.models.vae import ConvVAE
     from world_models.models.world_model import check_vae_matches
-    from world_models.training.runs import pick_device
 
     device = pick_device(config.device)
     vae = ConvVAE.from_pretrained(config.vae, map_location=device).eval()

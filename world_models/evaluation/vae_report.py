@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from world_models.evaluation.media import grid, save_grid, save_png, save_reconstruction_grid
+from world_models.core.media import grid, save_grid, save_png, save_reconstruction_grid
 from world_models.models.vae import ConvVAE
 
 

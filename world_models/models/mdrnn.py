@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from world_models.checkpoint import PretrainedMixin
+from world_models.core.checkpoint import PretrainedMixin
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from world_models.checkpoint import PretrainedMixin
+from world_models.core.checkpoint import PretrainedMixin
 
 IMAGE_SIZE = 64
 FLAT_FEATURES = 256 * 4 * 4  # 4096

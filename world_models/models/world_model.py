@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from world_models.checkpoint import weights_digest
-from world_models.errors import ConfigError
+from world_models.core.checkpoint import weights_digest
+from world_models.core.errors import ConfigError
 from world_models.models.controller import Controller
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from world_models.errors import ConfigError
+from world_models.core.errors import ConfigError
 
 EnvName = Literal["doom", "carracing", "fake", "fake-discrete"]
 FPS = {"doom": 35, "carracing": 50}
@@ -136,7 +136,7 @@ def _whole(name: str, value: Any, *, none_ok: bool, minimum: int = 1) -> None:
 
 def check_config(config: SessionConfig) -> None:
     """A one-line :class:`ConfigError` for settings that cannot work; loads nothing."""
-    from world_models.evaluation.media import check_animation_path
+    from world_models.core.media import check_animation_path
 
     if config.target not in ("dream", "real"):
         raise ConfigError(f"--in must be dream or real, got {config.target!r}")
@@ -226,7 +226,7 @@ def action_mode(env: str) -> str:
 
 def load_models(config: SessionConfig, *, need_vm: bool, need_controller: bool) -> Models:
     """Load what the session needs, with the checks ``evaluate`` and ``dream`` make."""
-    from world_models.training.runs import pick_device
+    from world_models.core.device import pick_device
 
     device = pick_device(config.device)
     if config.pretrained is not None:
@@ -252,7 +252,7 @@ def load_models(config: SessionConfig, *, need_vm: bool, need_controller: bool) 
                 f"{models.controller.action_mode!r}; the {wm.env} env needs {mode!r}"
             )
         if need_controller:
-            from world_models.models.controller import ControllerPolicy
+            from world_models.policies.controller import ControllerPolicy
 
             models.policy = ControllerPolicy(models.vae, models.mdrnn, models.controller, device)
         return models
@@ -292,7 +292,7 @@ def load_models(config: SessionConfig, *, need_vm: bool, need_controller: bool) 
                 f"expects z={models.mdrnn.latent_size}"
             )
     if config.series_dir is not None and config.target == "dream":
-        from world_models.envs.dream import load_initial_states
+        from world_models.data.series import load_initial_states
 
         models.initial_mu, models.initial_logvar = load_initial_states(
             config.series_dir, device=device
@@ -381,7 +381,7 @@ class Decoder:
     def decode(self, z) -> np.ndarray:
         import torch
 
-        from world_models.evaluation.media import to_uint8_hwc
+        from world_models.core.media import to_uint8_hwc
 
         with torch.no_grad():
             w = self.vae.fc_mu.weight
@@ -419,7 +419,7 @@ class Recorder:
             self.sampler.add(picture)
 
     def save(self, fps: int) -> dict[str, Path]:
-        from world_models.evaluation.media import save_animation, save_png
+        from world_models.core.media import save_animation, save_png
         from world_models.play.draw import strip
 
         files: dict[str, Path] = {}
@@ -509,7 +509,7 @@ def play(config: PlayConfig, *, env=None, hook: Callable | None = None) -> Sessi
             game = env if env is not None else make_real(models.env)
         keyboard = Keyboard(window.pygame)
         if config.agent:
-            from world_models.models.controller import LatentPolicy
+            from world_models.policies.controller import LatentPolicy
 
             policy = LatentPolicy(models.controller) if dream else models.policy
             keys = "C plays   R restart  Esc quit"
@@ -571,7 +571,7 @@ def watch(config: WatchConfig, *, env=None, hook: Callable | None = None) -> Ses
         decoder = Decoder(models.vae, models.device)
         gen = torch.Generator(device=models.device).manual_seed(config.seed)
         if dream:
-            from world_models.models.controller import LatentPolicy
+            from world_models.policies.controller import LatentPolicy
 
             game = make_dream(models, config.tau)
             tap = game.mdrnn = MTap(game.mdrnn)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from world_models.errors import MissingDependencyError, WorldModelsError
+from world_models.core.errors import MissingDependencyError, WorldModelsError
 
 HEADLESS_DRIVERS = ("dummy", "offscreen")
 

@@ -9,7 +9,7 @@ episodes with fixed seeds; the best such mean is ``checkpoints/best``.
 * ``target="dream"``: all popsize x rollouts dreams of a generation are one
   :class:`~world_models.envs.dream.BatchedDream` batch.
 * ``target="real"``: episodes run in env worker processes and V, M and C run batched in
-  this process (:class:`~world_models.evaluation.rollout.EnvPool`).
+  this process (:class:`~world_models.envs.pool.EnvPool`).
 
 Resuming without pickles: ``cma_state.npz`` (written atomically every generation) holds
 the mean, step size sigma, covariance C with its eigen-decomposition B, D, the evolution
@@ -34,8 +34,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from world_models.atomic import atomic_open
-from world_models.errors import CheckpointError, ConfigError
+from world_models.core.atomic import atomic_open
+from world_models.core.errors import CheckpointError, ConfigError
 
 RESUMABLE_FIELDS = frozenset(
     {
@@ -272,7 +272,8 @@ class _Scorer:
             )
         self.pool = None
         if config.target == "dream":
-            from world_models.envs.dream import BatchedDream, load_initial_states
+            from world_models.data.series import load_initial_states
+            from world_models.envs.dream import BatchedDream
 
             mu, logvar = load_initial_states(
                 config.series_dir, config.data_dir, self.vae, config.max_initial_states, device
@@ -292,8 +293,8 @@ class _Scorer:
         else:
             if self.vae is None:
                 raise ConfigError("training in the real env needs --vae-path")
-            from world_models.evaluation.rollout import EnvFactory, make_pool
-            from world_models.models.controller import ControllerPolicy
+            from world_models.envs.pool import EnvFactory, make_pool
+            from world_models.policies.controller import ControllerPolicy
 
             self.policy = ControllerPolicy(
                 self.vae, self.mdrnn, self.controller, device, config.z_mode
@@ -349,7 +350,7 @@ def _check_vae_path(config: TrainControllerConfig) -> None:
         return
     from types import SimpleNamespace
 
-    from world_models.checkpoint import read_checkpoint
+    from world_models.core.checkpoint import read_checkpoint
     from world_models.models.world_model import check_vae_matches
 
     meta = read_checkpoint(config.mdrnn_path, expected_kind="MDNRNN").meta
@@ -361,7 +362,8 @@ def _check_vae_path(config: TrainControllerConfig) -> None:
 def _train_controller(config: TrainControllerConfig, hold: contextlib.ExitStack) -> Path:
     from tqdm.auto import tqdm
 
-    from world_models.training.runs import MetricsLogger, RunDir, pick_device
+    from world_models.core.device import pick_device
+    from world_models.training.runs import MetricsLogger, RunDir
 
     for name in ("popsize", "rollouts", "eval_every", "eval_rollouts", "generations"):
         if getattr(config, name) < 1:
@@ -491,7 +493,7 @@ def _save_controller(controller, params, where: Path, generation: int, meta: dic
 
 
 def _plot(metrics, path: Path) -> None:
-    from world_models.evaluation.media import plot_curves
+    from world_models.core.media import plot_curves
 
     rows = metrics.rows
     series = {}

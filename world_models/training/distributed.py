@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from world_models.training.runs import pick_device
+from world_models.core.device import pick_device
 
 
 @dataclass(frozen=True)

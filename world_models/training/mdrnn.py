@@ -43,12 +43,13 @@ from pathlib import Path
 
 import torch
 
-from world_models.checkpoint import load_state_strict, read_checkpoint, read_optimizer_state
-from world_models.config import from_dict, to_dict
+from world_models.core.checkpoint import load_state_strict, read_checkpoint, read_optimizer_state
+from world_models.core.config import from_dict, to_dict
+from world_models.core.device import pick_device
+from world_models.core.errors import ConfigError, TrainingDivergedError
 from world_models.data.series import SeriesBatch, SeriesSet, load_series, series_vae_digest
-from world_models.errors import ConfigError, TrainingDivergedError
 from world_models.models.mdrnn import MDNRNN, MDNRNNConfig
-from world_models.training.runs import MetricsLogger, RunDir, pick_device
+from world_models.training.runs import MetricsLogger, RunDir
 
 
 @dataclass(frozen=True)

@@ -22,28 +22,10 @@ from typing import Any
 
 import torch
 
-from world_models.atomic import atomic_write_json, clean_temp_files
-from world_models.config import to_dict
-from world_models.errors import ConfigError
-from world_models.locking import check_output_dir, lock_folder
-
-
-def pick_device(requested: str | None) -> torch.device:
-    """``requested``, or CUDA when present, else CPU; a missing CUDA is a clear error."""
-    if requested in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise ConfigError(f"device {requested!r} is not a device (cpu, cuda, cuda:1 ...)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {requested!r} requested but CUDA is not available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device {requested!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
-            )
-    return device
+from world_models.core.atomic import atomic_write_json, clean_temp_files
+from world_models.core.config import to_dict
+from world_models.core.errors import ConfigError
+from world_models.core.locking import check_output_dir, lock_folder
 
 
 class RunDir:
@@ -59,7 +41,7 @@ class RunDir:
 
     def lock(self):
         """Hold this run folder for a ``with`` block: a second trainer on the same folder
-        fails at once, naming this one's pid (see :mod:`world_models.locking`)."""
+        fails at once, naming this one's pid (see :mod:`world_models.core.locking`)."""
         return lock_folder(self.path, "run folder")
 
     def open(self, config: Any, may_differ: frozenset[str] = frozenset()) -> bool:
@@ -140,7 +122,7 @@ class MetricsLogger:
         return cols
 
     def _rewrite(self) -> None:
-        from world_models.atomic import atomic_open
+        from world_models.core.atomic import atomic_open
 
         with atomic_open(self.jsonl_path, "w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in self.rows)

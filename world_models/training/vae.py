@@ -21,8 +21,8 @@ from typing import Literal
 
 import torch
 
-from world_models.checkpoint import load_state_strict, read_checkpoint, read_optimizer_state
-from world_models.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
+from world_models.core.checkpoint import load_state_strict, read_checkpoint, read_optimizer_state
+from world_models.core.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from world_models.models.vae import ConvVAE
 
 # A re-run may change these without starting a new run: length, hardware and speed knobs,
@@ -501,7 +501,7 @@ class _Trainer:
             self.plot_losses()
 
     def write_pictures(self, tag: str) -> None:
-        from world_models.evaluation.media import save_grid, save_reconstruction_grid
+        from world_models.core.media import save_grid, save_reconstruction_grid
 
         self.model.eval()
         with torch.no_grad():
@@ -515,7 +515,7 @@ class _Trainer:
         self.model.train()
 
     def plot_losses(self) -> Path | None:
-        from world_models.evaluation.media import plot_curves
+        from world_models.core.media import plot_curves
 
         if self.metrics is None:
             return None

@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from world_models import __version__
-from world_models.atomic import atomic_dir, recover_dir
-from world_models.config import from_dict, to_dict
-from world_models.errors import CheckpointError, ConfigError
+from world_models.core.atomic import atomic_dir, recover_dir
+from world_models.core.config import from_dict, to_dict
+from world_models.core.errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -28,12 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from world_models.errors import WorldModelsError
+from world_models.core.errors import WorkerDiedError
 from world_models.policies import Policy
-
-
-class WorkerDiedError(WorldModelsError):
-    """An environment worker process died or stopped answering."""
 
 
 @dataclass(frozen=True)
@@ -262,7 +258,7 @@ class EnvPool:
         """Play one episode per seed with ``policy``; see :class:`RolloutResult`.
 
         ``candidates`` (E,) go to ``policy.reset(..., candidates=...)`` (population mode of
-        :class:`~world_models.models.controller.ControllerPolicy`). ``max_steps`` cuts
+        :class:`~world_models.policies.controller.ControllerPolicy`). ``max_steps`` cuts
         episodes here (in addition to the env's own limit). ``progress(k)`` is called when
         k more episodes finish.
         """
@@ -384,7 +380,7 @@ class RayEnvPool(EnvPool):
         retries: int = 0,
         cpus_per_worker: float = 1.0,
     ) -> None:
-        from world_models.errors import require
+        from world_models.core.errors import require
 
         self._ray = require("ray", "ray", "the ray rollout backend")
         if not self._ray.is_initialized():

@@ -9,7 +9,7 @@ The contract (:class:`Policy`) is batched so one call serves many environments a
   int64 (n,) for a Discrete one. Policies with state (an LSTM, a held action) keep it per
   environment between ``act`` calls until the next ``reset``. In the dream the
   observation is ``[z, h]`` instead, (n, Z + H) float32: see
-  :class:`~world_models.models.controller.LatentPolicy`.
+  :class:`~world_models.policies.controller.LatentPolicy`.
 
 The random data policies of the original: :class:`BrownianPolicy` (CarRacing; ctallec's
 ``sample_continuous_policy``, dt = 1/50), :class:`UniformPolicy`, and
@@ -192,7 +192,7 @@ def make_random_policy(
     """One of :data:`POLICIES` for a Gymnasium ``action_space`` (Box or Discrete)."""
     from gymnasium import spaces
 
-    from world_models.errors import ConfigError
+    from world_models.core.errors import ConfigError
 
     discrete = isinstance(action_space, spaces.Discrete)
     if name == "uniform":

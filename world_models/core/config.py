@@ -21,7 +21,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from world_models.errors import ConfigError
+from world_models.core.errors import ConfigError
 
 C = TypeVar("C")
 

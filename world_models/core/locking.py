@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from world_models.errors import ConfigError, FolderBusyError
+from world_models.core.errors import ConfigError, FolderBusyError
 
 LOCK_FILE = ".lock"
 """Name of the lock file inside a locked folder."""

@@ -42,3 +42,11 @@ def require(module: str, extra: str, feature: str):
             f"{feature} needs the optional package '{module}': "
             f"pip install 'world_models[{extra}]'  ({exc})"
         ) from None
+
+
+class WorkerDiedError(WorldModelsError):
+    """A worker process (collection, or an env of a rollout pool) died or stopped answering.
+
+    Two pools raise it, for two shapes of work: collection sends whole episodes to a
+    ``ProcessPoolExecutor`` (each worker runs its own policy), rollouts step envs in lock
+    step over pipes while one batched policy runs in the main process (envs/pool.py)."""

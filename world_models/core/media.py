@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from world_models.atomic import atomic_open
+from world_models.core.atomic import atomic_open
 
 
 def to_uint8_hwc(images: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -111,7 +111,7 @@ def check_animation_path(path: str | os.PathLike) -> Path:
     """
     import importlib.util
 
-    from world_models.errors import ConfigError, MissingDependencyError
+    from world_models.core.errors import ConfigError, MissingDependencyError
 
     path = Path(path)
     suffix = path.suffix.lower()
@@ -137,8 +137,8 @@ def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: i
     import contextlib
     import uuid
 
-    from world_models.atomic import TMP_MARK
-    from world_models.errors import ConfigError
+    from world_models.core.atomic import TMP_MARK
+    from world_models.core.errors import ConfigError
 
     path = check_animation_path(path)
     if not (isinstance(fps, (int, float, np.number)) and 0 < fps < float("inf")):
