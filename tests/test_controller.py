@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from world_models.envs.presets import mode_for_env
+from world_models.models.configs import CONTROLLER_PRESETS
 from world_models.models.controller import (
-    CONTROLLER_PRESETS,
     Controller,
     actions_for_model,
     batched_actions,

@@ -15,13 +15,8 @@ from world_models.data.store import save_npz
 from world_models.models.controller import Controller
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
-from world_models.training.controller import (
-    PRESETS,
-    STATE_FILE,
-    cma_state,
-    make_es,
-    train_controller,
-)
+from world_models.training.configs import TRAIN_CONTROLLER_PRESETS as PRESETS
+from world_models.training.controller import STATE_FILE, cma_state, make_es, train_controller
 
 Z, H = 6, 10
 
@@ -72,7 +67,7 @@ def _dream_setup(tmp_path):
     return dataclasses.replace(
         PRESETS["debug"],
         env="fake-discrete",  # Doom-like: one controller output split into thirds
-        mdrnn_path=tmp_path / "m",
+        mdrnn=tmp_path / "m",
         series_dir=tmp_path / "series",
         run_dir=tmp_path / "run",
         generations=4,
@@ -122,7 +117,7 @@ def test_dream_training_improves_on_a_learnable_dream(tmp_path):
     config = dataclasses.replace(
         PRESETS["debug"],
         env="fake-discrete",  # Doom-like: one controller output split into thirds
-        mdrnn_path=tmp_path / "m",
+        mdrnn=tmp_path / "m",
         series_dir=tmp_path / "series",
         run_dir=tmp_path / "run",
         generations=6,
@@ -151,9 +146,9 @@ def test_real_training_with_the_fake_env_via_cli(tmp_path, capsys):
         "real",
         "--env",
         "fake",
-        "--vae-path",
+        "--vae",
         str(tmp_path / "v"),
-        "--mdrnn-path",
+        "--mdrnn",
         str(tmp_path / "m"),
         "--run-dir",
         str(tmp_path / "run"),

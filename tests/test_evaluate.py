@@ -37,9 +37,9 @@ def _checkpoints(tmp_path, mode="carracing", outputs=3, action_size=3):
 def test_evaluate_writes_results_histogram_and_animations(tmp_path):
     vae, m, c = _checkpoints(tmp_path)
     config = EvaluateConfig(
-        controller_path=tmp_path / "c",
-        vae_path=tmp_path / "v",
-        mdrnn_path=tmp_path / "m",
+        controller=tmp_path / "c",
+        vae=tmp_path / "v",
+        mdrnn=tmp_path / "m",
         env="fake",
         trials=6,
         max_steps=15,
@@ -101,9 +101,9 @@ def test_evaluate_cli_random_baseline_and_mode_mismatch(tmp_path, capsys):
     with pytest.raises(ConfigError, match="thirds"):
         evaluate(
             EvaluateConfig(
-                controller_path=tmp_path / "c",
-                vae_path=tmp_path / "v",
-                mdrnn_path=tmp_path / "m",
+                controller=tmp_path / "c",
+                vae=tmp_path / "v",
+                mdrnn=tmp_path / "m",
                 env="fake-discrete",
                 trials=2,
                 out_dir=tmp_path / "x",
@@ -136,11 +136,11 @@ def test_evaluate_in_the_dream_scores_and_decodes_best_and_worst(tmp_path, capsy
         "fake-discrete",
         "--trials",
         "12",
-        "--controller-path",
+        "--controller",
         str(tmp_path / "c"),
-        "--vae-path",
+        "--vae",
         str(tmp_path / "v"),
-        "--mdrnn-path",
+        "--mdrnn",
         str(tmp_path / "m"),
         "--series-dir",
         str(tmp_path / "s"),

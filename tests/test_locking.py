@@ -160,10 +160,10 @@ def test_encode_locks_its_output_folder(tmp_path):
 def test_every_trainer_locks_its_run_folder(tmp_path):
     import dataclasses
 
-    from world_models.training.controller import PRESETS as C_PRESETS
+    from world_models.training.configs import TRAIN_CONTROLLER_PRESETS as C_PRESETS
+    from world_models.training.configs import TRAIN_VAE_PRESETS as V_PRESETS
     from world_models.training.controller import train_controller
     from world_models.training.mdrnn import TRAIN_MDNRNN_PRESETS, train_mdrnn
-    from world_models.training.vae import PRESETS as V_PRESETS
     from world_models.training.vae import train_vae
 
     series = tmp_path / "series"

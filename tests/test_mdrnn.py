@@ -9,13 +9,8 @@ import pytest
 import torch
 
 from world_models.core.errors import CheckpointError
-from world_models.models.mdrnn import (
-    MDNRNN,
-    MDNRNN_PRESETS,
-    MDNOutput,
-    MDNRNNCell,
-    MDNRNNConfig,
-)
+from world_models.models.configs import MDNRNN_PRESETS
+from world_models.models.mdrnn import MDNRNN, MDNOutput, MDNRNNCell, MDNRNNConfig
 
 
 def _params(logits, mu, logsigma):

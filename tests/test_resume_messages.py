@@ -92,12 +92,12 @@ def test_train_mdrnn_says_it_resumed_and_from_where(tmp_path, capsys):
 
 
 def _controller_config(tmp_path, **kw):
-    from world_models.training.controller import PRESETS
+    from world_models.training.configs import TRAIN_CONTROLLER_PRESETS as PRESETS
 
     return dataclasses.replace(
         PRESETS["debug"],
         env="fake-discrete",
-        mdrnn_path=tmp_path / "m",
+        mdrnn=tmp_path / "m",
         series_dir=tmp_path / "series",
         run_dir=tmp_path / "run",
         generations=1,
@@ -134,10 +134,10 @@ def test_dream_training_refuses_a_vae_m_did_not_learn_before_writing_the_run(tmp
         tmp_path / "m", meta={"vae_sha256": weights_digest(tmp_path / "vae_a")}
     )
     with pytest.raises(ConfigError, match="latents of another VAE"):
-        train_controller(_controller_config(tmp_path, vae_path=tmp_path / "vae_b"))
+        train_controller(_controller_config(tmp_path, vae=tmp_path / "vae_b"))
     assert not (tmp_path / "run").exists()
     with pytest.raises(ConfigError, match="no VAE checkpoint there"):
-        train_controller(_controller_config(tmp_path, vae_path=tmp_path / "nothing"))
+        train_controller(_controller_config(tmp_path, vae=tmp_path / "nothing"))
     assert not (tmp_path / "run").exists()
-    run = train_controller(_controller_config(tmp_path, vae_path=tmp_path / "vae_a"))
-    assert json.loads((run / "config.json").read_text())["vae_path"] == str(tmp_path / "vae_a")
+    run = train_controller(_controller_config(tmp_path, vae=tmp_path / "vae_a"))
+    assert json.loads((run / "config.json").read_text())["vae"] == str(tmp_path / "vae_a")

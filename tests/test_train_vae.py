@@ -22,7 +22,8 @@ from world_models.core.errors import CheckpointError, ConfigError, DataError, Tr
 from world_models.data.collect import CollectConfig, collect
 from world_models.models.vae import ConvVAE
 from world_models.training import vae as vae_module
-from world_models.training.vae import PRESETS, TrainVAEConfig, effective_lr, train_vae
+from world_models.training.configs import TRAIN_VAE_PRESETS as PRESETS
+from world_models.training.vae import TrainVAEConfig, effective_lr, train_vae
 
 
 @pytest.fixture(scope="module")

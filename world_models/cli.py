@@ -1,72 +1,329 @@
-"""``world-models <command>``: a thin shell over the library.
+"""``world-models <command>``: the library's functions behind a command line written by tyro.
 
-Each command lives in ``world_models/commands/<name>.py`` and provides ``HELP`` (one line),
-``add_arguments(parser)`` and ``run(args) -> int``; the module imports heavy things inside
-``run`` so ``--help`` stays fast. Errors a user can cause (:class:`WorldModelsError`) print
-one line and exit 2; anything else prints one line too, with the traceback behind
-``WM_DEBUG=1``.
+Every command is a config dataclass (its fields and their docstrings are the flags and
+their help) and a library function that takes it. :data:`COMMANDS` names both by import
+path, so ``world-models --help`` imports nothing but this table and ``world-models <cmd>
+--help`` imports only that command's config module: neither imports torch. ``--preset
+NAME`` picks a named set of defaults that the other flags then override.
+
+Errors a user can cause (:class:`WorldModelsError`) print one line and exit 2, as a bad
+flag does; anything else prints one line too, with the traceback behind ``WM_DEBUG=1``.
+Warnings print as one line each.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import importlib
+import io
 import os
 import sys
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from world_models import __version__
 from world_models.core.errors import WorldModelsError
 
-# name -> module; the order is the pipeline's, and is the order of ``--help``.
-COMMANDS: dict[str, str] = {
-    "demo": "world_models.commands.demo",
-    "validate": "world_models.commands.validate",
-    "collect": "world_models.commands.collect",
-    "data": "world_models.commands.data",
-    "train-vae": "world_models.commands.train_vae",
-    "encode": "world_models.commands.encode",
-    "train-mdrnn": "world_models.commands.train_mdrnn",
-    "dream": "world_models.commands.dream",
-    "train-controller": "world_models.commands.train_controller",
-    "evaluate": "world_models.commands.evaluate",
-    "fidelity": "world_models.commands.fidelity",
-    "reproduce": "world_models.commands.reproduce",
-    "play": "world_models.commands.play",
-    "watch": "world_models.commands.watch",
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: what it parses, what it runs, what it prints."""
+
+    help: str
+    """One line for ``world-models --help`` (and the top of the command's own help)."""
+    config: str
+    """``module:Class`` of its config dataclass (a torch-free module)."""
+    run: str
+    """``module:function`` called with the parsed config."""
+    report: str | None = None
+    """``module:function`` turning ``run``'s result into the text printed at the end
+    (None: nothing printed). An int result is the exit status."""
+    presets: str | None = None
+    """``module:NAME`` of a dict of named configs, chosen with ``--preset``."""
+    default_preset: str | None = None
+    """The preset used without ``--preset`` (None: the dataclass's defaults)."""
+    preset_follows: str | None = None
+    """A field (``env``) whose value, when it names a preset, picks that preset."""
+    description: str = ""
+    """More text for the command's ``--help``."""
+
+
+# The order is the pipeline's, and is the order of ``--help``.
+COMMANDS: dict[str, Command] = {
+    "demo": Command(
+        "the whole pipeline at toy scale on a fake env (a minute on a CPU)",
+        "world_models.demo:DemoConfig",
+        "world_models.demo:run_demo",
+        report="world_models.demo:format_outputs",
+        presets="world_models.demo:PRESETS",
+        default_preset="default",
+    ),
+    "validate": Command(
+        "check the ConvVAE against its specification (layers, loss, examples)",
+        "world_models.models.configs:ValidateConfig",
+        "world_models.validate:validate",
+    ),
+    "collect": Command(
+        "collect rollouts (random data policy or a controller) into an episode store",
+        "world_models.data.configs:CollectConfig",
+        "world_models.data.collect:collect",
+        report="world_models.data.store:describe",
+        presets="world_models.data.configs:COLLECT_PRESETS",
+        default_preset="carracing",
+        preset_follows="env",
+        description=(
+            "One .npz per episode plus manifest.json, in parallel worker processes. Episode i "
+            "depends only on the seed and i; re-running the same command resumes or tops the "
+            "dataset up to --episodes. Without --preset, the preset named after --env applies "
+            "(carracing, doom), else the defaults with --out-dir data/ENV."
+        ),
+    ),
+    "data info": Command(
+        "summarise and verify an episode store",
+        "world_models.data.configs:DataInfoConfig",
+        "world_models.data.store:info_command",
+    ),
+    "data import": Command(
+        "import rollouts of hardmaru's or ctallec's code",
+        "world_models.data.configs:DataImportConfig",
+        "world_models.data.importers:import_command",
+    ),
+    "train-vae": Command(
+        "train the ConvVAE (V) on a dataset; re-running resumes",
+        "world_models.training.configs:TrainVAEConfig",
+        "world_models.training.vae:train_vae",
+        report="world_models.training.vae:summarize",
+        presets="world_models.training.configs:TRAIN_VAE_PRESETS",
+        default_preset="carracing",
+        description=(
+            "Writes a run folder (checkpoints/last and best, metrics.csv, pictures, loss "
+            "curve); re-running the same command resumes it. Several GPUs: torchrun "
+            "--nproc_per_node N -m world_models.cli train-vae ... (same flags)."
+        ),
+    ),
+    "encode": Command(
+        "encode a dataset with V into latent series (mu, logvar) for M",
+        "world_models.data.configs:EncodeConfig",
+        "world_models.data.encode:encode",
+        report="world_models.data.encode:describe",
+        presets="world_models.data.configs:ENCODE_PRESETS",
+        default_preset="carracing",
+    ),
+    "train-mdrnn": Command(
+        "train the MDN-RNN (M) on latent series; re-running resumes",
+        "world_models.training.configs:TrainMDNRNNConfig",
+        "world_models.training.mdrnn:train_mdrnn",
+        report="world_models.training.mdrnn:summarize",
+        presets="world_models.training.configs:TRAIN_MDNRNN_PRESETS",
+        default_preset="carracing",
+    ),
+    "dream": Command(
+        "M's open-loop dream from a real frame, beside the real episode",
+        "world_models.evaluation.configs:DreamVideoConfig",
+        "world_models.evaluation.open_loop:dream_video",
+        report="world_models.evaluation.open_loop:describe",
+        description=(
+            "Rolls M forward under the recorded (or random) actions at a chosen temperature, "
+            "decodes with V, and writes a GIF or MP4 with the real episode on the left and "
+            'the dream on the right (MP4: pip install "world_models[video]").'
+        ),
+    ),
+    "train-controller": Command(
+        "evolve the controller (C) with CMA-ES, in M's dream or the real env",
+        "world_models.training.configs:TrainControllerConfig",
+        "world_models.training.controller:train_controller",
+        report="world_models.training.controller:summarize",
+        presets="world_models.training.configs:TRAIN_CONTROLLER_PRESETS",
+        default_preset="doom",
+    ),
+    "evaluate": Command(
+        "score V+M+C or a baseline policy over N episodes, real or dreamed",
+        "world_models.evaluation.configs:EvaluateConfig",
+        "world_models.evaluation.evaluate:evaluate",
+        report="world_models.evaluation.evaluate:summarize",
+        presets="world_models.evaluation.configs:EVALUATE_PRESETS",
+        default_preset="carracing",
+        description=(
+            "Envs step in worker processes while V, M and C run batched in this one. Writes "
+            "results.json (mean, std, every return), returns.csv, histogram.png and "
+            "animations of the best and worst episode."
+        ),
+    ),
+    "fidelity": Command(
+        "is M's dream as deadly as the game? fixed policies scored in both",
+        "world_models.evaluation.configs:FidelityConfig",
+        "world_models.evaluation.fidelity:fidelity",
+    ),
+    "reproduce": Command(
+        "a paper recipe end to end (collect, V, encode, M, C, evaluate)",
+        "world_models.recipes:ReproduceConfig",
+        "world_models.recipes:reproduce",
+    ),
+    "play": Command(
+        "play the game yourself, real or inside M's dream (needs pygame)",
+        "world_models.play.sessions:PlayConfig",
+        "world_models.play.sessions:play",
+        report="world_models.play.sessions:summarize",
+    ),
+    "watch": Command(
+        "watch a controller play, in the real env or inside M's dream",
+        "world_models.play.sessions:WatchConfig",
+        "world_models.play.sessions:watch",
+        report="world_models.play.sessions:summarize",
+    ),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="world-models",
-        description="World Models in PyTorch: collect, train V, encode, train M, evolve C.",
-    )
-    parser.add_argument("--version", action="version", version=f"world_models {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        p = sub.add_parser(
-            name,
-            help=module.HELP,
-            description=getattr(module, "DESCRIPTION", module.HELP),
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter
-            if getattr(module, "SHOW_DEFAULTS", False)
-            else argparse.HelpFormatter,
+def _load(path: str) -> Any:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _overview() -> str:
+    width = max(len(n) for n in COMMANDS) + 2
+    lines = [
+        "usage: world-models <command> [--preset NAME] [OPTIONS]",
+        "",
+        "World Models in PyTorch: collect, train V, encode, train M, evolve C, evaluate.",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}{c.help}" for name, c in COMMANDS.items()),
+        "",
+        "`world-models <command> --help` lists a command's options; --version the version.",
+    ]
+    return "\n".join(lines)
+
+
+def _split_preset(args: list[str]) -> tuple[str | None, list[str]]:
+    rest, preset, i = [], None, 0
+    while i < len(args):
+        a = args[i]
+        if a == "--preset" and i + 1 < len(args):
+            preset, i = args[i + 1], i + 2
+            continue
+        if a.startswith("--preset="):
+            preset = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+        i += 1
+    return preset, rest
+
+
+def _option_value(args: list[str], flag: str) -> str | None:
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _default(name: str, command: Command, preset: str | None, args: list[str]) -> Any | None:
+    """The config the flags override: --preset's, else the one --env names (collect), else
+    the command's default preset, else the dataclass's defaults."""
+    from world_models.core.errors import ConfigError
+
+    cls = _load(command.config)
+    presets: dict[str, Any] = _load(command.presets) if command.presets else {}
+    if preset is not None:
+        if preset not in presets:
+            choices = ", ".join(presets) or "none"
+            raise ConfigError(f"{name}: unknown preset {preset!r} (presets: {choices})")
+        return presets[preset]
+    if command.preset_follows:
+        value = _option_value(args, "--" + command.preset_follows.replace("_", "-"))
+        if value is not None:
+            return presets[value] if value in presets else cls(**{command.preset_follows: value})
+    if command.default_preset:
+        return presets[command.default_preset]
+    return None  # the dataclass's own defaults (and its required positionals)
+
+
+def _parse(name: str, command: Command, args: list[str]) -> Any:
+    import tyro
+
+    from world_models.core.errors import ConfigError
+
+    preset, rest = _split_preset(args)
+    presets = _load(command.presets) if command.presets else {}
+    description = command.help + ("\n\n" + command.description if command.description else "")
+    if presets:
+        chosen = command.default_preset or "the dataclass defaults"
+        description += (
+            f"\n\n--preset NAME: named defaults that the flags override: {', '.join(presets)} "
+            f"(default: {chosen}{'; or the one --env names' if command.preset_follows else ''})."
         )
-        module.add_arguments(p)
-        p.set_defaults(_run=module.run)
-    return parser
+    default = _default(name, command, preset, rest)
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            return tyro.cli(
+                _load(command.config) if default is None else type(default),
+                default=default,
+                args=rest,
+                prog=f"world-models {name}",
+                description=description,
+            )
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            raise  # --help
+        raise ConfigError(_one_line(errors.getvalue(), name)) from None
+
+
+def _one_line(box: str, name: str) -> str:
+    """tyro's framed error message as one line: what is wrong, and the likely flag."""
+    lines = [line.strip(" \u2502\u256d\u256e\u2570\u256f") for line in box.splitlines()]
+    lines = [line for line in lines if line]
+    rule = next((i for i, line in enumerate(lines) if set(line) <= {"\u2500"}), len(lines))
+    what = " ".join(" ".join(lines[1:rule]).split()).split(" Got errors:")[0] or "bad arguments"
+    hint = ""
+    if "Perhaps you meant:" in lines:
+        hint = "; did you mean " + lines[lines.index("Perhaps you meant:") + 1].split()[0] + "?"
+    return f"{what}{hint} (see world-models {name} --help)"
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)  # no Python source-line decoration
+
+
+def _command_name(argv: list[str]) -> tuple[str | None, list[str]]:
+    if argv and argv[0] == "data" and len(argv) > 1 and f"data {argv[1]}" in COMMANDS:
+        return f"data {argv[1]}", argv[2:]
+    return (argv[0], argv[1:]) if argv else (None, [])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_overview())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"world_models {__version__}")
+        return 0
+    name, args = _command_name(argv)
+    command = COMMANDS.get(name or "")
+    if command is None:
+        hint = " (data info DIR, data import SRC DIR)" if name == "data" else ""
+        print(f"error: unknown command {name!r}{hint}; see world-models --help", file=sys.stderr)
+        return 2
     try:
-        return int(args._run(args) or 0)
+        try:
+            config = _parse(name, command, args)
+        except SystemExit as exc:  # tyro's --help (0) and bad flags (2)
+            return int(exc.code or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            result = _load(command.run)(config)
+        if command.report and int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 prints
+            print(_load(command.report)(result))
+        return result if isinstance(result, int) and not isinstance(result, bool) else 0
     except WorldModelsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`
+        return 0
     except KeyboardInterrupt:
         print("interrupted: re-run the same command to resume", file=sys.stderr)
         return 130

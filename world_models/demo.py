@@ -12,8 +12,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from world_models.core.device import pick_device
-
 
 @dataclass(frozen=True)
 class DemoConfig:
@@ -62,6 +60,7 @@ PRESETS = {
 
 def run_demo(config: DemoConfig) -> dict[str, Path]:
     """Collect, train, draw; return name -> path of every output."""
+    from world_models.core.device import pick_device
     from world_models.data.collect import CollectConfig, collect
     from world_models.data.sources import FrameSource
     from world_models.evaluation.vae_report import write_vae_report
@@ -119,3 +118,9 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
 
 
 __all__ = ["PRESETS", "DemoConfig", "run_demo"]
+
+
+def format_outputs(paths: dict[str, Path]) -> str:
+    """The outputs of :func:`run_demo`, one per line."""
+    width = max(len(k) for k in paths) + 1
+    return "outputs:\n" + "\n".join(f"  {k + ':':<{width}} {p}" for k, p in paths.items())

@@ -25,10 +25,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from world_models.core.config import Positional
 from world_models.core.errors import ConfigError
 
 
@@ -36,7 +37,7 @@ from world_models.core.errors import ConfigError
 class ReproduceConfig:
     """Options of ``world-models reproduce``."""
 
-    game: Literal["doom", "debug"] = field(default="doom", metadata={"cli": False})
+    game: Annotated[Literal["doom", "debug"], Positional] = "doom"
     """Which recipe (the command's positional argument)."""
     root: Path | None = None
     """Folder for every stage's output (None: runs/reproduce-<game>)."""
@@ -124,12 +125,12 @@ def _epochs(scale: float, epochs: int) -> int:
 def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
     """The config of every stage, in order: collect, vae, encode, mdrnn, controller,
     evaluate (real env), evaluate_dream."""
-    from world_models.data.collect import PRESETS as COLLECT
-    from world_models.data.encode import PRESETS as ENCODE
+    from world_models.data.configs import COLLECT_PRESETS as COLLECT
+    from world_models.data.configs import ENCODE_PRESETS as ENCODE
     from world_models.evaluation.evaluate import EvaluateConfig
-    from world_models.training.controller import PRESETS as CONTROLLER
+    from world_models.training.configs import TRAIN_CONTROLLER_PRESETS as CONTROLLER
+    from world_models.training.configs import TRAIN_VAE_PRESETS as VAE
     from world_models.training.mdrnn import TRAIN_MDNRNN_PRESETS as MDRNN
-    from world_models.training.vae import PRESETS as VAE
 
     root = config.root or Path(f"runs/reproduce-{config.game}")
     cpu = config.budget == "cpu"
@@ -217,8 +218,8 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
         controller,
         target="dream",
         env=env,
-        mdrnn_path=root / "mdrnn" / "checkpoints" / "best",
-        vae_path=vae_ckpt,
+        mdrnn=root / "mdrnn" / "checkpoints" / "best",
+        vae=vae_ckpt,
         series_dir=root / "series",
         data_dir=None,
         run_dir=root / "controller",
@@ -230,9 +231,9 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
         **common,
     )
     stages["evaluate"] = EvaluateConfig(
-        controller_path=root / "controller" / "checkpoints" / "best",
-        vae_path=vae_ckpt,
-        mdrnn_path=root / "mdrnn" / "checkpoints" / "best",
+        controller=root / "controller" / "checkpoints" / "best",
+        vae=vae_ckpt,
+        mdrnn=root / "mdrnn" / "checkpoints" / "best",
         env=env,
         trials=n["trials"],
         seed=10**6 + config.seed,
@@ -290,8 +291,8 @@ def _calibrate(ctrl, path: Path, log: Callable[[str], None]) -> None:
     from world_models.evaluation.fidelity import dream_for as make_dream
 
     fc = FidelityConfig(
-        vae_path=ctrl.vae_path,
-        mdrnn_path=ctrl.mdrnn_path,
+        vae=ctrl.vae,
+        mdrnn=ctrl.mdrnn,
         env=ctrl.env,
         series_dir=ctrl.series_dir,
         data_dir=None,
@@ -338,7 +339,7 @@ def reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -> Pa
     log(f"[4/6] train M -> {stages['mdrnn'].run_dir}")
     done.run("mdrnn", lambda: train_mdrnn(stages["mdrnn"]), log)
     m_ckpt = _best_or_last(stages["mdrnn"].run_dir)
-    ctrl = dataclasses.replace(stages["controller"], mdrnn_path=m_ckpt, vae_path=vae_ckpt)
+    ctrl = dataclasses.replace(stages["controller"], mdrnn=m_ckpt, vae=vae_ckpt)
     if config.budget == "cpu":  # the dream's death rate matched to the data's (envs/dream.py)
         path = root / "calibration.json"
         done.run("calibrate", lambda: _calibrate(ctrl, path, log), log)
@@ -347,15 +348,13 @@ def reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -> Pa
     log(f"[5/6] evolve C in the dream for {ctrl.generations} generations -> {ctrl.run_dir}")
     done.run("controller", lambda: train_controller(ctrl), log)
     c_ckpt = _best_or_last(ctrl.run_dir)
-    ev = dataclasses.replace(
-        stages["evaluate"], controller_path=c_ckpt, vae_path=vae_ckpt, mdrnn_path=m_ckpt
-    )
+    ev = dataclasses.replace(stages["evaluate"], controller=c_ckpt, vae=vae_ckpt, mdrnn=m_ckpt)
     log(f"[6/6] evaluate in the dream and the real env, {ev.trials} trials each")
     dream_ev = dataclasses.replace(
         stages["evaluate_dream"],
-        controller_path=c_ckpt,
-        vae_path=vae_ckpt,
-        mdrnn_path=m_ckpt,
+        controller=c_ckpt,
+        vae=vae_ckpt,
+        mdrnn=m_ckpt,
         done_offset=ctrl.done_offset,
     )
     log(summarize(evaluate(dream_ev)))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from world_models.models.configs import ValidateConfig
 from world_models.models.vae import FLAT_FEATURES, SPEC_PARAMETERS_Z32, ConvVAE
 
 
@@ -254,3 +255,21 @@ def run_checks(vae: ConvVAE | None = None) -> list[CheckResult]:
                 error = f"raised {type(exc).__name__}: {exc}"
             results.append(CheckResult(group, name, error))
     return results
+
+
+def validate(config: ValidateConfig) -> int:
+    """Run the checks, print them by group; exit status 0 when all pass, else 1."""
+    vae = ConvVAE.from_pretrained(config.checkpoint) if config.checkpoint else None
+    results = run_checks(vae)
+    group = None
+    for r in results:
+        if config.quiet and r.passed:
+            continue
+        if r.group != group:
+            group = r.group
+            print(f"[{group}]")
+        mark = "PASS" if r.passed else "FAIL"
+        print(f"  {mark}  {r.name}" + ("" if r.passed else f": {r.error}"))
+    passed = sum(r.passed for r in results)
+    print(f"{passed}/{len(results)} checks passed")
+    return 0 if passed == len(results) else 1

@@ -1,53 +1,44 @@
-"""Typed dataclass configs that document themselves.
+"""Typed dataclass configs: JSON round trips, and the field types commands share.
 
-Every command takes one dataclass config. A field's documentation is the string literal
-written just below it (an "attribute docstring"); :func:`field_docs` reads those from the
-source so ``--help`` and the README never drift from the code. Named presets are plain
-instances of the config; command-line flags override the preset's values.
+Every command takes one dataclass config; its fields' attribute docstrings (the string
+literal written just below a field) are the ``--help`` text, read by tyro
+(:mod:`world_models.cli`). Named presets are plain instances of the config; flags override
+the preset's values. A config nests the configs of its parts (a trainer holds its model's
+config); :func:`to_dict` and :func:`from_dict` round-trip them through JSON with a
+one-line :class:`ConfigError` naming any field of the wrong type.
 """
 
 from __future__ import annotations
 
-import argparse
-import ast
 import dataclasses
-import functools
-import inspect
 import json
 import os
-import textwrap
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
+
+import tyro
 
 from world_models.core.errors import ConfigError
 
 C = TypeVar("C")
 
 
-@functools.cache
-def field_docs(cls: type) -> dict[str, str]:
-    """Map each field of dataclass ``cls`` (and its bases) to its attribute docstring."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        try:
-            source = textwrap.dedent(inspect.getsource(klass))
-        except (OSError, TypeError):
-            continue
-        body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
-        for node, nxt in zip(body, body[1:]):
-            if (
-                isinstance(node, ast.AnnAssign)
-                and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)
-            ):
-                docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
+def alias(*flags: str):
+    """Other spellings of a flag (``Annotated[bool, alias("-q")]``)."""
+    return tyro.conf.arg(aliases=flags)
+
+
+Target = Annotated[Literal["real", "dream"], alias("--in")]
+"""Where a command plays: the real env or M's dream (``--target`` or ``--in``)."""
+
+Positional = tyro.conf.Positional
+"""Marks a field given without its flag (``world-models reproduce doom``)."""
+
+Hidden = tyro.conf.Suppress
+"""Marks a field the command line does not show (``Annotated[T, Hidden]``): set from
+Python only (the fake envs' knobs in tests)."""
 
 
 def _resolved_types(cls: type) -> dict[str, Any]:
@@ -61,101 +52,6 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
         if len(args) == 1:
             return args[0], True
     return tp, False
-
-
-def _parse_value(tp: Any, text: str) -> Any:
-    """Parse a command-line string into a value of annotated type ``tp``."""
-    tp, optional = _unwrap_optional(tp)
-    if optional and text.lower() in ("none", "null", ""):
-        return None
-    origin = typing.get_origin(tp)
-    if origin is typing.Literal:
-        choices = typing.get_args(tp)
-        if text not in [str(c) for c in choices]:
-            raise argparse.ArgumentTypeError(f"expected one of {choices}, got {text!r}")
-        return next(c for c in choices if str(c) == text)
-    if origin in (tuple, list):
-        (item,) = set(typing.get_args(tp)) - {Ellipsis} or {str}
-        items = [_parse_value(item, t) for t in text.replace(" ", "").split(",") if t]
-        return tuple(items) if origin is tuple else items
-    if tp is bool:
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-    if tp in (int, float, str, Path):
-        try:
-            return tp(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"expected {tp.__name__}, got {text!r}") from exc
-    raise TypeError(f"unsupported config field type {tp!r}")
-
-
-def add_config_args(
-    parser: argparse.ArgumentParser, cls: type, presets: dict[str, Any] | None = None
-) -> None:
-    """Add ``--preset`` (when presets exist) and one ``--flag`` per field of ``cls``.
-
-    Flags default to ``None`` so :func:`config_from_args` can tell "not given" (take the
-    preset's value) from an explicit value.
-    """
-    docs = field_docs(cls)
-    hints = _resolved_types(cls)
-    if presets:
-        parser.add_argument(
-            "--preset",
-            choices=sorted(presets),
-            default=None,
-            help="named set of defaults; flags below override it (default: %(default)s)",
-        )
-    group = parser.add_argument_group(f"{cls.__name__} options")
-    for f in dataclasses.fields(cls):
-        if not f.init or f.metadata.get("cli") is False:
-            continue
-        tp = hints[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
-        base, _ = _unwrap_optional(tp)
-        help_text = docs.get(f.name, "")
-        help_text = f"{help_text} (default: {default})".replace("%", "%%")
-        flag = "--" + f.name.replace("_", "-")
-        if base is bool:
-            group.add_argument(
-                flag,
-                dest=f.name,
-                default=None,
-                action=argparse.BooleanOptionalAction,
-                help=help_text,
-            )
-        else:
-            metavar = base.__name__.upper() if isinstance(base, type) else "VALUE"
-            group.add_argument(
-                flag,
-                dest=f.name,
-                default=None,
-                metavar=metavar,
-                help=help_text,
-                type=functools.partial(_parse_value, tp),
-            )
-
-
-def config_from_args(
-    cls: type[C],
-    args: argparse.Namespace,
-    presets: dict[str, C] | None = None,
-    default_preset: str | None = None,
-) -> C:
-    """Build a ``cls`` from parsed args: the preset's values, overridden by given flags."""
-    name = getattr(args, "preset", None) or default_preset
-    base = presets[name] if (presets and name) else cls()
-    overrides = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(cls)
-        if f.init and getattr(args, f.name, None) is not None
-    }
-    return dataclasses.replace(base, **overrides)
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -191,6 +87,8 @@ def _describe(tp: Any) -> str:
         text = "one of " + ", ".join(json.dumps(c) for c in typing.get_args(base))
     elif origin in (tuple, list):
         text = "a list"
+    elif dataclasses.is_dataclass(base):
+        text = "an object"
     elif origin is dict or base is dict:
         text = "an object"
     else:
@@ -240,6 +138,10 @@ def _typed(tp: Any, value: Any, name: str, source: str) -> Any:
         if not isinstance(value, dict):
             raise bad()
         return value
+    if dataclasses.is_dataclass(base):  # a nested config: the part's own fields
+        if not isinstance(value, dict):
+            raise bad()
+        return from_dict(base, value, source=f"{source}: {name}")
     if base is bool:
         if not isinstance(value, bool):
             raise bad()

@@ -38,62 +38,15 @@ from world_models import __version__
 from world_models.core.atomic import atomic_write_json, clean_temp_files
 from world_models.core.checkpoint import weights_digest
 from world_models.core.config import to_dict
-from world_models.core.errors import ConfigError, DataError
+from world_models.core.errors import DataError
 from world_models.core.locking import lock_folder
 from world_models.data import store
+from world_models.data.configs import EncodeConfig
 from world_models.models.vae import IMAGE_SIZE
 
 SERIES_MANIFEST = "series.json"
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class EncodeConfig:
-    """Options of ``world-models encode``."""
-
-    data_dir: Path = Path("data/carracing")
-    """Dataset folder of episodes (ep_*.npz)."""
-    vae: Path = Path("runs/vae/checkpoints/best")
-    """ConvVAE checkpoint folder."""
-    out_dir: Path = Path("data/carracing-series")
-    """Series folder to write (re-running resumes it)."""
-    batch_size: int = 0
-    """Frames per forward pass (episodes are packed into chunks of exactly this size);
-    0: 4096 on a GPU, 128 on a CPU (where small batches stay in cache and run faster)."""
-    device: str | None = None
-    """cpu or cuda (None: CUDA when present)."""
-    amp: bool | None = None
-    """bf16 autocast for the conv layers (None: on for CUDA); fc_mu/fc_logvar run in float32
-    and mu/logvar are stored as float16."""
-    io_threads: int = 0
-    """Threads reading npz files (0: one per core, at least 2); half as many write."""
-    skip_bad: bool = False
-    """Skip unreadable episodes with a warning instead of stopping."""
-    progress: bool = True
-    """Show a progress bar (episodes written)."""
-
-    def __post_init__(self) -> None:
-        checks = [("batch_size", self.batch_size >= 0), ("io_threads", self.io_threads >= 0)]
-        bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks if not ok]
-        if bad:
-            raise ConfigError(f"invalid encode settings: {', '.join(bad)}")
-
-
-PRESETS = {
-    "carracing": EncodeConfig(),
-    "doom": EncodeConfig(
-        data_dir=Path("data/doom"),
-        vae=Path("runs/vae-doom/checkpoints/best"),
-        out_dir=Path("data/doom-series"),
-    ),
-    "debug": EncodeConfig(
-        data_dir=Path("data/debug"),
-        vae=Path("runs/vae-debug/checkpoints/best"),
-        out_dir=Path("data/debug-series"),
-        batch_size=256,
-    ),
-}
 
 
 def _check_manifest(out: Path, manifest: dict) -> None:
@@ -356,3 +309,7 @@ def _encode_locked(
             pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     return out
+
+
+def describe(out: Path) -> str:
+    return f"series: {out}"

@@ -287,3 +287,20 @@ def _import_locked(src: Path, out: Path, preset, files: list[Path], skip_bad: bo
         },
     )
     return report
+
+
+def import_command(config) -> int:
+    """``data import``: import, then print what was imported and the dataset's summary."""
+    report = import_rollouts(config.src, config.data_dir, env=config.env, skip_bad=config.skip_bad)
+    print(
+        f"imported {report.imported}, kept {report.skipped_existing} already there, "
+        f"skipped {report.bad} bad"
+        + (f"; missing keys filled in: {', '.join(report.missing)}" if report.missing else "")
+        + (
+            f"; {report.sources_gone} episode(s) kept whose source is gone"
+            if report.sources_gone
+            else ""
+        )
+    )
+    print(store.describe(config.data_dir))
+    return 0

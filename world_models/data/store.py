@@ -397,3 +397,15 @@ def format_info(info: DatasetInfo) -> str:
     for name, reason in info.bad:
         lines.append(f"BAD          {name}: {reason}")
     return "\n".join(lines)
+
+
+def describe(data_dir: str | Path) -> str:
+    """What a dataset folder holds, from its headers (``data info`` without verifying)."""
+    return format_info(dataset_info(data_dir, verify=False))
+
+
+def info_command(config) -> int:
+    """``data info``: print the dataset's summary; exit status 1 when an episode is bad."""
+    info = dataset_info(config.data_dir, verify=config.verify)
+    print(format_info(info))
+    return 1 if info.bad else 0

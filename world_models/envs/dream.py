@@ -46,8 +46,8 @@ import torch
 from gymnasium import spaces
 
 from world_models.core.errors import ConfigError
+from world_models.models.configs import ActionMode
 from world_models.models.controller import (
-    ActionMode,
     Controller,
     actions_for_model,
     batched_raw,

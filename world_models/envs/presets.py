@@ -16,6 +16,8 @@ import numpy as np
 
 from world_models.core.errors import ConfigError, DataError
 
+EnvName = Literal["carracing", "doom", "fake", "fake-discrete"]
+"""The env presets by name (:data:`ENV_PRESETS`; the fake ones are tiny envs for tests)."""
 Resample = Literal["bilinear", "lanczos", "box", "bicubic", "nearest"]
 ActionKind = Literal["box", "discrete"]
 

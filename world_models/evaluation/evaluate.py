@@ -16,103 +16,14 @@ batch at temperature ``tau``, and the best and worst dreams decoded by V as anim
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from world_models.core.atomic import atomic_open, atomic_write_json
 from world_models.core.errors import ConfigError
+from world_models.evaluation.configs import EvaluateConfig
 from world_models.models.world_model import check_vae_matches
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """Options of ``world-models evaluate``."""
-
-    pretrained: str | None = None
-    """A world model shipped with the package (doom): sets V, M, C, the dreams' initial
-    states, the env and the dream settings C was evolved with (overriding those flags)."""
-    controller_path: Path | None = Path("runs/controller/checkpoints/best")
-    """Controller checkpoint folder (C); None with policy random."""
-    vae_path: Path | None = Path("runs/vae/checkpoints/best")
-    """ConvVAE checkpoint folder (V)."""
-    mdrnn_path: Path | None = Path("runs/mdrnn/checkpoints/best")
-    """MDNRNN checkpoint folder (M)."""
-    env: Literal["carracing", "doom", "fake", "fake-discrete"] = "carracing"
-    """Env preset."""
-    target: Literal["real", "dream"] = "real"
-    """Score in the real env, or inside M's dream (the paper's "dream score")."""
-    policy: Literal["controller", "random", "stay", "left", "right"] = "controller"
-    """controller (V+M+C), the env's random data policy, or (Doom) one constant action:
-    the baselines."""
-    trials: int = 100
-    """Episodes to play (the paper: 100)."""
-    seed: int = 0
-    """Trial i resets the env with seed + i."""
-    max_steps: int | None = None
-    """Truncate episodes here (None: the env's own limit)."""
-    z_mode: Literal["sample", "mu"] = "sample"
-    """Feed C and M sampled z (as the original) or V's mean."""
-    workers: int = 0
-    """Env worker processes (0: all cores)."""
-    envs_per_worker: int = 0
-    """Envs per worker (0: all trials in one wave, up to 32 per worker)."""
-    backend: Literal["local", "ray"] = "local"
-    """Worker processes on this machine, or Ray actors (optional ray extra)."""
-    retries: int = 1
-    """Real env: restart a worker that dies or hangs and re-run its episodes this many times
-    before stopping with an error (0: stop at once)."""
-    device: str | None = None
-    """cpu, cuda, ...; None picks CUDA when present."""
-    out_dir: Path = Path("runs/evaluation")
-    """Output folder (results.json, returns.csv, histogram.png, best/worst animation)."""
-    video: Literal["gif", "mp4", "none"] = "gif"
-    """Animation format of the best and worst episode (mp4 needs imageio[ffmpeg])."""
-    fps: int = 30
-    """Frames per second of the animations."""
-    series_dir: Path | None = None
-    """Dream: series folder whose first frames' (mu, logvar) start the dreams."""
-    data_dir: Path | None = None
-    """Dream: dataset folder whose first frames V encodes (when no series_dir)."""
-    tau: float = 1.15
-    """Dream: sampling temperature."""
-    dream_max_steps: int = 2100
-    """Dream: episodes are truncated here (the original: 2100)."""
-    done_mode: Literal["threshold", "sample"] = "threshold"
-    """Dream: end when M's done logit > 0 (the original), or sample death with M's
-    calibrated probability (see envs/dream.py); use what C was trained with."""
-    dream_dropout: bool = False
-    """Dream: keep M's dropout on, one mask per trial (M trained with dropout)."""
-    done_offset: float = 0.0
-    """Dream: added to M's done logit (use what C was trained with)."""
-    progress: bool = True
-    """Show a progress bar."""
-
-
-PRESETS: dict[str, EvaluateConfig] = {
-    "carracing": EvaluateConfig(),
-    "doom": EvaluateConfig(
-        controller_path=Path("runs/controller-doom/checkpoints/best"),
-        vae_path=Path("runs/vae-doom/checkpoints/best"),
-        mdrnn_path=Path("runs/mdrnn-doom/checkpoints/best"),
-        env="doom",
-        out_dir=Path("runs/evaluation-doom"),
-        series_dir=Path("data/doom-series"),
-    ),
-    # Follows the other commands' debug presets (fake env, runs/*-debug).
-    "debug": EvaluateConfig(
-        controller_path=Path("runs/controller-debug/checkpoints/best"),
-        vae_path=Path("runs/vae-debug/checkpoints/best"),
-        mdrnn_path=Path("runs/mdrnn-debug/checkpoints/best"),
-        env="fake",
-        trials=8,
-        max_steps=50,
-        out_dir=Path("runs/evaluation-debug"),
-        progress=False,
-    ),
-}
 
 
 def baseline_policy(name: str, env: str, action_space=None):
@@ -157,17 +68,17 @@ def build_policy(config: EvaluateConfig):
     from world_models.models.vae import ConvVAE
     from world_models.policies.controller import ControllerPolicy
 
-    if config.controller_path is None or config.vae_path is None or config.mdrnn_path is None:
-        raise ConfigError("policy controller needs --controller-path, --vae-path, --mdrnn-path")
+    if config.controller is None or config.vae is None or config.mdrnn is None:
+        raise ConfigError("policy controller needs --controller, --vae, --mdrnn")
     device = pick_device(config.device)
-    vae = ConvVAE.from_pretrained(config.vae_path, map_location=device)
-    mdrnn = MDNRNN.from_pretrained(config.mdrnn_path, map_location=device)
-    check_vae_matches(config.vae_path, mdrnn, config.mdrnn_path)
-    controller = Controller.from_pretrained(config.controller_path, map_location=device)
+    vae = ConvVAE.from_pretrained(config.vae, map_location=device)
+    mdrnn = MDNRNN.from_pretrained(config.mdrnn, map_location=device)
+    check_vae_matches(config.vae, mdrnn, config.mdrnn)
+    controller = Controller.from_pretrained(config.controller, map_location=device)
     mode = preset.action_mode
     if controller.action_mode != mode:
         raise ConfigError(
-            f"controller {config.controller_path} maps actions as "
+            f"controller {config.controller} maps actions as "
             f"{controller.action_mode!r}; the {config.env} env needs {mode!r}"
         )
     return ControllerPolicy(vae, mdrnn, controller, device, config.z_mode)
@@ -184,9 +95,9 @@ def with_pretrained(config: EvaluateConfig) -> EvaluateConfig:
     root, s = pretrained_dir(config.pretrained), settings(config.pretrained)
     return dataclasses.replace(
         config,
-        vae_path=root / "vae",
-        mdrnn_path=root / "mdrnn",
-        controller_path=root / "controller",
+        vae=root / "vae",
+        mdrnn=root / "mdrnn",
+        controller=root / "controller",
         series_dir=root / "initial_z.safetensors",
         data_dir=None,
         env=s["env"],
@@ -200,8 +111,10 @@ def with_pretrained(config: EvaluateConfig) -> EvaluateConfig:
 
 def evaluate(config: EvaluateConfig) -> Path:
     """Play ``trials`` episodes (real env or dream) and write the results; returns ``out_dir``."""
+    from world_models.core.locking import check_output_dir
     from world_models.core.media import check_animation_path, save_animation
 
+    check_output_dir(config.out_dir, "output folder", create=False)  # before hours of play
     config = with_pretrained(config)
     if config.trials < 1:
         raise ConfigError(f"trials must be >= 1, got {config.trials}")
@@ -228,7 +141,7 @@ def evaluate(config: EvaluateConfig) -> Path:
         "max": float(returns.max()),
         "mean_length": float(lengths.mean()),
         "returns": [float(r) for r in returns],
-        "controller_path": str(config.controller_path),
+        "controller": str(config.controller),
         "z_mode": config.z_mode,
     }
     if config.target == "dream":  # one generator seeds all dreams: trials have no own seed
@@ -302,16 +215,16 @@ def _dream_trials(config: EvaluateConfig):
     from world_models.models.mdrnn import MDNRNN
     from world_models.models.vae import ConvVAE
 
-    if config.policy == "controller" and config.controller_path is None:
-        raise ConfigError("evaluating a controller in the dream needs --controller-path")
-    if config.mdrnn_path is None:
-        raise ConfigError("evaluating in the dream needs --mdrnn-path")
+    if config.policy == "controller" and config.controller is None:
+        raise ConfigError("evaluating a controller in the dream needs --controller")
+    if config.mdrnn is None:
+        raise ConfigError("evaluating in the dream needs --mdrnn")
     device = pick_device(config.device)
-    mdrnn = MDNRNN.from_pretrained(config.mdrnn_path, map_location=device)
+    mdrnn = MDNRNN.from_pretrained(config.mdrnn, map_location=device)
     vae = None
-    if config.vae_path is not None and (config.video != "none" or config.series_dir is None):
-        vae = ConvVAE.from_pretrained(config.vae_path, map_location=device).eval()
-        check_vae_matches(config.vae_path, mdrnn, config.mdrnn_path)
+    if config.vae is not None and (config.video != "none" or config.series_dir is None):
+        vae = ConvVAE.from_pretrained(config.vae, map_location=device).eval()
+        check_vae_matches(config.vae, mdrnn, config.mdrnn)
     mu, logvar = load_initial_states(config.series_dir, config.data_dir, vae, device=device)
     dream = BatchedDream(
         mdrnn,
@@ -337,7 +250,7 @@ def _dream_trials(config: EvaluateConfig):
         pick = [int(np.argmax(returns)), int(np.argmin(returns))]
         zs = [dream.last_recording[: lengths[i] + 1, i] for i in pick]  # (T + 1, Z) each
     else:
-        controller = Controller.from_pretrained(config.controller_path, map_location=device)
+        controller = Controller.from_pretrained(config.controller, map_location=device)
         params = torch.as_tensor(controller.get_flat()[None], dtype=torch.float32)
         ret = dream.evaluate(controller, params, config.trials, seed=config.seed)[0]  # (R,)
         returns = ret.double().cpu().numpy()

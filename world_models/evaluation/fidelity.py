@@ -18,75 +18,17 @@ open-loop dream of the same episode from its first frame with its recorded actio
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from world_models.core.atomic import atomic_write_json, atomic_write_text
 from world_models.core.errors import ConfigError
+from world_models.evaluation.configs import FidelityConfig
 
 EASY, HARD = 1.3, 0.7
 """The dream is called faithful when the random policy's mean survival in it is within
 [HARD, EASY] times its survival in the real game (the shipped model's target)."""
-
-
-@dataclass(frozen=True)
-class FidelityConfig:
-    """Options of ``world-models fidelity``."""
-
-    vae_path: Path = Path("runs/vae-doom/checkpoints/best")
-    """ConvVAE checkpoint folder (V)."""
-    mdrnn_path: Path = Path("runs/mdrnn-doom/checkpoints/best")
-    """MDNRNN checkpoint folder (M)."""
-    controller_path: Path | None = None
-    """Also score this controller checkpoint in both (None: the fixed policies only)."""
-    env: Literal["doom", "fake-discrete", "carracing", "fake"] = "doom"
-    """Env preset (stay / left / right exist only for left-stay-right envs such as doom)."""
-    series_dir: Path | None = Path("data/doom-series")
-    """Series folder whose first frames' (mu, logvar) start the dreams."""
-    data_dir: Path | None = Path("data/doom")
-    """Dataset folder: its first episode makes the picture strip (and starts the dreams
-    when no series_dir)."""
-    trials: int = 100
-    """Episodes per policy, in the dream and in the game each."""
-    tau: float = 1.15
-    """Dream temperature."""
-    done_mode: Literal["threshold", "sample"] = "threshold"
-    """Dream: logit > 0 ends an episode (the original) or sampled death (envs/dream.py)."""
-    dream_dropout: bool = False
-    """Dream: keep M's dropout on, one mask per dream."""
-    done_offset: float = 0.0
-    """Dream: added to M's done logit (ignored with calibrate)."""
-    calibrate: bool = False
-    """First find the done offset at which the random policy survives in the dream as long
-    as the series' (random-policy) episodes lasted, then score everything with it."""
-    max_steps: int = 2100
-    """Step cap in the dream and the game alike (the original: 2100)."""
-    real: bool = True
-    """Also play the real game (false: the dream only, e.g. without vizdoom)."""
-    strip_steps: int = 8
-    """Columns of the picture strip."""
-    strip_every: int = 10
-    """Steps between the strip's columns."""
-    seed: int = 0
-    """Seed of the dreams and of the real episodes (trial i: seed + i)."""
-    workers: int = 0
-    """Real game: env worker processes (0: all cores)."""
-    device: str | None = None
-    """cpu, cuda, ...; None picks CUDA when present."""
-    out_dir: Path = Path("runs/fidelity-doom")
-    """Output folder: fidelity.json, fidelity.txt, strip.png."""
-    progress: bool = True
-    """Show progress bars for the real episodes."""
-
-    def __post_init__(self) -> None:
-        for name in ("trials", "max_steps", "strip_steps", "strip_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"fidelity: {name} must be >= 1, got {getattr(self, name)}")
-        if not self.tau >= 0:
-            raise ConfigError(f"fidelity: tau must be >= 0, got {self.tau}")
 
 
 def _stats(lengths: np.ndarray, cap: int) -> dict[str, float]:
@@ -162,9 +104,9 @@ def dream_for(config: FidelityConfig):
     preset = get_preset(config.env)
     mode = preset.action_mode
     device = pick_device(config.device)
-    vae = ConvVAE.from_pretrained(config.vae_path, map_location=device).eval()
-    mdrnn = MDNRNN.from_pretrained(config.mdrnn_path, map_location=device).eval()
-    check_vae_matches(config.vae_path, mdrnn, config.mdrnn_path)
+    vae = ConvVAE.from_pretrained(config.vae, map_location=device).eval()
+    mdrnn = MDNRNN.from_pretrained(config.mdrnn, map_location=device).eval()
+    check_vae_matches(config.vae, mdrnn, config.mdrnn)
     mu, logvar = load_initial_states(config.series_dir, config.data_dir, vae, device=device)
     dream = BatchedDream(
         mdrnn,
@@ -192,8 +134,8 @@ def fidelity(config: FidelityConfig, log=print) -> Path:
     vae, mdrnn = dream.vae, dream.mdrnn
     device = dream.device
     controller = None
-    if config.controller_path is not None:
-        controller = Controller.from_pretrained(config.controller_path, map_location=device)
+    if config.controller is not None:
+        controller = Controller.from_pretrained(config.controller, map_location=device)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     calibration = None
@@ -216,9 +158,9 @@ def fidelity(config: FidelityConfig, log=print) -> Path:
         "calibration": calibration,
         "trials": config.trials,
         "max_steps": config.max_steps,
-        "vae_path": str(config.vae_path),
-        "mdrnn_path": str(config.mdrnn_path),
-        "controller_path": None if controller is None else str(config.controller_path),
+        "vae": str(config.vae),
+        "mdrnn": str(config.mdrnn),
+        "controller": None if controller is None else str(config.controller),
         "dream": {},
     }
     finals = {}
@@ -303,9 +245,9 @@ def _real(config: FidelityConfig, names: list[str], with_controller: bool) -> di
     with make_pool("local", factory, workers, per) as pool:
         for name in todo:
             ev = EvaluateConfig(
-                controller_path=config.controller_path,
-                vae_path=config.vae_path,
-                mdrnn_path=config.mdrnn_path,
+                controller=config.controller,
+                vae=config.vae,
+                mdrnn=config.mdrnn,
                 env=config.env,
                 policy=name,
                 device=config.device,

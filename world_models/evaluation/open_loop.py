@@ -8,46 +8,13 @@ real episode, this shows how long M's imagination stays faithful.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
 from world_models.core.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class DreamVideoConfig:
-    """Options of ``world-models dream``."""
-
-    vae: Path = Path("runs/vae/checkpoints/best")
-    """ConvVAE checkpoint folder."""
-    mdrnn: Path = Path("runs/mdrnn/checkpoints/best")
-    """MDNRNN checkpoint folder."""
-    episode: Path = Path("data/carracing/ep_000000.npz")
-    """Real episode file whose first frame starts the dream (and whose actions drive it)."""
-    out: Path = Path("dream.gif")
-    """Output video: .gif, or .mp4 with the `video` extra."""
-    tau: float = 1.0
-    """Temperature of M's sampling, >= 0 (0: always the most likely component's mean)."""
-    actions: Literal["recorded", "random"] = "recorded"
-    """Drive the dream with the episode's actions or with random ones of the same kind:
-    one-hot (or -1/0/1, or integer) actions get a random class held for 1-10 steps,
-    continuous ones uniform values between the episode's per-column min and max."""
-    steps: int | None = None
-    """Dream this many steps, >= 1 (None: the episode's length from --start)."""
-    start: int = 0
-    """Index of the real frame the dream starts from (0 to the episode's length - 1)."""
-    fps: int = 25
-    """Frames per second of the video (>= 1)."""
-    scale: int = 3
-    """Pixel upscaling of the 64x64 frames (>= 1)."""
-    seed: int = 0
-    """Seed of M's sampling noise (and of random actions)."""
-    device: str | None = None
-    """cpu or cuda (None: CUDA when present)."""
+from world_models.evaluation.configs import DreamVideoConfig
 
 
 @torch.no_grad()
@@ -167,6 +134,11 @@ def random_actions(recorded: np.ndarray, steps: int, rng: np.random.Generator) -
 
 def dream_video(config: DreamVideoConfig) -> Path:
     """Write the real episode beside M's open-loop dream of it; return the video path."""
+    from world_models.core.locking import check_output_dir
+
+    if Path(config.out).is_dir():
+        raise ConfigError(f"--out {config.out}: is a folder; name the video file to write")
+    check_output_dir(Path(config.out).parent, "folder of --out", create=False)
     check_dream_config(config)
     from world_models.data import store
 
@@ -211,3 +183,7 @@ def dream_video(config: DreamVideoConfig) -> Path:
     dream = open_loop(vae, mdrnn, obs[0], actions[:steps], config.tau, config.seed)
     real = obs[:steps] if config.actions == "recorded" else np.repeat(obs[:1], steps, axis=0)
     return save_animation(side_by_side(real, dream, config.scale), config.out, fps=config.fps)
+
+
+def describe(path: Path) -> str:
+    return f"video: {path}"

@@ -24,49 +24,15 @@ Discrete index one-hot when M's ``action_size`` equals the number of actions (wh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
 import torch
 from torch import nn
 
 from world_models.core.checkpoint import PretrainedMixin
-
-ActionMode = Literal["carracing", "thirds", "tanh"]
-ZMode = Literal["sample", "mu"]
+from world_models.models.configs import ActionMode, ControllerConfig
 
 DOOM_STAY, DOOM_LEFT, DOOM_RIGHT = 0, 1, 2
 """The Doom preset's Discrete(3) indices (envs/presets.py)."""
-
-
-@dataclass(frozen=True)
-class ControllerConfig:
-    """Constructor arguments of :class:`Controller`; saved as the checkpoint's config.json."""
-
-    latent_size: int = 32
-    """Dimension of z (V's latent size)."""
-    hidden_size: int = 256
-    """Dimension of h (M's LSTM size)."""
-    output_size: int = 3
-    """Outputs of the linear layer: 3 for CarRacing, 1 for Doom."""
-    action_mode: ActionMode = "carracing"
-    """How outputs become env actions: carracing (steer, gas, brake), thirds (Doom
-    left / stay / right), tanh (raw)."""
-    cell_input: bool = False
-    """Also read M's LSTM cell state: inputs [z, c, h] (the original Doom code) instead of
-    [z, h]."""
-    bias: bool = True
-    """Add a bias (the original Doom controller has none)."""
-
-
-CONTROLLER_PRESETS: dict[str, ControllerConfig] = {
-    "carracing": ControllerConfig(32, 256, 3, "carracing"),
-    "doom": ControllerConfig(64, 512, 1, "thirds", cell_input=True, bias=False),
-    # the paper's summary of the Doom controller: tanh(W [z, h] + b), 577 parameters
-    "doom-zh": ControllerConfig(64, 512, 1, "thirds"),
-}
-"""The paper's controllers: CarRacing 867 parameters, Doom as the original code 1,088."""
 
 
 def controller_inputs(

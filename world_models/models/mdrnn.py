@@ -22,7 +22,6 @@ the reward received after a_t, and whether the episode *terminated* after a_t.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -30,51 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from world_models.core.checkpoint import PretrainedMixin
+from world_models.models.configs import MDNRNNConfig
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 LSTMState = tuple[torch.Tensor, torch.Tensor]
 """``(h, c)``, each (1, N, hidden): ``nn.LSTM``'s layout for one layer."""
-
-
-@dataclass(frozen=True)
-class MDNRNNConfig:
-    """Constructor arguments of :class:`MDNRNN`; saved as the checkpoint's config.json."""
-
-    latent_size: int = 32
-    """Dimension of z (32 for CarRacing, 64 for Doom in the paper)."""
-    action_size: int = 3
-    """Dimension of the action vector: 3 for CarRacing (steer, gas, brake) and 3 for Doom,
-    whose Discrete(3) action our collector stores one-hot (the original fed one number)."""
-    hidden_size: int = 256
-    """Units of the single-layer LSTM (256 for CarRacing, 512 for Doom)."""
-    num_gaussians: int = 5
-    """Mixture components K per latent dimension (5 in the paper)."""
-    reward_head: bool = False
-    """Also predict the reward after each action (trained with MSE)."""
-    done_head: bool = False
-    """Also predict termination after each action as a logit (BCE; the Doom dream ends
-    when it is > 0)."""
-    done_pos_weight: float = 1.0
-    """Weight of positive (terminal) steps in the done BCE; the original used 10 for Doom
-    because deaths are rare."""
-    reward_weight: float = 1.0
-    """Weight of the reward MSE in the total loss."""
-    done_weight: float = 1.0
-    """Weight of the done BCE in the total loss."""
-    dropout: float = 0.0
-    """Dropout on the LSTM's output h before the heads, in training. A dream can keep it on
-    with one mask per rollout (Wellmer & Kwok's "Dropout's Dream Land", 2021), so each
-    rollout meets a slightly different M."""
-
-
-MDNRNN_PRESETS: dict[str, MDNRNNConfig] = {
-    "carracing": MDNRNNConfig(latent_size=32, action_size=3, hidden_size=256),
-    "doom": MDNRNNConfig(
-        latent_size=64, action_size=3, hidden_size=512, done_head=True, done_pos_weight=10.0
-    ),
-}
-"""The paper's two M networks."""
 
 
 class MDNOutput(NamedTuple):

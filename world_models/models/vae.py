@@ -22,32 +22,17 @@ from __future__ import annotations
 
 import sys
 import warnings
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from world_models.core.checkpoint import PretrainedMixin
+from world_models.models.configs import VAEConfig
 
 IMAGE_SIZE = 64
 FLAT_FEATURES = 256 * 4 * 4  # 4096
 SPEC_PARAMETERS_Z32 = 1_778_819
-
-
-@dataclass(frozen=True)
-class VAEConfig:
-    """Constructor arguments of :class:`ConvVAE`; saved as the checkpoint's config.json."""
-
-    latent_size: int = 32
-    """Dimension of the latent code z (32 for CarRacing, 64 for Doom in the paper)."""
-    input_channels: int = 3
-    """Channels of the 64x64 input frames (3 for RGB)."""
-    kl_tolerance: float = 0.0
-    """Free bits: floor each sample's total KL at kl_tolerance * latent_size nats (the
-    original used 0.5); 0 disables it, as in the seed."""
-    uint8_input: bool = False
-    """Accept uint8 frames in [0, 255] and scale them to [0, 1] on the model's device."""
 
 
 def _caller_level() -> int:

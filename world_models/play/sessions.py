@@ -23,9 +23,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from world_models.core.config import Target
 from world_models.core.errors import ConfigError
+from world_models.envs.presets import EnvName
 
-EnvName = Literal["doom", "carracing", "fake", "fake-discrete"]
 FPS = {"doom": 35, "carracing": 50}
 """Frames per second of a window and of recordings, per env (others: 30)."""
 HOLD_S = 1.0
@@ -36,7 +37,7 @@ HOLD_S = 1.0
 class SessionConfig:
     """Options shared by ``play`` and ``watch``."""
 
-    target: Literal["dream", "real"] = "dream"
+    target: Target = "dream"
     """Inside M's dream (frames decoded by V) or in the real game (same as --in)."""
     env: EnvName | None = None
     """Env preset: the real game, and the action mapping of the dream (None: doom, or the
@@ -89,7 +90,7 @@ class PlayConfig(SessionConfig):
 class WatchConfig(SessionConfig):
     """Options of ``world-models watch``."""
 
-    target: Literal["dream", "real"] = "real"
+    target: Target = "real"
     """C plays the real game (panels: the frame, V's reconstruction, M's next frame) or
     inside M's dream (panels: the dreamed frame, M's next frame); same as --in."""
     tau: float = 1.15
@@ -265,9 +266,9 @@ def load_models(config: SessionConfig, *, need_vm: bool, need_controller: bool) 
         try:
             policy = build_policy(
                 EvaluateConfig(
-                    controller_path=config.controller,
-                    vae_path=config.vae,
-                    mdrnn_path=config.mdrnn,
+                    controller=config.controller,
+                    vae=config.vae,
+                    mdrnn=config.mdrnn,
                     env=env,
                     device=str(device),
                 )
@@ -635,3 +636,7 @@ def watch(config: WatchConfig, *, env=None, hook: Callable | None = None) -> Ses
         if window is not None:
             window.close()
     return SessionResult(**vars(result), files=recorder.save(fps))
+
+
+def summarize(result: SessionResult) -> str:
+    return result.summary()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from world_models.models.configs import ZMode
 from world_models.models.controller import (
     Controller,
-    ZMode,
     actions_for_model,
     batched_raw,
     controller_inputs,

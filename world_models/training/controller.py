@@ -27,15 +27,14 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
 from world_models.core.atomic import atomic_open
 from world_models.core.errors import CheckpointError, ConfigError
+from world_models.training.configs import TrainControllerConfig
 
 RESUMABLE_FIELDS = frozenset(
     {
@@ -52,120 +51,6 @@ RESUMABLE_FIELDS = frozenset(
     }
 )
 STATE_FILE = "cma_state.npz"
-
-
-@dataclass(frozen=True)
-class TrainControllerConfig:
-    """CMA-ES training of the controller C."""
-
-    target: Literal["dream", "real"] = "dream"
-    """Where candidates are scored: inside M's dream (BatchedDream) or in the real env."""
-    env: Literal["carracing", "doom", "fake", "fake-discrete"] = "doom"
-    """Env preset: the real env (target real, evaluation) and the action mapping."""
-    mdrnn_path: Path = Path("runs/mdrnn-doom/checkpoints/best")
-    """MDNRNN checkpoint folder (M)."""
-    vae_path: Path | None = Path("runs/vae-doom/checkpoints/best")
-    """ConvVAE checkpoint folder (V): needed in the real env and to encode first frames."""
-    series_dir: Path | None = Path("data/doom-series")
-    """Encoded series folder; its episodes' first (mu, logvar) start the dreams."""
-    data_dir: Path | None = None
-    """Dataset folder whose first frames are encoded with V to start the dreams (when no
-    series_dir)."""
-    run_dir: Path = Path("runs/controller-doom")
-    """Run folder: checkpoints, cma_state.npz, metrics; re-running resumes it."""
-    generations: int = 2000
-    """Total generations (a re-run may raise it to continue); Doom's 2000 is our choice, the
-    paper does not state it."""
-    popsize: int = 64
-    """Candidates per generation (the original: 64)."""
-    rollouts: int = 16
-    """Episodes per candidate, the same seeds for all candidates (the original: 16)."""
-    sigma0: float = 0.1
-    """Initial CMA-ES step size (x0 = 0)."""
-    eval_every: int = 25
-    """Score the mean parameters every this many generations (the original: 25)."""
-    eval_rollouts: int = 1024
-    """Episodes of that evaluation (the original: 1024)."""
-    tau: float = 1.15
-    """Dream temperature (the paper's best real Doom score was trained at 1.15)."""
-    dream_max_steps: int = 2100
-    """Dream episodes are truncated here (the original: 2100)."""
-    done_mode: Literal["threshold", "sample"] = "threshold"
-    """Dream: end an episode when M's done logit > 0 (the original), or sample death with
-    M's calibrated probability (envs/dream.py says why)."""
-    dream_dropout: bool = False
-    """Dream: keep M's dropout on, one mask per rollout (M trained with --dropout)."""
-    done_offset: float = 0.0
-    """Dream: added to M's done logit (``fidelity --calibrate`` finds the one at which the
-    random policy survives as long as in the data)."""
-    controller_input: Literal["zh", "zch"] = "zh"
-    """What C reads: [z, h], or [z, c, h] with M's cell state (the original Doom code)."""
-    controller_bias: bool = True
-    """Give C a bias (the original Doom controller has none)."""
-    max_steps: int | None = None
-    """Real episodes are truncated here (None: the env's own limit)."""
-    z_mode: Literal["sample", "mu"] = "sample"
-    """Real env: feed C and M sampled z (as the original) or V's mean."""
-    max_initial_states: int = 10_000
-    """Use the first frames of at most this many episodes to start dreams."""
-    workers: int = 0
-    """Real env: worker processes (0: all cores)."""
-    envs_per_worker: int = 0
-    """Real env: envs per worker (0: enough for a whole generation in one wave, up to 32)."""
-    backend: Literal["local", "ray"] = "local"
-    """Real env: worker processes on this machine, or Ray actors (optional ray extra;
-    RAY_ADDRESS picks a cluster)."""
-    retries: int = 1
-    """Real env: restart a worker that dies or hangs and re-run its episodes this many times
-    before stopping with an error (0: stop at once)."""
-    device: str | None = None
-    """cpu, cuda, ...; None picks CUDA when present."""
-    cuda_graph: bool = False
-    """Dream on CUDA: replay the dream loop as CUDA graphs of 50 steps (ignored elsewhere;
-    same returns as the eager loop; falls back to it with a warning if capture fails)."""
-    seed: int = 0
-    """Seed of CMA-ES sampling and of the episodes."""
-    time_budget_s: float | None = None
-    """Stop after this many seconds in this invocation (None: no limit)."""
-    progress: bool = True
-    """Show a progress bar."""
-    tensorboard: bool = True
-    """Write TensorBoard events when tensorboard is installed."""
-
-
-PRESETS: dict[str, TrainControllerConfig] = {
-    # Doom: evolved only in the dream, at tau 1.15, C as the original code: [z, c, h], no bias.
-    "doom": TrainControllerConfig(controller_input="zch", controller_bias=False),
-    # CarRacing: evolved in the real env (1800 generations in the paper).
-    "carracing": TrainControllerConfig(
-        target="real",
-        env="carracing",
-        mdrnn_path=Path("runs/mdrnn/checkpoints/best"),
-        vae_path=Path("runs/vae/checkpoints/best"),
-        series_dir=None,
-        run_dir=Path("runs/controller"),
-        generations=1800,
-        tau=1.0,
-    ),
-    "debug": TrainControllerConfig(
-        target="dream",
-        env="fake",
-        mdrnn_path=Path("runs/mdrnn-debug/checkpoints/best"),
-        vae_path=None,
-        series_dir=Path("data/debug-series"),
-        run_dir=Path("runs/controller-debug"),
-        generations=3,
-        popsize=8,
-        rollouts=2,
-        eval_every=2,
-        eval_rollouts=8,
-        dream_max_steps=50,
-        max_steps=50,
-        workers=2,
-        progress=False,
-        tensorboard=False,
-    ),
-}
 
 
 # ---------------------------------------------------------------------------- CMA state
@@ -251,11 +136,11 @@ class _Scorer:
 
         self.config, self.device = config, device
         preset = get_preset(config.env)
-        self.mdrnn = MDNRNN.from_pretrained(config.mdrnn_path, map_location=device).eval()
+        self.mdrnn = MDNRNN.from_pretrained(config.mdrnn, map_location=device).eval()
         self.vae = None
-        if config.vae_path is not None and (config.target == "real" or config.series_dir is None):
-            self.vae = ConvVAE.from_pretrained(config.vae_path, map_location=device).eval()
-            check_vae_matches(config.vae_path, self.mdrnn, config.mdrnn_path)
+        if config.vae is not None and (config.target == "real" or config.series_dir is None):
+            self.vae = ConvVAE.from_pretrained(config.vae, map_location=device).eval()
+            check_vae_matches(config.vae, self.mdrnn, config.mdrnn)
         outputs, mode = preset.controller_outputs, preset.action_mode
         self.controller = Controller(
             self.mdrnn.latent_size,
@@ -292,7 +177,7 @@ class _Scorer:
             )
         else:
             if self.vae is None:
-                raise ConfigError("training in the real env needs --vae-path")
+                raise ConfigError("training in the real env needs --vae")
             from world_models.envs.pool import EnvFactory, make_pool
             from world_models.policies.controller import ControllerPolicy
 
@@ -343,20 +228,20 @@ def train_controller(config: TrainControllerConfig) -> Path:
         return _train_controller(config, hold)
 
 
-def _check_vae_path(config: TrainControllerConfig) -> None:
-    """Refuse a ``vae_path`` other than the VAE whose latents M learned, before the run
+def _check_vae(config: TrainControllerConfig) -> None:
+    """Refuse a ``vae`` other than the VAE whose latents M learned, before the run
     folder is written: in the dream too, where V may not be loaded but is recorded."""
-    if config.vae_path is None:
+    if config.vae is None:
         return
     from types import SimpleNamespace
 
     from world_models.core.checkpoint import read_checkpoint
     from world_models.models.world_model import check_vae_matches
 
-    meta = read_checkpoint(config.mdrnn_path, expected_kind="MDNRNN").meta
-    if meta.get("vae_sha256") and not (Path(config.vae_path) / "model.safetensors").is_file():
-        raise ConfigError(f"vae_path {config.vae_path}: no VAE checkpoint there")
-    check_vae_matches(config.vae_path, SimpleNamespace(checkpoint_meta=meta), config.mdrnn_path)
+    meta = read_checkpoint(config.mdrnn, expected_kind="MDNRNN").meta
+    if meta.get("vae_sha256") and not (Path(config.vae) / "model.safetensors").is_file():
+        raise ConfigError(f"--vae {config.vae}: no VAE checkpoint there")
+    check_vae_matches(config.vae, SimpleNamespace(checkpoint_meta=meta), config.mdrnn)
 
 
 def _train_controller(config: TrainControllerConfig, hold: contextlib.ExitStack) -> Path:
@@ -371,7 +256,7 @@ def _train_controller(config: TrainControllerConfig, hold: contextlib.ExitStack)
     if config.popsize < 2:
         raise ConfigError("CMA-ES needs popsize >= 2")
     device = pick_device(config.device)
-    _check_vae_path(config)
+    _check_vae(config)
     run = RunDir(config.run_dir)
     hold.enter_context(run.lock())  # one trainer per run folder
     run.open(config, RESUMABLE_FIELDS)

@@ -38,7 +38,6 @@ import dataclasses
 import math
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -49,104 +48,8 @@ from world_models.core.device import pick_device
 from world_models.core.errors import ConfigError, TrainingDivergedError
 from world_models.data.series import SeriesBatch, SeriesSet, load_series, series_vae_digest
 from world_models.models.mdrnn import MDNRNN, MDNRNNConfig
+from world_models.training.configs import TRAIN_MDNRNN_PRESETS, TrainMDNRNNConfig
 from world_models.training.runs import MetricsLogger, RunDir
-
-
-@dataclass(frozen=True)
-class TrainMDNRNNConfig:
-    """Everything ``train-mdrnn`` needs; saved as the run folder's config.json."""
-
-    series_dir: Path = Path("data/carracing-series")
-    """Folder of per-episode .npz series (mu, logvar, action, reward, terminated, truncated)."""
-    run_dir: Path = Path("runs/mdrnn")
-    """Output folder; re-running with the same folder resumes from its last checkpoint."""
-    latent_size: int | None = None
-    """Dimension of z; None takes it from the series (a mismatch is an error)."""
-    action_size: int | None = None
-    """Dimension of the action; None takes it from the series."""
-    hidden_size: int = 256
-    """LSTM units (256 CarRacing, 512 Doom)."""
-    num_gaussians: int = 5
-    """Mixture components per latent dimension."""
-    reward_head: bool = False
-    """Train a reward head (MSE)."""
-    done_head: bool = False
-    """Train a termination head (BCE with logits)."""
-    done_pos_weight: float = 1.0
-    """Weight of terminal steps in the done BCE (10 for Doom in the original)."""
-    reward_weight: float = 1.0
-    """Weight of the reward MSE in the total loss."""
-    done_weight: float = 1.0
-    """Weight of the done BCE in the total loss."""
-    dropout: float = 0.0
-    """Dropout on the LSTM output before the heads (a dream can keep it on, one mask per
-    rollout: "Dropout's Dream Land")."""
-    seq_len: int = 999
-    """Transitions per training window (999 CarRacing, 500 Doom)."""
-    batch_size: int = 100
-    """Windows per batch (100 in the original)."""
-    epochs: int = 40
-    """Passes over the training split's transitions (see the module docstring)."""
-    lr: float = 1e-3
-    """Adam learning rate."""
-    lr_decay: float = 1.0
-    """Multiply the learning rate by this after every step (Doom: 0.99999); 1 = constant."""
-    min_lr: float = 1e-5
-    """Floor of the decayed learning rate."""
-    grad_clip: float = 1.0
-    """Clip the global gradient norm to this (0 = off)."""
-    sample_z: bool = True
-    """Re-sample z from (mu, logvar) every batch; false trains on mu (see module docstring)."""
-    carry_state: bool = False
-    """Truncated BPTT: walk episodes in consecutive windows and carry the LSTM state."""
-    holdout_fraction: float = 0.1
-    """Fraction of episodes held out, chosen by a hash of the file name."""
-    seed: int = 0
-    """Seed of the weights, the windows and the z noise."""
-    device: str = "auto"
-    """'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ..."""
-    bf16: bool = True
-    """bf16 autocast for the head on CUDA (the LSTM and the losses stay float32: CUDA
-    autocast would run cuDNN's LSTM in float16); ignored on CPU."""
-    save_every: int = 0
-    """Also save checkpoints/last every this many steps (0 = at epoch ends only)."""
-    time_budget_s: float | None = None
-    """Stop after this many seconds of training in this invocation, checked at log steps
-    (checkpoints/last is saved there; a re-run continues). None: no limit."""
-    log_every: int = 50
-    """Steps between progress-bar updates and NaN checks (each costs a device sync)."""
-    progress: bool = True
-    """Show a tqdm progress bar."""
-    tensorboard: bool = True
-    """Write TensorBoard events when the tensorboard package is installed."""
-
-
-TRAIN_MDNRNN_PRESETS: dict[str, TrainMDNRNNConfig] = {
-    "carracing": TrainMDNRNNConfig(),
-    "doom": TrainMDNRNNConfig(
-        series_dir=Path("data/doom-series"),
-        run_dir=Path("runs/mdrnn-doom"),
-        hidden_size=512,
-        done_head=True,
-        done_pos_weight=10.0,
-        seq_len=500,
-        epochs=100,
-        lr_decay=0.99999,
-        min_lr=1e-5,
-        carry_state=True,
-    ),
-    "debug": TrainMDNRNNConfig(
-        series_dir=Path("data/debug-series"),
-        run_dir=Path("runs/mdrnn-debug"),
-        hidden_size=32,
-        num_gaussians=3,
-        seq_len=16,
-        batch_size=8,
-        epochs=2,
-        log_every=5,
-    ),
-}
-"""CarRacing and Doom as in the paper (Doom's epoch count is ours); debug for tests."""
 
 # Fields a re-run may change without starting a new run.
 CARRY_KEY = "world_models_carry_state"
@@ -508,3 +411,7 @@ def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
 def default_config(**overrides) -> TrainMDNRNNConfig:
     """The carracing preset with ``overrides`` (a convenience for notebooks and tests)."""
     return dataclasses.replace(TRAIN_MDNRNN_PRESETS["carracing"], **overrides)
+
+
+def summarize(run_dir: Path) -> str:
+    return f"done: {run_dir} (best weights in {run_dir / 'checkpoints' / 'best'})"

@@ -17,13 +17,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from world_models.core.checkpoint import load_state_strict, read_checkpoint, read_optimizer_state
 from world_models.core.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from world_models.models.vae import ConvVAE
+from world_models.training.configs import TrainVAEConfig
 
 # A re-run may change these without starting a new run: length, hardware and speed knobs,
 # and the learning rate (the advice after a NaN is to lower it and resume). Not the batch
@@ -48,111 +48,6 @@ RESUMABLE_FIELDS = frozenset(
         "image_every",
     }
 )
-
-
-@dataclass(frozen=True)
-class TrainVAEConfig:
-    """Training of the ConvVAE on a collected dataset."""
-
-    data_dir: Path = Path("data/carracing")
-    """Dataset folder made by `world-models collect` (or `data import`)."""
-    run_dir: Path = Path("runs/vae")
-    """Run folder: checkpoints, metrics and pictures; re-running resumes it."""
-    latent_size: int = 32
-    """Dimension of z."""
-    kl_tolerance: float = 0.5
-    """Free bits: each sample's KL is floored at kl_tolerance * latent_size (0 = off)."""
-    beta: float = 1.0
-    """Weight of the KL term."""
-    epochs: int = 10
-    """Passes over the training frames."""
-    batch_size: int = 100
-    """Frames per optimizer step (per process under torchrun)."""
-    lr: float = 1e-4
-    """Adam learning rate at lr_reference_batch; scaled for other batch sizes by lr_scaling."""
-    lr_reference_batch: int = 100
-    """Batch size at which lr applies unscaled (the original: 1e-4 at batch 100)."""
-    lr_scaling: Literal["sqrt", "linear", "none"] = "sqrt"
-    """How lr follows the global batch: sqrt (safe for Adam), linear, or none."""
-    warmup_steps: int = 0
-    """Linear learning-rate warm-up steps (helps large batches)."""
-    holdout_fraction: float = 0.1
-    """Fraction of episodes held out (chosen by a hash of the file name, stable as data grow)."""
-    max_frames: int | None = None
-    """Use at most this many training frames (None: all)."""
-    device: str | None = None
-    """cpu, cuda, cuda:1 ...; None picks CUDA when present."""
-    amp: bool | None = None
-    """bf16 autocast; None: on for CUDA, and on the CPU when it has native bf16."""
-    channels_last: bool = True
-    """channels_last memory format (faster on GPUs and on this project's CPUs alike)."""
-    compile: bool = False
-    """torch.compile the training step (pays a compile time once)."""
-    seed: int = 0
-    """Seed of the weights, the data order and the sampling noise."""
-    log_every: int = 50
-    """Steps between metric rows (and NaN checks)."""
-    checkpoint_every_s: float = 120.0
-    """Seconds between mid-epoch checkpoints (an epoch's end always saves; under torchrun
-    checked at log steps)."""
-    image_every: int = 1
-    """Epochs between reconstruction and sample grids."""
-    max_steps: int | None = None
-    """Stop after this many optimizer steps in total (None: run all epochs)."""
-    time_budget_s: float | None = None
-    """Stop after this many seconds of training in this invocation (None: no limit; under
-    torchrun checked at log steps)."""
-    progress: bool = True
-    """Show a progress bar."""
-    tensorboard: bool = True
-    """Write TensorBoard events when tensorboard is installed."""
-
-    def __post_init__(self) -> None:
-        checks = [
-            ("latent_size", self.latent_size >= 1),
-            ("epochs", self.epochs >= 1),
-            ("batch_size", self.batch_size >= 1),
-            ("lr", self.lr > 0),
-            ("lr_reference_batch", self.lr_reference_batch >= 1),
-            ("kl_tolerance", self.kl_tolerance >= 0),
-            ("beta", self.beta >= 0),
-            ("warmup_steps", self.warmup_steps >= 0),
-            ("log_every", self.log_every >= 1),
-            ("holdout_fraction", 0 <= self.holdout_fraction < 1),
-            ("image_every", self.image_every >= 1),
-            ("checkpoint_every_s", self.checkpoint_every_s >= 0),
-            ("max_steps", self.max_steps is None or self.max_steps >= 1),
-            ("max_frames", self.max_frames is None or self.max_frames >= 1),
-            ("time_budget_s", self.time_budget_s is None or self.time_budget_s > 0),
-        ]
-        bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks if not ok]
-        if bad:
-            raise ConfigError(f"invalid train-vae settings: {', '.join(bad)}")
-
-
-PRESETS: dict[str, TrainVAEConfig] = {
-    # The original's settings: Adam 1e-4, batch 100, 10 epochs, free bits 0.5.
-    "carracing": TrainVAEConfig(),
-    "doom": TrainVAEConfig(
-        data_dir=Path("data/doom"), run_dir=Path("runs/vae-doom"), latent_size=64
-    ),
-    # A GPU recipe: large batches with sqrt-scaled lr and a short warm-up.
-    "carracing-fast": TrainVAEConfig(batch_size=1024, warmup_steps=100, compile=True),
-    # The H100 target: batch 4096, lr 1e-4 * sqrt(4096 / 100) = 6.4e-4, a longer warm-up.
-    "carracing-4096": TrainVAEConfig(
-        batch_size=4096, lr_scaling="sqrt", warmup_steps=200, compile=True
-    ),
-    "debug": TrainVAEConfig(
-        data_dir=Path("data/debug"),
-        run_dir=Path("runs/vae-debug"),
-        epochs=1,
-        batch_size=16,
-        lr=1e-3,
-        log_every=5,
-        tensorboard=False,
-        progress=False,
-    ),
-}
 
 
 @dataclass

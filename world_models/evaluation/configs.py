@@ -1,0 +1,190 @@
+"""Configs of evaluation, the dream-fidelity check and dream videos; torch-free (the CLI
+reads them for ``--help``). Each module re-exports its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from world_models.core.config import Target
+from world_models.core.errors import ConfigError
+from world_models.envs.presets import EnvName
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Options of ``world-models evaluate``."""
+
+    pretrained: str | None = None
+    """A world model shipped with the package (doom): sets V, M, C, the dreams' initial
+    states, the env and the dream settings C was evolved with (overriding those flags)."""
+    controller: Path | None = Path("runs/controller/checkpoints/best")
+    """Controller checkpoint folder (C); None with policy random."""
+    vae: Path | None = Path("runs/vae/checkpoints/best")
+    """ConvVAE checkpoint folder (V)."""
+    mdrnn: Path | None = Path("runs/mdrnn/checkpoints/best")
+    """MDNRNN checkpoint folder (M)."""
+    env: EnvName = "carracing"
+    """Env preset."""
+    target: Target = "real"
+    """Score in the real env, or inside M's dream (the paper's "dream score")."""
+    policy: Literal["controller", "random", "stay", "left", "right"] = "controller"
+    """controller (V+M+C), the env's random data policy, or (Doom) one constant action:
+    the baselines."""
+    trials: int = 100
+    """Episodes to play (the paper: 100)."""
+    seed: int = 0
+    """Trial i resets the env with seed + i."""
+    max_steps: int | None = None
+    """Truncate episodes here (None: the env's own limit)."""
+    z_mode: Literal["sample", "mu"] = "sample"
+    """Feed C and M sampled z (as the original) or V's mean."""
+    workers: int = 0
+    """Env worker processes (0: all cores)."""
+    envs_per_worker: int = 0
+    """Envs per worker (0: all trials in one wave, up to 32 per worker)."""
+    backend: Literal["local", "ray"] = "local"
+    """Worker processes on this machine, or Ray actors (optional ray extra)."""
+    retries: int = 1
+    """Real env: restart a worker that dies or hangs and re-run its episodes this many times
+    before stopping with an error (0: stop at once)."""
+    device: str | None = None
+    """cpu, cuda, ...; None picks CUDA when present."""
+    out_dir: Path = Path("runs/evaluation")
+    """Output folder (results.json, returns.csv, histogram.png, best/worst animation)."""
+    video: Literal["gif", "mp4", "none"] = "gif"
+    """Animation format of the best and worst episode (mp4 needs imageio[ffmpeg])."""
+    fps: int = 30
+    """Frames per second of the animations."""
+    series_dir: Path | None = None
+    """Dream: series folder whose first frames' (mu, logvar) start the dreams."""
+    data_dir: Path | None = None
+    """Dream: dataset folder whose first frames V encodes (when no series_dir)."""
+    tau: float = 1.15
+    """Dream: sampling temperature."""
+    dream_max_steps: int = 2100
+    """Dream: episodes are truncated here (the original: 2100)."""
+    done_mode: Literal["threshold", "sample"] = "threshold"
+    """Dream: end when M's done logit > 0 (the original), or sample death with M's
+    calibrated probability (see envs/dream.py); use what C was trained with."""
+    dream_dropout: bool = False
+    """Dream: keep M's dropout on, one mask per trial (M trained with dropout)."""
+    done_offset: float = 0.0
+    """Dream: added to M's done logit (use what C was trained with)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+EVALUATE_PRESETS: dict[str, EvaluateConfig] = {
+    "carracing": EvaluateConfig(),
+    "doom": EvaluateConfig(
+        controller=Path("runs/controller-doom/checkpoints/best"),
+        vae=Path("runs/vae-doom/checkpoints/best"),
+        mdrnn=Path("runs/mdrnn-doom/checkpoints/best"),
+        env="doom",
+        out_dir=Path("runs/evaluation-doom"),
+        series_dir=Path("data/doom-series"),
+    ),
+    # Follows the other commands' debug presets (fake env, runs/*-debug).
+    "debug": EvaluateConfig(
+        controller=Path("runs/controller-debug/checkpoints/best"),
+        vae=Path("runs/vae-debug/checkpoints/best"),
+        mdrnn=Path("runs/mdrnn-debug/checkpoints/best"),
+        env="fake",
+        trials=8,
+        max_steps=50,
+        out_dir=Path("runs/evaluation-debug"),
+        progress=False,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class FidelityConfig:
+    """Options of ``world-models fidelity``."""
+
+    vae: Path = Path("runs/vae-doom/checkpoints/best")
+    """ConvVAE checkpoint folder (V)."""
+    mdrnn: Path = Path("runs/mdrnn-doom/checkpoints/best")
+    """MDNRNN checkpoint folder (M)."""
+    controller: Path | None = None
+    """Also score this controller checkpoint in both (None: the fixed policies only)."""
+    env: Literal["doom", "fake-discrete", "carracing", "fake"] = "doom"
+    """Env preset (stay / left / right exist only for left-stay-right envs such as doom)."""
+    series_dir: Path | None = Path("data/doom-series")
+    """Series folder whose first frames' (mu, logvar) start the dreams."""
+    data_dir: Path | None = Path("data/doom")
+    """Dataset folder: its first episode makes the picture strip (and starts the dreams
+    when no series_dir)."""
+    trials: int = 100
+    """Episodes per policy, in the dream and in the game each."""
+    tau: float = 1.15
+    """Dream temperature."""
+    done_mode: Literal["threshold", "sample"] = "threshold"
+    """Dream: logit > 0 ends an episode (the original) or sampled death (envs/dream.py)."""
+    dream_dropout: bool = False
+    """Dream: keep M's dropout on, one mask per dream."""
+    done_offset: float = 0.0
+    """Dream: added to M's done logit (ignored with calibrate)."""
+    calibrate: bool = False
+    """First find the done offset at which the random policy survives in the dream as long
+    as the series' (random-policy) episodes lasted, then score everything with it."""
+    max_steps: int = 2100
+    """Step cap in the dream and the game alike (the original: 2100)."""
+    real: bool = True
+    """Also play the real game (false: the dream only, e.g. without vizdoom)."""
+    strip_steps: int = 8
+    """Columns of the picture strip."""
+    strip_every: int = 10
+    """Steps between the strip's columns."""
+    seed: int = 0
+    """Seed of the dreams and of the real episodes (trial i: seed + i)."""
+    workers: int = 0
+    """Real game: env worker processes (0: all cores)."""
+    device: str | None = None
+    """cpu, cuda, ...; None picks CUDA when present."""
+    out_dir: Path = Path("runs/fidelity-doom")
+    """Output folder: fidelity.json, fidelity.txt, strip.png."""
+    progress: bool = True
+    """Show progress bars for the real episodes."""
+
+    def __post_init__(self) -> None:
+        for name in ("trials", "max_steps", "strip_steps", "strip_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"fidelity: {name} must be >= 1, got {getattr(self, name)}")
+        if not self.tau >= 0:
+            raise ConfigError(f"fidelity: tau must be >= 0, got {self.tau}")
+
+
+@dataclass(frozen=True)
+class DreamVideoConfig:
+    """Options of ``world-models dream``."""
+
+    vae: Path = Path("runs/vae/checkpoints/best")
+    """ConvVAE checkpoint folder."""
+    mdrnn: Path = Path("runs/mdrnn/checkpoints/best")
+    """MDNRNN checkpoint folder."""
+    episode: Path = Path("data/carracing/ep_000000.npz")
+    """Real episode file whose first frame starts the dream (and whose actions drive it)."""
+    out: Path = Path("dream.gif")
+    """Output video: .gif, or .mp4 with the `video` extra."""
+    tau: float = 1.0
+    """Temperature of M's sampling, >= 0 (0: always the most likely component's mean)."""
+    actions: Literal["recorded", "random"] = "recorded"
+    """Drive the dream with the episode's actions or with random ones of the same kind:
+    one-hot (or -1/0/1, or integer) actions get a random class held for 1-10 steps,
+    continuous ones uniform values between the episode's per-column min and max."""
+    steps: int | None = None
+    """Dream this many steps, >= 1 (None: the episode's length from --start)."""
+    start: int = 0
+    """Index of the real frame the dream starts from (0 to the episode's length - 1)."""
+    fps: int = 25
+    """Frames per second of the video (>= 1)."""
+    scale: int = 3
+    """Pixel upscaling of the 64x64 frames (>= 1)."""
+    seed: int = 0
+    """Seed of M's sampling noise (and of random actions)."""
+    device: str | None = None
+    """cpu or cuda (None: CUDA when present)."""

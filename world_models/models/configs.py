@@ -1,0 +1,111 @@
+"""Configs of the three networks (V, M, C) and the paper's presets; torch-free, so the
+CLI can show them without importing torch. Each model module re-exports its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from world_models.core.config import alias
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Constructor arguments of :class:`ConvVAE`; saved as the checkpoint's config.json."""
+
+    latent_size: int = 32
+    """Dimension of the latent code z (32 for CarRacing, 64 for Doom in the paper)."""
+    input_channels: int = 3
+    """Channels of the 64x64 input frames (3 for RGB)."""
+    kl_tolerance: float = 0.0
+    """Free bits: floor each sample's total KL at kl_tolerance * latent_size nats (the
+    original used 0.5); 0 disables it, as in the seed."""
+    uint8_input: bool = False
+    """Accept uint8 frames in [0, 255] and scale them to [0, 1] on the model's device."""
+
+
+@dataclass(frozen=True)
+class MDNRNNConfig:
+    """Constructor arguments of :class:`MDNRNN`; saved as the checkpoint's config.json."""
+
+    latent_size: int = 32
+    """Dimension of z (32 for CarRacing, 64 for Doom in the paper)."""
+    action_size: int = 3
+    """Dimension of the action vector: 3 for CarRacing (steer, gas, brake) and 3 for Doom,
+    whose Discrete(3) action our collector stores one-hot (the original fed one number)."""
+    hidden_size: int = 256
+    """Units of the single-layer LSTM (256 for CarRacing, 512 for Doom)."""
+    num_gaussians: int = 5
+    """Mixture components K per latent dimension (5 in the paper)."""
+    reward_head: bool = False
+    """Also predict the reward after each action (trained with MSE)."""
+    done_head: bool = False
+    """Also predict termination after each action as a logit (BCE; the Doom dream ends
+    when it is > 0)."""
+    done_pos_weight: float = 1.0
+    """Weight of positive (terminal) steps in the done BCE; the original used 10 for Doom
+    because deaths are rare."""
+    reward_weight: float = 1.0
+    """Weight of the reward MSE in the total loss."""
+    done_weight: float = 1.0
+    """Weight of the done BCE in the total loss."""
+    dropout: float = 0.0
+    """Dropout on the LSTM's output h before the heads, in training. A dream can keep it on
+    with one mask per rollout (Wellmer & Kwok's "Dropout's Dream Land", 2021), so each
+    rollout meets a slightly different M."""
+
+
+MDNRNN_PRESETS: dict[str, MDNRNNConfig] = {
+    "carracing": MDNRNNConfig(latent_size=32, action_size=3, hidden_size=256),
+    "doom": MDNRNNConfig(
+        latent_size=64, action_size=3, hidden_size=512, done_head=True, done_pos_weight=10.0
+    ),
+}
+"""The paper's two M networks."""
+
+
+ActionMode = Literal["carracing", "thirds", "tanh"]
+
+
+ZMode = Literal["sample", "mu"]
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Constructor arguments of :class:`Controller`; saved as the checkpoint's config.json."""
+
+    latent_size: int = 32
+    """Dimension of z (V's latent size)."""
+    hidden_size: int = 256
+    """Dimension of h (M's LSTM size)."""
+    output_size: int = 3
+    """Outputs of the linear layer: 3 for CarRacing, 1 for Doom."""
+    action_mode: ActionMode = "carracing"
+    """How outputs become env actions: carracing (steer, gas, brake), thirds (Doom
+    left / stay / right), tanh (raw)."""
+    cell_input: bool = False
+    """Also read M's LSTM cell state: inputs [z, c, h] (the original Doom code) instead of
+    [z, h]."""
+    bias: bool = True
+    """Add a bias (the original Doom controller has none)."""
+
+
+CONTROLLER_PRESETS: dict[str, ControllerConfig] = {
+    "carracing": ControllerConfig(32, 256, 3, "carracing"),
+    "doom": ControllerConfig(64, 512, 1, "thirds", cell_input=True, bias=False),
+    # the paper's summary of the Doom controller: tanh(W [z, h] + b), 577 parameters
+    "doom-zh": ControllerConfig(64, 512, 1, "thirds"),
+}
+"""The paper's controllers: CarRacing 867 parameters, Doom as the original code 1,088."""
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """Options of ``world-models validate``."""
+
+    checkpoint: Path | None = None
+    """Validate the ConvVAE saved in this checkpoint folder instead of a fresh one."""
+    quiet: Annotated[bool, alias("-q")] = False
+    """Print only failures."""

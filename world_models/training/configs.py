@@ -1,0 +1,329 @@
+"""Configs of the three trainers (V, M, C) and their named presets; torch-free (the CLI
+reads them for ``--help``). Each trainer module re-exports its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from world_models.core.config import Target
+from world_models.core.errors import ConfigError
+from world_models.envs.presets import EnvName
+
+
+@dataclass(frozen=True)
+class TrainVAEConfig:
+    """Training of the ConvVAE on a collected dataset."""
+
+    data_dir: Path = Path("data/carracing")
+    """Dataset folder made by `world-models collect` (or `data import`)."""
+    run_dir: Path = Path("runs/vae")
+    """Run folder: checkpoints, metrics and pictures; re-running resumes it."""
+    latent_size: int = 32
+    """Dimension of z."""
+    kl_tolerance: float = 0.5
+    """Free bits: each sample's KL is floored at kl_tolerance * latent_size (0 = off)."""
+    beta: float = 1.0
+    """Weight of the KL term."""
+    epochs: int = 10
+    """Passes over the training frames."""
+    batch_size: int = 100
+    """Frames per optimizer step (per process under torchrun)."""
+    lr: float = 1e-4
+    """Adam learning rate at lr_reference_batch; scaled for other batch sizes by lr_scaling."""
+    lr_reference_batch: int = 100
+    """Batch size at which lr applies unscaled (the original: 1e-4 at batch 100)."""
+    lr_scaling: Literal["sqrt", "linear", "none"] = "sqrt"
+    """How lr follows the global batch: sqrt (safe for Adam), linear, or none."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up steps (helps large batches)."""
+    holdout_fraction: float = 0.1
+    """Fraction of episodes held out (chosen by a hash of the file name, stable as data grow)."""
+    max_frames: int | None = None
+    """Use at most this many training frames (None: all)."""
+    device: str | None = None
+    """cpu, cuda, cuda:1 ...; None picks CUDA when present."""
+    amp: bool | None = None
+    """bf16 autocast; None: on for CUDA, and on the CPU when it has native bf16."""
+    channels_last: bool = True
+    """channels_last memory format (faster on GPUs and on this project's CPUs alike)."""
+    compile: bool = False
+    """torch.compile the training step (pays a compile time once)."""
+    seed: int = 0
+    """Seed of the weights, the data order and the sampling noise."""
+    log_every: int = 50
+    """Steps between metric rows (and NaN checks)."""
+    checkpoint_every_s: float = 120.0
+    """Seconds between mid-epoch checkpoints (an epoch's end always saves; under torchrun
+    checked at log steps)."""
+    image_every: int = 1
+    """Epochs between reconstruction and sample grids."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps in total (None: run all epochs)."""
+    time_budget_s: float | None = None
+    """Stop after this many seconds of training in this invocation (None: no limit; under
+    torchrun checked at log steps)."""
+    progress: bool = True
+    """Show a progress bar."""
+    tensorboard: bool = True
+    """Write TensorBoard events when tensorboard is installed."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("latent_size", self.latent_size >= 1),
+            ("epochs", self.epochs >= 1),
+            ("batch_size", self.batch_size >= 1),
+            ("lr", self.lr > 0),
+            ("lr_reference_batch", self.lr_reference_batch >= 1),
+            ("kl_tolerance", self.kl_tolerance >= 0),
+            ("beta", self.beta >= 0),
+            ("warmup_steps", self.warmup_steps >= 0),
+            ("log_every", self.log_every >= 1),
+            ("holdout_fraction", 0 <= self.holdout_fraction < 1),
+            ("image_every", self.image_every >= 1),
+            ("checkpoint_every_s", self.checkpoint_every_s >= 0),
+            ("max_steps", self.max_steps is None or self.max_steps >= 1),
+            ("max_frames", self.max_frames is None or self.max_frames >= 1),
+            ("time_budget_s", self.time_budget_s is None or self.time_budget_s > 0),
+        ]
+        bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks if not ok]
+        if bad:
+            raise ConfigError(f"invalid train-vae settings: {', '.join(bad)}")
+
+
+TRAIN_VAE_PRESETS: dict[str, TrainVAEConfig] = {
+    # The original's settings: Adam 1e-4, batch 100, 10 epochs, free bits 0.5.
+    "carracing": TrainVAEConfig(),
+    "doom": TrainVAEConfig(
+        data_dir=Path("data/doom"), run_dir=Path("runs/vae-doom"), latent_size=64
+    ),
+    # A GPU recipe: large batches with sqrt-scaled lr and a short warm-up.
+    "carracing-fast": TrainVAEConfig(batch_size=1024, warmup_steps=100, compile=True),
+    # The H100 target: batch 4096, lr 1e-4 * sqrt(4096 / 100) = 6.4e-4, a longer warm-up.
+    "carracing-4096": TrainVAEConfig(
+        batch_size=4096, lr_scaling="sqrt", warmup_steps=200, compile=True
+    ),
+    "debug": TrainVAEConfig(
+        data_dir=Path("data/debug"),
+        run_dir=Path("runs/vae-debug"),
+        epochs=1,
+        batch_size=16,
+        lr=1e-3,
+        log_every=5,
+        tensorboard=False,
+        progress=False,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class TrainMDNRNNConfig:
+    """Everything ``train-mdrnn`` needs; saved as the run folder's config.json."""
+
+    series_dir: Path = Path("data/carracing-series")
+    """Folder of per-episode .npz series (mu, logvar, action, reward, terminated, truncated)."""
+    run_dir: Path = Path("runs/mdrnn")
+    """Output folder; re-running with the same folder resumes from its last checkpoint."""
+    latent_size: int | None = None
+    """Dimension of z; None takes it from the series (a mismatch is an error)."""
+    action_size: int | None = None
+    """Dimension of the action; None takes it from the series."""
+    hidden_size: int = 256
+    """LSTM units (256 CarRacing, 512 Doom)."""
+    num_gaussians: int = 5
+    """Mixture components per latent dimension."""
+    reward_head: bool = False
+    """Train a reward head (MSE)."""
+    done_head: bool = False
+    """Train a termination head (BCE with logits)."""
+    done_pos_weight: float = 1.0
+    """Weight of terminal steps in the done BCE (10 for Doom in the original)."""
+    reward_weight: float = 1.0
+    """Weight of the reward MSE in the total loss."""
+    done_weight: float = 1.0
+    """Weight of the done BCE in the total loss."""
+    dropout: float = 0.0
+    """Dropout on the LSTM output before the heads (a dream can keep it on, one mask per
+    rollout: "Dropout's Dream Land")."""
+    seq_len: int = 999
+    """Transitions per training window (999 CarRacing, 500 Doom)."""
+    batch_size: int = 100
+    """Windows per batch (100 in the original)."""
+    epochs: int = 40
+    """Passes over the training split's transitions (see the module docstring)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    lr_decay: float = 1.0
+    """Multiply the learning rate by this after every step (Doom: 0.99999); 1 = constant."""
+    min_lr: float = 1e-5
+    """Floor of the decayed learning rate."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 = off)."""
+    sample_z: bool = True
+    """Re-sample z from (mu, logvar) every batch; false trains on mu (see module docstring)."""
+    carry_state: bool = False
+    """Truncated BPTT: walk episodes in consecutive windows and carry the LSTM state."""
+    holdout_fraction: float = 0.1
+    """Fraction of episodes held out, chosen by a hash of the file name."""
+    seed: int = 0
+    """Seed of the weights, the windows and the z noise."""
+    device: str = "auto"
+    """'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ..."""
+    bf16: bool = True
+    """bf16 autocast for the head on CUDA (the LSTM and the losses stay float32: CUDA
+    autocast would run cuDNN's LSTM in float16); ignored on CPU."""
+    save_every: int = 0
+    """Also save checkpoints/last every this many steps (0 = at epoch ends only)."""
+    time_budget_s: float | None = None
+    """Stop after this many seconds of training in this invocation, checked at log steps
+    (checkpoints/last is saved there; a re-run continues). None: no limit."""
+    log_every: int = 50
+    """Steps between progress-bar updates and NaN checks (each costs a device sync)."""
+    progress: bool = True
+    """Show a tqdm progress bar."""
+    tensorboard: bool = True
+    """Write TensorBoard events when the tensorboard package is installed."""
+
+
+TRAIN_MDNRNN_PRESETS: dict[str, TrainMDNRNNConfig] = {
+    "carracing": TrainMDNRNNConfig(),
+    "doom": TrainMDNRNNConfig(
+        series_dir=Path("data/doom-series"),
+        run_dir=Path("runs/mdrnn-doom"),
+        hidden_size=512,
+        done_head=True,
+        done_pos_weight=10.0,
+        seq_len=500,
+        epochs=100,
+        lr_decay=0.99999,
+        min_lr=1e-5,
+        carry_state=True,
+    ),
+    "debug": TrainMDNRNNConfig(
+        series_dir=Path("data/debug-series"),
+        run_dir=Path("runs/mdrnn-debug"),
+        hidden_size=32,
+        num_gaussians=3,
+        seq_len=16,
+        batch_size=8,
+        epochs=2,
+        log_every=5,
+    ),
+}
+"""CarRacing and Doom as in the paper (Doom's epoch count is ours); debug for tests."""
+
+
+@dataclass(frozen=True)
+class TrainControllerConfig:
+    """CMA-ES training of the controller C."""
+
+    target: Target = "dream"
+    """Where candidates are scored: inside M's dream (BatchedDream) or in the real env."""
+    env: EnvName = "doom"
+    """Env preset: the real env (target real, evaluation) and the action mapping."""
+    mdrnn: Path = Path("runs/mdrnn-doom/checkpoints/best")
+    """MDNRNN checkpoint folder (M)."""
+    vae: Path | None = Path("runs/vae-doom/checkpoints/best")
+    """ConvVAE checkpoint folder (V): needed in the real env and to encode first frames."""
+    series_dir: Path | None = Path("data/doom-series")
+    """Encoded series folder; its episodes' first (mu, logvar) start the dreams."""
+    data_dir: Path | None = None
+    """Dataset folder whose first frames are encoded with V to start the dreams (when no
+    series_dir)."""
+    run_dir: Path = Path("runs/controller-doom")
+    """Run folder: checkpoints, cma_state.npz, metrics; re-running resumes it."""
+    generations: int = 2000
+    """Total generations (a re-run may raise it to continue); Doom's 2000 is our choice, the
+    paper does not state it."""
+    popsize: int = 64
+    """Candidates per generation (the original: 64)."""
+    rollouts: int = 16
+    """Episodes per candidate, the same seeds for all candidates (the original: 16)."""
+    sigma0: float = 0.1
+    """Initial CMA-ES step size (x0 = 0)."""
+    eval_every: int = 25
+    """Score the mean parameters every this many generations (the original: 25)."""
+    eval_rollouts: int = 1024
+    """Episodes of that evaluation (the original: 1024)."""
+    tau: float = 1.15
+    """Dream temperature (the paper's best real Doom score was trained at 1.15)."""
+    dream_max_steps: int = 2100
+    """Dream episodes are truncated here (the original: 2100)."""
+    done_mode: Literal["threshold", "sample"] = "threshold"
+    """Dream: end an episode when M's done logit > 0 (the original), or sample death with
+    M's calibrated probability (envs/dream.py says why)."""
+    dream_dropout: bool = False
+    """Dream: keep M's dropout on, one mask per rollout (M trained with --dropout)."""
+    done_offset: float = 0.0
+    """Dream: added to M's done logit (``fidelity --calibrate`` finds the one at which the
+    random policy survives as long as in the data)."""
+    controller_input: Literal["zh", "zch"] = "zh"
+    """What C reads: [z, h], or [z, c, h] with M's cell state (the original Doom code)."""
+    controller_bias: bool = True
+    """Give C a bias (the original Doom controller has none)."""
+    max_steps: int | None = None
+    """Real episodes are truncated here (None: the env's own limit)."""
+    z_mode: Literal["sample", "mu"] = "sample"
+    """Real env: feed C and M sampled z (as the original) or V's mean."""
+    max_initial_states: int = 10_000
+    """Use the first frames of at most this many episodes to start dreams."""
+    workers: int = 0
+    """Real env: worker processes (0: all cores)."""
+    envs_per_worker: int = 0
+    """Real env: envs per worker (0: enough for a whole generation in one wave, up to 32)."""
+    backend: Literal["local", "ray"] = "local"
+    """Real env: worker processes on this machine, or Ray actors (optional ray extra;
+    RAY_ADDRESS picks a cluster)."""
+    retries: int = 1
+    """Real env: restart a worker that dies or hangs and re-run its episodes this many times
+    before stopping with an error (0: stop at once)."""
+    device: str | None = None
+    """cpu, cuda, ...; None picks CUDA when present."""
+    cuda_graph: bool = False
+    """Dream on CUDA: replay the dream loop as CUDA graphs of 50 steps (ignored elsewhere;
+    same returns as the eager loop; falls back to it with a warning if capture fails)."""
+    seed: int = 0
+    """Seed of CMA-ES sampling and of the episodes."""
+    time_budget_s: float | None = None
+    """Stop after this many seconds in this invocation (None: no limit)."""
+    progress: bool = True
+    """Show a progress bar."""
+    tensorboard: bool = True
+    """Write TensorBoard events when tensorboard is installed."""
+
+
+TRAIN_CONTROLLER_PRESETS: dict[str, TrainControllerConfig] = {
+    # Doom: evolved only in the dream, at tau 1.15, C as the original code: [z, c, h], no bias.
+    "doom": TrainControllerConfig(controller_input="zch", controller_bias=False),
+    # CarRacing: evolved in the real env (1800 generations in the paper).
+    "carracing": TrainControllerConfig(
+        target="real",
+        env="carracing",
+        mdrnn=Path("runs/mdrnn/checkpoints/best"),
+        vae=Path("runs/vae/checkpoints/best"),
+        series_dir=None,
+        run_dir=Path("runs/controller"),
+        generations=1800,
+        tau=1.0,
+    ),
+    "debug": TrainControllerConfig(
+        target="dream",
+        env="fake",
+        mdrnn=Path("runs/mdrnn-debug/checkpoints/best"),
+        vae=None,
+        series_dir=Path("data/debug-series"),
+        run_dir=Path("runs/controller-debug"),
+        generations=3,
+        popsize=8,
+        rollouts=2,
+        eval_every=2,
+        eval_rollouts=8,
+        dream_max_steps=50,
+        max_steps=50,
+        workers=2,
+        progress=False,
+        tensorboard=False,
+    ),
+}
