@@ -15,9 +15,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_doom_recipe_uses_the_original_settings_and_scale():
     full = stage_configs(ReproduceConfig(game="doom"))
     assert full["collect"].env == "doom" and full["collect"].episodes == 10_000
-    assert full["vae"].latent_size == 64
-    m = full["mdrnn"]
-    assert (m.hidden_size, m.done_head, m.done_pos_weight, m.seq_len) == (512, True, 10.0, 500)
+    assert full["vae"].model.latent_size == 64
+    m, arch = full["mdrnn"], full["mdrnn"].model
+    assert (arch.hidden_size, arch.done_head, arch.done_pos_weight, m.seq_len) == (
+        512,
+        True,
+        10.0,
+        500,
+    )
     c = full["controller"]
     assert (c.target, c.popsize, c.rollouts, c.sigma0, c.tau) == ("dream", 64, 16, 0.1, 1.15)
     assert (c.dream_max_steps, c.eval_every, c.eval_rollouts) == (2100, 25, 1024)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from world_models.cli import main
+from world_models.core.config import override
 from world_models.core.errors import ConfigError, FolderBusyError
 from world_models.core.locking import LOCK_FILE, lock_folder
 from world_models.data import store
@@ -184,7 +185,13 @@ def test_every_trainer_locks_its_run_folder(tmp_path):
     runs = [
         lambda: train_vae(dataclasses.replace(V_PRESETS["debug"], run_dir=run)),
         lambda: train_mdrnn(
-            dataclasses.replace(TRAIN_MDNRNN_PRESETS["debug"], series_dir=series, run_dir=run)
+            override(
+                TRAIN_MDNRNN_PRESETS["debug"],
+                series_dir=series,
+                run_dir=run,
+                latent_size=4,
+                action_size=1,
+            )
         ),
         lambda: train_controller(dataclasses.replace(C_PRESETS["debug"], run_dir=run)),
     ]

@@ -12,10 +12,12 @@ import pytest
 import torch
 
 from world_models.cli import main
+from world_models.core.config import override
 from world_models.core.errors import ConfigError, DataError
 from world_models.data.series import SeriesSet, is_held_out, load_series, split_files
 from world_models.models.mdrnn import MDNRNN
-from world_models.training.mdrnn import TRAIN_MDNRNN_PRESETS, evaluate, train_mdrnn
+from world_models.training.configs import TRAIN_MDNRNN_PRESETS
+from world_models.training.mdrnn import evaluate, train_mdrnn
 
 Z, A = 4, 1
 
@@ -61,15 +63,17 @@ def write_series(
 
 
 def debug_config(tmp_path: Path, **overrides):
-    base = dataclasses.replace(
+    base = override(
         TRAIN_MDNRNN_PRESETS["debug"],
         series_dir=tmp_path / "series",
         run_dir=tmp_path / "run",
+        latent_size=Z,
+        action_size=A,
         holdout_fraction=0.25,
         progress=False,
         tensorboard=False,
     )
-    return dataclasses.replace(base, **overrides)
+    return override(base, **overrides)
 
 
 # ---------------------------------------------------------------------- the loader
@@ -196,7 +200,7 @@ def test_resume_continues_from_last_step_exactly(tmp_path):
         == a.checkpoint_meta["step"]
     )
     with pytest.raises(ConfigError, match="hidden_size"):
-        train_mdrnn(dataclasses.replace(split, hidden_size=64))
+        train_mdrnn(override(split, hidden_size=64))
     with pytest.raises(ConfigError, match="latent_size=5"):
         train_mdrnn(debug_config(tmp_path, run_dir=tmp_path / "z5", latent_size=5, epochs=1))
     train_mdrnn(debug_config(tmp_path, run_dir=tmp_path / "z5", latent_size=Z, epochs=1))
@@ -238,6 +242,10 @@ def test_cli_train_mdrnn(tmp_path, capsys):
         "train-mdrnn",
         "--preset",
         "debug",
+        "--latent-size",
+        str(Z),
+        "--action-size",
+        str(A),
         "--series-dir",
         str(tmp_path / "series"),
         "--run-dir",
@@ -301,7 +309,7 @@ def test_non_finite_loss_stops_with_training_diverged(tmp_path, monkeypatch):
 
 def test_training_presets_follow_the_paper():
     car, doom = TRAIN_MDNRNN_PRESETS["carracing"], TRAIN_MDNRNN_PRESETS["doom"]
-    assert (car.hidden_size, car.seq_len, car.batch_size, car.lr, car.grad_clip) == (
+    assert (car.model.hidden_size, car.seq_len, car.batch_size, car.lr, car.grad_clip) == (
         256,
         999,
         100,
@@ -309,7 +317,12 @@ def test_training_presets_follow_the_paper():
         1.0,
     )
     assert car.sample_z and not car.carry_state and car.lr_decay == 1.0
-    assert (doom.hidden_size, doom.seq_len, doom.done_head, doom.done_pos_weight) == (
+    assert (
+        doom.model.hidden_size,
+        doom.seq_len,
+        doom.model.done_head,
+        doom.model.done_pos_weight,
+    ) == (
         512,
         500,
         True,
@@ -332,7 +345,7 @@ def test_unusable_settings_fail_before_the_run_folder_is_written(tmp_path, bad, 
     write_series(tmp_path / "series", episodes=6, length=30)
     config = debug_config(tmp_path, epochs=1)
     with pytest.raises(ConfigError, match=match):
-        train_mdrnn(dataclasses.replace(config, **bad))
+        train_mdrnn(override(config, **bad))
     assert not (tmp_path / "run" / "config.json").exists()
     train_mdrnn(config)  # the corrected command is not refused as "another config"
 

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from world_models.core.config import override
 from world_models.core.errors import ConfigError
 from world_models.data import store
 from world_models.data.collect import CollectConfig, collect
+from world_models.models.configs import VAEConfig
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
 
@@ -36,7 +38,7 @@ def test_train_vae_says_it_resumed_and_from_where(tmp_path, capsys):
     config = TrainVAEConfig(
         data_dir=data,
         run_dir=tmp_path / "run",
-        latent_size=4,
+        model=VAEConfig(latent_size=4, kl_tolerance=0.5),
         epochs=2,
         batch_size=8,
         log_every=1,
@@ -74,10 +76,12 @@ def write_series(folder, vae_sha256: str | None = None):
 def test_train_mdrnn_says_it_resumed_and_from_where(tmp_path, capsys):
     from world_models.training.mdrnn import TRAIN_MDNRNN_PRESETS, train_mdrnn
 
-    config = dataclasses.replace(
+    config = override(
         TRAIN_MDNRNN_PRESETS["debug"],
         series_dir=write_series(tmp_path / "series"),
         run_dir=tmp_path / "run",
+        latent_size=Z,
+        action_size=1,
         hidden_size=H,
         epochs=1,
         progress=False,

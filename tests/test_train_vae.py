@@ -18,8 +18,10 @@ import torch
 
 from world_models.cli import main
 from world_models.core.checkpoint import read_checkpoint
+from world_models.core.config import override
 from world_models.core.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from world_models.data.collect import CollectConfig, collect
+from world_models.models.configs import VAEConfig
 from world_models.models.vae import ConvVAE
 from world_models.training import vae as vae_module
 from world_models.training.configs import TRAIN_VAE_PRESETS as PRESETS
@@ -38,7 +40,7 @@ def config(dataset: Path, run: Path, **kw) -> TrainVAEConfig:
     base = TrainVAEConfig(
         data_dir=dataset,
         run_dir=run,
-        latent_size=8,
+        model=VAEConfig(latent_size=8, kl_tolerance=0.5),
         epochs=1,
         batch_size=16,
         lr=1e-3,
@@ -48,7 +50,7 @@ def config(dataset: Path, run: Path, **kw) -> TrainVAEConfig:
         tensorboard=False,
         holdout_fraction=0.3,
     )
-    return replace(base, **kw)
+    return override(base, **kw)
 
 
 def rows(run: Path) -> list[dict]:

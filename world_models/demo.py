@@ -64,7 +64,7 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
     from world_models.data.collect import CollectConfig, collect
     from world_models.data.sources import FrameSource
     from world_models.evaluation.vae_report import write_vae_report
-    from world_models.models.vae import ConvVAE
+    from world_models.models.world_model import load_world_model
     from world_models.training.vae import TrainVAEConfig, train_vae
 
     out = Path(config.out_dir)
@@ -103,7 +103,7 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
     t1 = time.perf_counter()
     run_dir = train_vae(train_cfg)
     t_train = time.perf_counter() - t1
-    vae = ConvVAE.from_pretrained(run_dir / "checkpoints" / "best", map_location=device)
+    vae = load_world_model(run_dir / "checkpoints" / "best", device=device).vae
     vae.check_inputs = False
     hold = FrameSource(data_dir, "holdout", train_cfg.holdout_fraction, device)
     paths = write_vae_report(vae, hold.sample(12, seed=config.seed), out, seed=config.seed)

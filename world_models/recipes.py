@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from world_models.core.config import Positional
+from world_models.core.config import Positional, override
 from world_models.core.errors import ConfigError
 
 
@@ -129,8 +129,8 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
     from world_models.data.configs import ENCODE_PRESETS as ENCODE
     from world_models.evaluation.evaluate import EvaluateConfig
     from world_models.training.configs import TRAIN_CONTROLLER_PRESETS as CONTROLLER
+    from world_models.training.configs import TRAIN_MDNRNN_PRESETS as MDRNN
     from world_models.training.configs import TRAIN_VAE_PRESETS as VAE
-    from world_models.training.mdrnn import TRAIN_MDNRNN_PRESETS as MDRNN
 
     root = config.root or Path(f"runs/reproduce-{config.game}")
     cpu = config.budget == "cpu"
@@ -145,8 +145,8 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
         }
         env = "doom"
         collect = dataclasses.replace(COLLECT["doom"], episodes=n["episodes"])
-        vae = dataclasses.replace(VAE["doom"], **CPU_BUDGET["vae"])
-        mdrnn = dataclasses.replace(MDRNN["doom"], **CPU_BUDGET["mdrnn"])
+        vae = override(VAE["doom"], **CPU_BUDGET["vae"])
+        mdrnn = override(MDRNN["doom"], **CPU_BUDGET["mdrnn"])
         controller = dataclasses.replace(CONTROLLER["doom"], **CPU_BUDGET["controller"])
         max_steps = None
     elif config.game == "doom":
@@ -163,9 +163,14 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
         collect = dataclasses.replace(
             COLLECT["debug"], env=env, episodes=n["episodes"], max_steps=30
         )
-        vae = dataclasses.replace(VAE["debug"], latent_size=8, holdout_fraction=0.25)
-        mdrnn = dataclasses.replace(
-            MDRNN["debug"], hidden_size=16, done_head=True, holdout_fraction=0.25, tensorboard=False
+        vae = override(VAE["debug"], latent_size=8, holdout_fraction=0.25)
+        mdrnn = override(
+            MDRNN["debug"],
+            latent_size=8,
+            hidden_size=16,
+            done_head=True,
+            holdout_fraction=0.25,
+            tensorboard=False,
         )
         controller = dataclasses.replace(CONTROLLER["debug"], dream_max_steps=30)
         max_steps = 30

@@ -65,27 +65,30 @@ def settings(name: str) -> dict:
 
 
 def pretrained(name: str, device: str | None = "cpu") -> PretrainedWorldModel:
-    """Load the shipped world model ``name`` (e.g. ``"doom"``) onto ``device``, float32."""
+    """Load the shipped world model ``name`` (e.g. ``"doom"``) onto ``device``, float32,
+    with :func:`~world_models.models.world_model.load_world_model`'s checks (C's action
+    mode against the env's)."""
     from safetensors.torch import load_file
 
-    from world_models.models.controller import Controller
-    from world_models.models.mdrnn import MDNRNN
-    from world_models.models.vae import ConvVAE
+    from world_models.envs.presets import get_preset
+    from world_models.models.world_model import load_world_model
 
-    root = pretrained_dir(name)
-    vae = ConvVAE.from_pretrained(root / "vae", map_location=device).eval()
-    mdrnn = MDNRNN.from_pretrained(root / "mdrnn", map_location=device).eval()
-    controller = Controller.from_pretrained(root / "controller", map_location=device).eval()
+    root, s = pretrained_dir(name), settings(name)
+    wm = load_world_model(
+        *(root / part for part in PARTS),
+        action_mode=get_preset(s["env"]).action_mode,
+        device=device,
+    )
     init = load_file(str(root / "initial_z.safetensors"), device=str(device or "cpu"))
     return PretrainedWorldModel(
-        vae=vae,
-        mdrnn=mdrnn,
-        controller=controller,
+        vae=wm.vae,
+        mdrnn=wm.mdrnn,
+        controller=wm.controller,
         initial_mu=init["mu"].float(),
         initial_logvar=init["logvar"].float(),
-        env=settings(name)["env"],
+        env=s["env"],
         root=root,
-        settings=settings(name),
+        settings=s,
     )
 
 
@@ -110,15 +113,10 @@ def export_pretrained(
     from world_models.core.atomic import atomic_dir, atomic_write_text
     from world_models.core.checkpoint import weights_digest
     from world_models.data.series import load_initial_states
-    from world_models.models.controller import Controller
-    from world_models.models.mdrnn import MDNRNN
-    from world_models.models.vae import ConvVAE
-    from world_models.models.world_model import check_vae_matches
+    from world_models.models.world_model import load_world_model
 
-    vae = ConvVAE.from_pretrained(vae_path).eval()
-    mdrnn = MDNRNN.from_pretrained(mdrnn_path).eval()
-    check_vae_matches(vae_path, mdrnn, mdrnn_path)
-    controller = Controller.from_pretrained(controller_path).eval()
+    wm = load_world_model(vae_path, mdrnn_path, controller_path)
+    vae, mdrnn, controller = wm.vae, wm.mdrnn, wm.controller
     mu, logvar = load_initial_states(series_dir, max_episodes=max_initial_states)
     standard = {"class", "library_version", "torch_version", "created_utc", "step"}
     with atomic_dir(out) as tmp:

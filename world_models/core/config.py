@@ -33,12 +33,38 @@ def alias(*flags: str):
 Target = Annotated[Literal["real", "dream"], alias("--in")]
 """Where a command plays: the real env or M's dream (``--target`` or ``--in``)."""
 
+Flat = tyro.conf.OmitArgPrefixes
+"""Marks a nested config whose fields keep their own flag names (``--hidden-size``, not
+``--model.hidden-size``): a trainer's model config."""
+
 Positional = tyro.conf.Positional
 """Marks a field given without its flag (``world-models reproduce doom``)."""
 
 Hidden = tyro.conf.Suppress
 """Marks a field the command line does not show (``Annotated[T, Hidden]``): set from
 Python only (the fake envs' knobs in tests)."""
+
+
+def override(config: C, **changes: Any) -> C:
+    """:func:`dataclasses.replace` that also reaches nested configs: a name that is not a
+    field of ``config`` sets the nested config's field of that name (``override(train,
+    hidden_size=64)`` sets ``train.model.hidden_size``), as the command line's flat flags do.
+    An unknown name is a :class:`ConfigError`."""
+    own = {f.name for f in dataclasses.fields(config)}  # type: ignore[arg-type]
+    top = {k: v for k, v in changes.items() if k in own}
+    rest = {k: v for k, v in changes.items() if k not in own}
+    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+        part = getattr(config, f.name)
+        if f.name in top or not rest or not dataclasses.is_dataclass(part):
+            continue
+        mine = {
+            k: rest.pop(k) for k in list(rest) if k in {g.name for g in dataclasses.fields(part)}
+        }
+        if mine:
+            top[f.name] = dataclasses.replace(part, **mine)
+    if rest:
+        raise ConfigError(f"{type(config).__name__} has no setting {', '.join(sorted(rest))}")
+    return dataclasses.replace(config, **top)  # type: ignore[type-var]
 
 
 def _resolved_types(cls: type) -> dict[str, Any]:

@@ -369,6 +369,8 @@ class RayEnvPool(EnvPool):
     only step envs; an actor that dies (``RayActorError``), raises, or does not answer
     within ``step_timeout_s`` is a :class:`WorkerDiedError` (restarted with ``retries``).
     Connects to the cluster in ``RAY_ADDRESS`` when set, else starts a local Ray.
+    ``options``: :class:`EnvPool`'s ``step_timeout_s`` and ``retries`` (actors are not
+    polled, and not started as processes).
     """
 
     def __init__(
@@ -376,9 +378,9 @@ class RayEnvPool(EnvPool):
         factory: Callable[[], Any],
         workers: int = 2,
         envs_per_worker: int = 1,
-        step_timeout_s: float = 120.0,
-        retries: int = 0,
+        *,
         cpus_per_worker: float = 1.0,
+        **options: Any,
     ) -> None:
         from world_models.core.errors import require
 
@@ -387,7 +389,7 @@ class RayEnvPool(EnvPool):
             self._ray.init(include_dashboard=False, log_to_driver=False)
         self._actor_cls = self._ray.remote(num_cpus=cpus_per_worker)(_EnvServer)
         self._alive: list[bool] = [False] * workers
-        super().__init__(factory, workers, envs_per_worker, step_timeout_s, 0.0, retries)
+        super().__init__(factory, workers, envs_per_worker, poll_s=0.0, **options)
 
     def _start(self, w: int) -> None:
         self._procs[w] = self._actor_cls.remote(self.factory, self.per_worker)

@@ -9,7 +9,7 @@ resampling filter is configurable and recorded in every dataset's manifest.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -115,23 +115,17 @@ DOOM = EnvPreset(
     module="vizdoom",
     extra="doom",
 )
-# The fake env (envs/fake.py) emits CarRacing-sized 96x96 frames and uses the same crop.
-FAKE = EnvPreset(
-    name="fake",
-    env_id="world_models/Fake-v0",
-    preprocess=Preprocess(crop=(0, 84, 0, 96), size=64, resample="bilinear"),
-    action_kind="box",
-    action_dim=3,
-    default_policy="brownian",
-)
-FAKE_DISCRETE = EnvPreset(
-    name="fake-discrete",
-    env_id="world_models/FakeDiscrete-v0",
-    preprocess=Preprocess(crop=None, size=64, resample="bilinear"),
-    action_kind="discrete",
-    action_dim=3,
-    default_policy="repeat",
-)
+
+
+def _fake(real: EnvPreset, name: str, env_id: str) -> EnvPreset:
+    """A fake env (envs/fake.py, nothing to install) with ``real``'s preprocessing and
+    actions; its frames are 96x96, whatever ``real``'s raw frame shape."""
+    return replace(real, name=name, env_id=env_id, frame_shape=None, module=None, extra=None)
+
+
+# The fake env emits CarRacing-sized 96x96 frames and uses the same crop.
+FAKE = _fake(CARRACING, "fake", "world_models/Fake-v0")
+FAKE_DISCRETE = _fake(DOOM, "fake-discrete", "world_models/FakeDiscrete-v0")
 
 
 def mode_for_env(action_kind: str, action_dim: int) -> tuple[int, str]:

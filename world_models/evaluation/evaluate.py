@@ -23,7 +23,7 @@ import numpy as np
 from world_models.core.atomic import atomic_open, atomic_write_json
 from world_models.core.errors import ConfigError
 from world_models.evaluation.configs import EvaluateConfig
-from world_models.models.world_model import check_vae_matches
+from world_models.models.world_model import load_world_model
 
 
 def baseline_policy(name: str, env: str, action_space=None):
@@ -60,28 +60,16 @@ def build_policy(config: EvaluateConfig):
     preset = get_preset(config.env)
     if config.policy != "controller":
         return baseline_policy(config.policy, config.env)
-    import torch  # noqa: F401 - heavy, only for the controller
-
     from world_models.core.device import pick_device
-    from world_models.models.controller import Controller
-    from world_models.models.mdrnn import MDNRNN
-    from world_models.models.vae import ConvVAE
     from world_models.policies.controller import ControllerPolicy
 
     if config.controller is None or config.vae is None or config.mdrnn is None:
         raise ConfigError("policy controller needs --controller, --vae, --mdrnn")
     device = pick_device(config.device)
-    vae = ConvVAE.from_pretrained(config.vae, map_location=device)
-    mdrnn = MDNRNN.from_pretrained(config.mdrnn, map_location=device)
-    check_vae_matches(config.vae, mdrnn, config.mdrnn)
-    controller = Controller.from_pretrained(config.controller, map_location=device)
-    mode = preset.action_mode
-    if controller.action_mode != mode:
-        raise ConfigError(
-            f"controller {config.controller} maps actions as "
-            f"{controller.action_mode!r}; the {config.env} env needs {mode!r}"
-        )
-    return ControllerPolicy(vae, mdrnn, controller, device, config.z_mode)
+    wm = load_world_model(
+        config.vae, config.mdrnn, config.controller, action_mode=preset.action_mode, device=device
+    )
+    return ControllerPolicy(wm.vae, wm.mdrnn, wm.controller, device, config.z_mode)
 
 
 def with_pretrained(config: EvaluateConfig) -> EvaluateConfig:
@@ -209,34 +197,21 @@ def _dream_trials(config: EvaluateConfig):
 
     from world_models.core.device import pick_device
     from world_models.core.media import to_uint8_hwc
-    from world_models.data.series import load_initial_states
-    from world_models.envs.dream import BatchedDream
-    from world_models.models.controller import Controller
-    from world_models.models.mdrnn import MDNRNN
-    from world_models.models.vae import ConvVAE
 
     if config.policy == "controller" and config.controller is None:
         raise ConfigError("evaluating a controller in the dream needs --controller")
     if config.mdrnn is None:
         raise ConfigError("evaluating in the dream needs --mdrnn")
     device = pick_device(config.device)
-    mdrnn = MDNRNN.from_pretrained(config.mdrnn, map_location=device)
-    vae = None
-    if config.vae is not None and (config.video != "none" or config.series_dir is None):
-        vae = ConvVAE.from_pretrained(config.vae, map_location=device).eval()
-        check_vae_matches(config.vae, mdrnn, config.mdrnn)
-    mu, logvar = load_initial_states(config.series_dir, config.data_dir, vae, device=device)
-    dream = BatchedDream(
-        mdrnn,
-        mu,
-        logvar,
-        config.tau,
-        config.dream_max_steps,
-        device,
-        done_mode=config.done_mode,
-        dropout=config.dream_dropout,
-        done_offset=config.done_offset,
+    need_vae = config.vae is not None and (config.video != "none" or config.series_dir is None)
+    wm = load_world_model(  # no action_mode: in the dream C maps actions its own way
+        config.vae if need_vae else None,
+        config.mdrnn,
+        config.controller if config.policy == "controller" else None,
+        device=device,
     )
+    vae = wm.vae
+    dream = batched_dream(config, wm.mdrnn, vae, device, config.dream_max_steps)
     if config.policy != "controller":
         from world_models.envs.presets import get_preset
 
@@ -250,7 +225,7 @@ def _dream_trials(config: EvaluateConfig):
         pick = [int(np.argmax(returns)), int(np.argmin(returns))]
         zs = [dream.last_recording[: lengths[i] + 1, i] for i in pick]  # (T + 1, Z) each
     else:
-        controller = Controller.from_pretrained(config.controller, map_location=device)
+        controller = wm.controller
         params = torch.as_tensor(controller.get_flat()[None], dtype=torch.float32)
         ret = dream.evaluate(controller, params, config.trials, seed=config.seed)[0]  # (R,)
         returns = ret.double().cpu().numpy()
@@ -266,6 +241,27 @@ def _dream_trials(config: EvaluateConfig):
             frames = torch.cat([vae.decode(chunk) for chunk in z.split(512)])  # (T+1, 3, 64, 64)
             videos.append(to_uint8_hwc(frames))
     return returns, lengths, videos, None
+
+
+def batched_dream(config, mdrnn, vae, device, max_steps: int):
+    """M's :class:`~world_models.envs.dream.BatchedDream` with the tau and done settings of
+    ``config`` (an evaluate or fidelity config), starting from the first frames of
+    ``config.series_dir`` (or of ``config.data_dir``, encoded by ``vae``)."""
+    from world_models.data.series import load_initial_states
+    from world_models.envs.dream import BatchedDream
+
+    mu, logvar = load_initial_states(config.series_dir, config.data_dir, vae, device=device)
+    return BatchedDream(
+        mdrnn,
+        mu,
+        logvar,
+        config.tau,
+        max_steps,
+        device,
+        done_mode=config.done_mode,
+        dropout=config.dream_dropout,
+        done_offset=config.done_offset,
+    )
 
 
 def save_histogram(values: np.ndarray, path: Path, title: str = "") -> Path:

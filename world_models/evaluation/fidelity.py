@@ -94,32 +94,15 @@ def dream_for(config: FidelityConfig):
     """The BatchedDream a fidelity config describes (V attached as ``.vae``) and the env's
     action mode."""
     from world_models.core.device import pick_device
-    from world_models.data.series import load_initial_states
-    from world_models.envs.dream import BatchedDream
     from world_models.envs.presets import get_preset
-    from world_models.models.mdrnn import MDNRNN
-    from world_models.models.vae import ConvVAE
-    from world_models.models.world_model import check_vae_matches
+    from world_models.evaluation.evaluate import batched_dream
+    from world_models.models.world_model import load_world_model
 
-    preset = get_preset(config.env)
-    mode = preset.action_mode
+    mode = get_preset(config.env).action_mode
     device = pick_device(config.device)
-    vae = ConvVAE.from_pretrained(config.vae, map_location=device).eval()
-    mdrnn = MDNRNN.from_pretrained(config.mdrnn, map_location=device).eval()
-    check_vae_matches(config.vae, mdrnn, config.mdrnn)
-    mu, logvar = load_initial_states(config.series_dir, config.data_dir, vae, device=device)
-    dream = BatchedDream(
-        mdrnn,
-        mu,
-        logvar,
-        config.tau,
-        config.max_steps,
-        device,
-        done_mode=config.done_mode,
-        dropout=config.dream_dropout,
-        done_offset=config.done_offset,
-    )
-    dream.vae = vae
+    wm = load_world_model(config.vae, config.mdrnn, device=device)
+    dream = batched_dream(config, wm.mdrnn, wm.vae, device, config.max_steps)
+    dream.vae = wm.vae
     return dream, mode
 
 
@@ -127,7 +110,7 @@ def fidelity(config: FidelityConfig, log=print) -> Path:
     """Score the fixed policies (and a controller) in the dream and the game; see the module
     docstring. Returns the output folder."""
     from world_models.evaluation.evaluate import baseline_policy
-    from world_models.models.controller import Controller
+    from world_models.models.world_model import load_world_model
     from world_models.policies.controller import LatentPolicy
 
     dream, mode = dream_for(config)
@@ -135,7 +118,7 @@ def fidelity(config: FidelityConfig, log=print) -> Path:
     device = dream.device
     controller = None
     if config.controller is not None:
-        controller = Controller.from_pretrained(config.controller, map_location=device)
+        controller = load_world_model(controller=config.controller, device=device).controller
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     calibration = None

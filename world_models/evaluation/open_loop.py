@@ -155,19 +155,10 @@ def dream_video(config: DreamVideoConfig) -> Path:
 
     from world_models.core.device import pick_device
     from world_models.core.media import save_animation
-    from world_models.models.mdrnn import MDNRNN
-    from world_models.models.vae import ConvVAE
-    from world_models.models.world_model import check_vae_matches
+    from world_models.models.world_model import load_world_model
 
-    device = pick_device(config.device)
-    vae = ConvVAE.from_pretrained(config.vae, map_location=device).eval()
-    mdrnn = MDNRNN.from_pretrained(config.mdrnn, map_location=device).eval()
-    check_vae_matches(config.vae, mdrnn, config.mdrnn)
-    if vae.latent_size != mdrnn.latent_size:
-        raise ConfigError(
-            f"VAE {config.vae} has z={vae.latent_size} but MDNRNN {config.mdrnn} expects "
-            f"z={mdrnn.latent_size}"
-        )
+    wm = load_world_model(config.vae, config.mdrnn, device=pick_device(config.device))
+    vae, mdrnn = wm.vae, wm.mdrnn
     if actions.shape[1] != mdrnn.config.action_size:
         raise ConfigError(
             f"{config.episode} has {actions.shape[1]}-dim actions; the MDNRNN "

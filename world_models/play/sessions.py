@@ -9,8 +9,9 @@
 Both run headless with ``SDL_VIDEODRIVER=dummy`` (``watch --out`` needs no pygame at all),
 so tests and CI drive them to ``max_steps``. Models load through the same loaders as
 ``evaluate`` and ``dream`` (``ControllerPolicy`` via
-:func:`~world_models.evaluation.evaluate.build_policy`, checkpoint folders and the VAE/M
-match check), or from :func:`world_models.pretrained`.
+:func:`~world_models.evaluation.evaluate.build_policy`, checkpoint folders via
+:func:`~world_models.models.world_model.load_world_model` and its checks), or from
+:func:`world_models.pretrained`.
 """
 
 from __future__ import annotations
@@ -246,12 +247,6 @@ def load_models(config: SessionConfig, *, need_vm: bool, need_controller: bool) 
             initial_logvar=wm.initial_logvar,
             dream_options=_dream_options(getattr(wm, "settings", {})),
         )
-        mode = action_mode(wm.env)
-        if models.controller.action_mode != mode:
-            raise ConfigError(
-                f"the pretrained {config.pretrained} controller maps actions as "
-                f"{models.controller.action_mode!r}; the {wm.env} env needs {mode!r}"
-            )
         if need_controller:
             from world_models.policies.controller import ControllerPolicy
 
@@ -280,18 +275,10 @@ def load_models(config: SessionConfig, *, need_vm: bool, need_controller: bool) 
         models.policy = policy
         models.vae, models.mdrnn, models.controller = policy.vae, policy.mdrnn, policy.controller
     elif need_vm:
-        from world_models.models.mdrnn import MDNRNN
-        from world_models.models.vae import ConvVAE
-        from world_models.models.world_model import check_vae_matches
+        from world_models.models.world_model import load_world_model
 
-        models.vae = ConvVAE.from_pretrained(config.vae, map_location=device).eval()
-        models.mdrnn = MDNRNN.from_pretrained(config.mdrnn, map_location=device).eval()
-        check_vae_matches(config.vae, models.mdrnn, config.mdrnn)
-        if models.vae.latent_size != models.mdrnn.latent_size:
-            raise ConfigError(
-                f"VAE {config.vae} has z={models.vae.latent_size} but MDNRNN {config.mdrnn} "
-                f"expects z={models.mdrnn.latent_size}"
-            )
+        wm = load_world_model(config.vae, config.mdrnn, device=device)
+        models.vae, models.mdrnn = wm.vae, wm.mdrnn
     if config.series_dir is not None and config.target == "dream":
         from world_models.data.series import load_initial_states
 
@@ -459,10 +446,16 @@ def _fps(config: SessionConfig, env: str) -> int:
     return config.fps or FPS.get(env, 30)
 
 
-def _episodes(config: SessionConfig, headless: bool) -> int | None:
-    if config.episodes is not None:
-        return config.episodes
-    return 1 if headless else None
+def _game_loop(config: SessionConfig, game, policy, headless: bool):
+    """The session's GameLoop: --max-steps, --episodes (None: 1 headless, else no limit)."""
+    from world_models.play.loop import GameLoop
+
+    episodes = config.episodes
+    if episodes is None and headless:
+        episodes = 1
+    return GameLoop(
+        game, policy, max_steps=config.max_steps, max_episodes=episodes, seed=config.seed
+    )
 
 
 def _poller(window, keyboard, fps: int, hook: Callable | None) -> Callable:
@@ -495,7 +488,7 @@ def play(config: PlayConfig, *, env=None, hook: Callable | None = None) -> Sessi
     """
     from world_models.play.draw import compose
     from world_models.play.keys import HELP, Keyboard, KeyboardPolicy
-    from world_models.play.loop import GameLoop, run
+    from world_models.play.loop import run
     from world_models.play.window import Window
 
     check_config(config)
@@ -520,13 +513,7 @@ def play(config: PlayConfig, *, env=None, hook: Callable | None = None) -> Sessi
         label = f"{models.env} dream (tau {config.tau:g})" if dream else f"{models.env}, real game"
         fps = _fps(config, models.env)
         recorder = Recorder(config.record, config.strip, config.strip_frames)
-        loop = GameLoop(
-            game,
-            policy,
-            max_steps=config.max_steps,
-            max_episodes=_episodes(config, window.headless),
-            seed=config.seed,
-        )
+        loop = _game_loop(config, game, policy, window.headless)
 
         width = min_width([keys, label], config.scale)
 
@@ -556,7 +543,7 @@ def watch(config: WatchConfig, *, env=None, hook: Callable | None = None) -> Ses
     import torch
 
     from world_models.play.draw import blank_panel, compose
-    from world_models.play.loop import GameLoop, run
+    from world_models.play.loop import run
 
     check_config(config)
     window = keyboard = None
@@ -589,13 +576,7 @@ def watch(config: WatchConfig, *, env=None, hook: Callable | None = None) -> Ses
         keys = "C plays   R restart  Esc quit" if window is not None else "C plays"
         fps = _fps(config, models.env)
         recorder = Recorder(config.out, config.strip, config.strip_frames)
-        loop = GameLoop(
-            game,
-            policy,
-            max_steps=config.max_steps,
-            max_episodes=_episodes(config, window is None or window.headless),
-            seed=config.seed,
-        )
+        loop = _game_loop(config, game, policy, window is None or window.headless)
         shown: dict[str, np.ndarray] = {}
 
         def predicted() -> np.ndarray:

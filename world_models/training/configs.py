@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from world_models.core.config import Target
+from world_models.core.config import Flat, Target
 from world_models.core.errors import ConfigError
 from world_models.envs.presets import EnvName
+from world_models.models.configs import MDNRNN_PRESETS, MDNRNNConfig, VAEConfig
 
 
 @dataclass(frozen=True)
@@ -21,10 +22,8 @@ class TrainVAEConfig:
     """Dataset folder made by `world-models collect` (or `data import`)."""
     run_dir: Path = Path("runs/vae")
     """Run folder: checkpoints, metrics and pictures; re-running resumes it."""
-    latent_size: int = 32
-    """Dimension of z."""
-    kl_tolerance: float = 0.5
-    """Free bits: each sample's KL is floored at kl_tolerance * latent_size (0 = off)."""
+    model: Annotated[VAEConfig, Flat] = VAEConfig(kl_tolerance=0.5)
+    """The ConvVAE to train (the original's free bits 0.5; the trainer feeds it uint8)."""
     beta: float = 1.0
     """Weight of the KL term."""
     epochs: int = 10
@@ -72,12 +71,12 @@ class TrainVAEConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            ("latent_size", self.latent_size >= 1),
+            ("latent_size", self.model.latent_size >= 1),
             ("epochs", self.epochs >= 1),
             ("batch_size", self.batch_size >= 1),
             ("lr", self.lr > 0),
             ("lr_reference_batch", self.lr_reference_batch >= 1),
-            ("kl_tolerance", self.kl_tolerance >= 0),
+            ("kl_tolerance", self.model.kl_tolerance >= 0),
             ("beta", self.beta >= 0),
             ("warmup_steps", self.warmup_steps >= 0),
             ("log_every", self.log_every >= 1),
@@ -88,7 +87,8 @@ class TrainVAEConfig:
             ("max_frames", self.max_frames is None or self.max_frames >= 1),
             ("time_budget_s", self.time_budget_s is None or self.time_budget_s > 0),
         ]
-        bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks if not ok]
+        values = {**vars(self.model), **vars(self)}
+        bad = [f"{name}={values[name]!r}" for name, ok in checks if not ok]
         if bad:
             raise ConfigError(f"invalid train-vae settings: {', '.join(bad)}")
 
@@ -97,7 +97,9 @@ TRAIN_VAE_PRESETS: dict[str, TrainVAEConfig] = {
     # The original's settings: Adam 1e-4, batch 100, 10 epochs, free bits 0.5.
     "carracing": TrainVAEConfig(),
     "doom": TrainVAEConfig(
-        data_dir=Path("data/doom"), run_dir=Path("runs/vae-doom"), latent_size=64
+        data_dir=Path("data/doom"),
+        run_dir=Path("runs/vae-doom"),
+        model=VAEConfig(latent_size=64, kl_tolerance=0.5),
     ),
     # A GPU recipe: large batches with sqrt-scaled lr and a short warm-up.
     "carracing-fast": TrainVAEConfig(batch_size=1024, warmup_steps=100, compile=True),
@@ -126,27 +128,9 @@ class TrainMDNRNNConfig:
     """Folder of per-episode .npz series (mu, logvar, action, reward, terminated, truncated)."""
     run_dir: Path = Path("runs/mdrnn")
     """Output folder; re-running with the same folder resumes from its last checkpoint."""
-    latent_size: int | None = None
-    """Dimension of z; None takes it from the series (a mismatch is an error)."""
-    action_size: int | None = None
-    """Dimension of the action; None takes it from the series."""
-    hidden_size: int = 256
-    """LSTM units (256 CarRacing, 512 Doom)."""
-    num_gaussians: int = 5
-    """Mixture components per latent dimension."""
-    reward_head: bool = False
-    """Train a reward head (MSE)."""
-    done_head: bool = False
-    """Train a termination head (BCE with logits)."""
-    done_pos_weight: float = 1.0
-    """Weight of terminal steps in the done BCE (10 for Doom in the original)."""
-    reward_weight: float = 1.0
-    """Weight of the reward MSE in the total loss."""
-    done_weight: float = 1.0
-    """Weight of the done BCE in the total loss."""
-    dropout: float = 0.0
-    """Dropout on the LSTM output before the heads (a dream can keep it on, one mask per
-    rollout: "Dropout's Dream Land")."""
+    model: Annotated[MDNRNNConfig, Flat] = MDNRNN_PRESETS["carracing"]
+    """The MDN-RNN to train, with its loss weights; its latent_size and action_size must
+    match the series (the presets' do)."""
     seq_len: int = 999
     """Transitions per training window (999 CarRacing, 500 Doom)."""
     batch_size: int = 100
@@ -169,8 +153,8 @@ class TrainMDNRNNConfig:
     """Fraction of episodes held out, chosen by a hash of the file name."""
     seed: int = 0
     """Seed of the weights, the windows and the z noise."""
-    device: str = "auto"
-    """'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ..."""
+    device: str | None = None
+    """cpu, cuda, cuda:1 ...; None picks CUDA when present."""
     bf16: bool = True
     """bf16 autocast for the head on CUDA (the LSTM and the losses stay float32: CUDA
     autocast would run cuDNN's LSTM in float16); ignored on CPU."""
@@ -192,9 +176,7 @@ TRAIN_MDNRNN_PRESETS: dict[str, TrainMDNRNNConfig] = {
     "doom": TrainMDNRNNConfig(
         series_dir=Path("data/doom-series"),
         run_dir=Path("runs/mdrnn-doom"),
-        hidden_size=512,
-        done_head=True,
-        done_pos_weight=10.0,
+        model=MDNRNN_PRESETS["doom"],
         seq_len=500,
         epochs=100,
         lr_decay=0.99999,
@@ -204,8 +186,7 @@ TRAIN_MDNRNN_PRESETS: dict[str, TrainMDNRNNConfig] = {
     "debug": TrainMDNRNNConfig(
         series_dir=Path("data/debug-series"),
         run_dir=Path("runs/mdrnn-debug"),
-        hidden_size=32,
-        num_gaussians=3,
+        model=MDNRNNConfig(latent_size=32, hidden_size=32, num_gaussians=3),  # train-vae's debug z
         seq_len=16,
         batch_size=8,
         epochs=2,

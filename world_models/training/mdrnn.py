@@ -71,24 +71,15 @@ _RESUMABLE = frozenset(
 
 
 def _model_config(config: TrainMDNRNNConfig, train: SeriesSet) -> MDNRNNConfig:
+    """M's config, checked against the series it will learn."""
     for name, data_size in (("latent_size", train.latent_size), ("action_size", train.action_size)):
-        given = getattr(config, name)
-        if given is not None and given != data_size:
+        given = getattr(config.model, name)
+        if given != data_size:
             raise ConfigError(
-                f"{name}={given} but the series in {config.series_dir} have {data_size}"
+                f"{name}={given} but the series in {config.series_dir} have {data_size}: "
+                f"pass --{name.replace('_', '-')} {data_size}"
             )
-    return MDNRNNConfig(
-        latent_size=train.latent_size,
-        action_size=train.action_size,
-        hidden_size=config.hidden_size,
-        num_gaussians=config.num_gaussians,
-        reward_head=config.reward_head,
-        done_head=config.done_head,
-        done_pos_weight=config.done_pos_weight,
-        reward_weight=config.reward_weight,
-        done_weight=config.done_weight,
-        dropout=config.dropout,
-    )
+    return config.model
 
 
 def _reset_state(state, first: torch.Tensor):

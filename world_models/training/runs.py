@@ -63,11 +63,7 @@ class RunDir:
                 old = json.loads(self.config_file.read_text())
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{self.config_file}: unreadable ({exc})") from None
-            diff = [
-                f"{k}: run has {old.get(k)!r}, command asks {new.get(k)!r}"
-                for k in sorted(set(old) | set(new))
-                if k not in may_differ and k != "run_dir" and old.get(k) != new.get(k)
-            ]
+            diff = _differences(old, new, may_differ)
             if diff:
                 raise ConfigError(
                     f"run folder {self.path} was started with another config ("
@@ -78,6 +74,27 @@ class RunDir:
         return (self.last / "model.safetensors").exists() or any(
             self.checkpoints.glob(".last.old-*")
         )
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"hidden_size": 1}}`` -> ``{"model.hidden_size": 1}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], may_differ: frozenset[str]) -> list[str]:
+    """The settings that differ, by dotted name (a nested config's fields one by one)."""
+    old, new = _flat(old), _flat(new)
+    return [
+        f"{k}: run has {old.get(k)!r}, command asks {new.get(k)!r}"
+        for k in sorted(set(old) | set(new))
+        if k not in may_differ and k != "run_dir" and old.get(k) != new.get(k)
+    ]
 
 
 def describe_outputs(run_dir: Path, entries: list[tuple[str, str]]) -> list[str]:

@@ -121,7 +121,10 @@ class _Trainer:
             config.data_dir, "holdout", config.holdout_fraction, self.device
         )
         torch.manual_seed(config.seed)
-        self.model = ConvVAE(config.latent_size, 3, config.kl_tolerance, uint8_input=True)
+        vae = config.model
+        self.model = ConvVAE(
+            vae.latent_size, vae.input_channels, vae.kl_tolerance, uint8_input=True
+        )
         self.model.check_inputs = False  # FrameSource yields valid uint8; skip the sync
         self.model.to(self.device)
         if self.channels_last:  # before the optimizer state exists, which follows its layout
