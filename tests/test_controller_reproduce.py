@@ -24,10 +24,10 @@ def test_doom_recipe_uses_the_original_settings_and_scale():
         500,
     )
     c = full["controller"]
-    assert (c.target, c.popsize, c.rollouts, c.sigma0, c.tau) == ("dream", 64, 16, 0.1, 1.15)
-    assert (c.dream_max_steps, c.eval_every, c.eval_rollouts) == (2100, 25, 1024)
+    assert (c.target, c.popsize, c.rollouts, c.sigma0, c.dream.tau) == ("dream", 64, 16, 0.1, 1.15)
+    assert (c.dream.dream_max_steps, c.eval_every, c.eval_rollouts) == (2100, 25, 1024)
     assert full["evaluate"].trials == 100 and full["evaluate"].env == "doom"
-    assert full["evaluate_dream"].target == "dream" and full["evaluate_dream"].tau == 1.15
+    assert full["evaluate_dream"].target == "dream" and full["evaluate_dream"].dream.tau == 1.15
     small = stage_configs(ReproduceConfig(game="doom", scale=0.01))
     assert small["collect"].episodes == 100 and small["controller"].generations == 20
     assert full["mdrnn"].epochs == 100 and small["mdrnn"].epochs == 10
@@ -65,9 +65,9 @@ def test_cpu_budget_is_a_named_recipe_with_per_generation_overrides():
     assert cpu["vae"].time_budget_s == CPU_BUDGET["vae"]["time_budget_s"]
     assert cpu["mdrnn"].time_budget_s == CPU_BUDGET["mdrnn"]["time_budget_s"]
     c = cpu["controller"]
-    assert (c.popsize, c.rollouts, c.done_mode) == (32, 4, "sample")
+    assert (c.popsize, c.rollouts, c.dream.done_mode) == (32, 4, "sample")
     assert c.controller_input == "zch" and not c.controller_bias  # the original Doom C
-    assert cpu["evaluate_dream"].done_mode == "sample"
+    assert cpu["evaluate_dream"].dream.done_mode == "sample"
     total = sum(CPU_BUDGET[k].get("time_budget_s", 0) for k in CPU_BUDGET)
     assert total <= 75 * 60  # leaves room for collect, encode and evaluation in 90 min
 
@@ -106,5 +106,5 @@ def test_cpu_budget_calibrates_the_dream_before_evolving(tmp_path):
     cal = json.loads((tmp_path / "calibration.json").read_text())
     assert "calibrate" in json.loads((tmp_path / "stages.json").read_text())
     used = json.loads((tmp_path / "controller/config.json").read_text())
-    assert used["done_offset"] == cal["done_offset"]
+    assert used["dream"]["done_offset"] == cal["done_offset"]
     assert cal["data_length"] > 0 and any("done offset" in line for line in lines)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from world_models.cli import main
+from world_models.core.config import override
 from world_models.core.errors import CheckpointError
 from world_models.data.store import save_npz
 from world_models.models.controller import Controller
@@ -64,7 +65,7 @@ def _dream_setup(tmp_path):
                 "logvar": np.full((5, Z), -2.0, np.float16),
             },
         )
-    return dataclasses.replace(
+    return override(
         PRESETS["debug"],
         env="fake-discrete",  # Doom-like: one controller output split into thirds
         mdrnn=tmp_path / "m",
@@ -114,7 +115,7 @@ def test_dream_training_improves_on_a_learnable_dream(tmp_path):
         tmp_path / "series" / "ep_000000.npz",
         {"mu": np.zeros((2, Z), np.float16), "logvar": np.zeros((2, Z), np.float16)},
     )
-    config = dataclasses.replace(
+    config = override(
         PRESETS["debug"],
         env="fake-discrete",  # Doom-like: one controller output split into thirds
         mdrnn=tmp_path / "m",

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from world_models.cli import main
+from world_models.core.config import override
 from world_models.core.errors import ConfigError, MissingDependencyError
 from world_models.envs.pool import EnvFactory, run_sequential
 from world_models.evaluation.evaluate import EvaluateConfig, evaluate
@@ -36,7 +37,8 @@ def _checkpoints(tmp_path, mode="carracing", outputs=3, action_size=3):
 
 def test_evaluate_writes_results_histogram_and_animations(tmp_path):
     vae, m, c = _checkpoints(tmp_path)
-    config = EvaluateConfig(
+    config = override(
+        EvaluateConfig(),
         controller=tmp_path / "c",
         vae=tmp_path / "v",
         mdrnn=tmp_path / "m",

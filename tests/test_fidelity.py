@@ -146,7 +146,7 @@ def _args(tmp_path, *extra):
         str(tmp_path / "d"),
         "--trials",
         "6",
-        "--max-steps",
+        "--dream-max-steps",
         "100",
         "--workers",
         "1",

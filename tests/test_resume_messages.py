@@ -98,7 +98,7 @@ def test_train_mdrnn_says_it_resumed_and_from_where(tmp_path, capsys):
 def _controller_config(tmp_path, **kw):
     from world_models.training.configs import TRAIN_CONTROLLER_PRESETS as PRESETS
 
-    return dataclasses.replace(
+    return override(
         PRESETS["debug"],
         env="fake-discrete",
         mdrnn=tmp_path / "m",

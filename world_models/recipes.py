@@ -22,7 +22,6 @@ and ``dream_max_steps`` override the per-generation work of either budget.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,15 +143,15 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
             "trials": CPU_BUDGET["evaluate"]["trials"],
         }
         env = "doom"
-        collect = dataclasses.replace(COLLECT["doom"], episodes=n["episodes"])
+        collect = override(COLLECT["doom"], episodes=n["episodes"])
         vae = override(VAE["doom"], **CPU_BUDGET["vae"])
         mdrnn = override(MDRNN["doom"], **CPU_BUDGET["mdrnn"])
-        controller = dataclasses.replace(CONTROLLER["doom"], **CPU_BUDGET["controller"])
+        controller = override(CONTROLLER["doom"], **CPU_BUDGET["controller"])
         max_steps = None
     elif config.game == "doom":
         n = _amounts(config.scale, 10_000, 2_000, 1_024, 100)
         env = "doom"
-        collect = dataclasses.replace(COLLECT["doom"], episodes=n["episodes"])
+        collect = override(COLLECT["doom"], episodes=n["episodes"])
         vae = VAE["doom"]
         mdrnn = MDRNN["doom"]
         controller = CONTROLLER["doom"]
@@ -160,9 +159,7 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
     elif config.game == "debug":
         n = _amounts(config.scale, 8, 3, 8, 4)
         env = "fake-discrete"
-        collect = dataclasses.replace(
-            COLLECT["debug"], env=env, episodes=n["episodes"], max_steps=30
-        )
+        collect = override(COLLECT["debug"], env=env, episodes=n["episodes"], max_steps=30)
         vae = override(VAE["debug"], latent_size=8, holdout_fraction=0.25)
         mdrnn = override(
             MDRNN["debug"],
@@ -172,13 +169,13 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
             holdout_fraction=0.25,
             tensorboard=False,
         )
-        controller = dataclasses.replace(CONTROLLER["debug"], dream_max_steps=30)
+        controller = override(CONTROLLER["debug"], dream_max_steps=30)
         max_steps = 30
     else:
         raise ConfigError(f"unknown recipe {config.game!r}; choose doom or debug")
     common = {"progress": config.progress}
     stages: dict[str, Any] = {}
-    stages["collect"] = dataclasses.replace(
+    stages["collect"] = override(
         collect, out_dir=root / "data", seed=config.seed, workers=config.workers, **common
     )
     per_gen = {
@@ -190,9 +187,9 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
         )
         if v is not None
     }
-    controller = dataclasses.replace(controller, **per_gen)
+    controller = override(controller, **per_gen)
     scale = 1.0 if cpu else config.scale
-    stages["vae"] = dataclasses.replace(
+    stages["vae"] = override(
         vae,
         epochs=_epochs(scale, vae.epochs),
         data_dir=root / "data",
@@ -202,7 +199,7 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
         **common,
     )
     vae_ckpt = root / "vae" / "checkpoints" / "best"
-    stages["encode"] = dataclasses.replace(
+    stages["encode"] = override(
         ENCODE["doom"],
         data_dir=root / "data",
         vae=vae_ckpt,
@@ -210,7 +207,7 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
         device=config.device,
         **common,
     )
-    stages["mdrnn"] = dataclasses.replace(
+    stages["mdrnn"] = override(
         mdrnn,
         epochs=_epochs(scale, mdrnn.epochs),
         series_dir=root / "series",
@@ -219,7 +216,7 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
         seed=config.seed,
         **common,
     )
-    stages["controller"] = dataclasses.replace(
+    stages["controller"] = override(
         controller,
         target="dream",
         env=env,
@@ -235,7 +232,8 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
         seed=config.seed,
         **common,
     )
-    stages["evaluate"] = EvaluateConfig(
+    stages["evaluate"] = override(
+        EvaluateConfig(),
         controller=root / "controller" / "checkpoints" / "best",
         vae=vae_ckpt,
         mdrnn=root / "mdrnn" / "checkpoints" / "best",
@@ -249,14 +247,11 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
         **common,
     )
     # the paper reports both: the score in the dream C was trained in, and the real one
-    stages["evaluate_dream"] = dataclasses.replace(
+    stages["evaluate_dream"] = override(
         stages["evaluate"],
         target="dream",
         series_dir=root / "series",
-        tau=stages["controller"].tau,
-        dream_max_steps=stages["controller"].dream_max_steps,
-        done_mode=stages["controller"].done_mode,
-        dream_dropout=stages["controller"].dream_dropout,
+        dream=stages["controller"].dream,
         out_dir=root / "evaluation-dream",
     )
     return stages
@@ -301,10 +296,7 @@ def _calibrate(ctrl, path: Path, log: Callable[[str], None]) -> None:
         env=ctrl.env,
         series_dir=ctrl.series_dir,
         data_dir=None,
-        tau=ctrl.tau,
-        done_mode=ctrl.done_mode,
-        dream_dropout=ctrl.dream_dropout,
-        max_steps=ctrl.dream_max_steps,
+        dream=ctrl.dream,
         seed=ctrl.seed,
         device=ctrl.device,
     )
@@ -340,27 +332,27 @@ def reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -> Pa
     done.run("vae", lambda: train_vae(stages["vae"]), log)
     vae_ckpt = _best_or_last(stages["vae"].run_dir)
     log(f"[3/6] encode -> {stages['encode'].out_dir}")
-    done.run("encode", lambda: encode(dataclasses.replace(stages["encode"], vae=vae_ckpt)), log)
+    done.run("encode", lambda: encode(override(stages["encode"], vae=vae_ckpt)), log)
     log(f"[4/6] train M -> {stages['mdrnn'].run_dir}")
     done.run("mdrnn", lambda: train_mdrnn(stages["mdrnn"]), log)
     m_ckpt = _best_or_last(stages["mdrnn"].run_dir)
-    ctrl = dataclasses.replace(stages["controller"], mdrnn=m_ckpt, vae=vae_ckpt)
+    ctrl = override(stages["controller"], mdrnn=m_ckpt, vae=vae_ckpt)
     if config.budget == "cpu":  # the dream's death rate matched to the data's (envs/dream.py)
         path = root / "calibration.json"
         done.run("calibrate", lambda: _calibrate(ctrl, path, log), log)
         offset = json.loads(path.read_text())["done_offset"]
-        ctrl = dataclasses.replace(ctrl, done_offset=offset)
+        ctrl = override(ctrl, done_offset=offset)
     log(f"[5/6] evolve C in the dream for {ctrl.generations} generations -> {ctrl.run_dir}")
     done.run("controller", lambda: train_controller(ctrl), log)
     c_ckpt = _best_or_last(ctrl.run_dir)
-    ev = dataclasses.replace(stages["evaluate"], controller=c_ckpt, vae=vae_ckpt, mdrnn=m_ckpt)
+    ev = override(stages["evaluate"], controller=c_ckpt, vae=vae_ckpt, mdrnn=m_ckpt)
     log(f"[6/6] evaluate in the dream and the real env, {ev.trials} trials each")
-    dream_ev = dataclasses.replace(
+    dream_ev = override(
         stages["evaluate_dream"],
         controller=c_ckpt,
         vae=vae_ckpt,
         mdrnn=m_ckpt,
-        done_offset=ctrl.done_offset,
+        dream=ctrl.dream,
     )
     log(summarize(evaluate(dream_ev)))
     log(summarize(evaluate(ev)))

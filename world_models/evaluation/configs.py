@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from world_models.core.config import Target
+from world_models.core.config import Flat, Target
 from world_models.core.errors import ConfigError
+from world_models.envs.configs import DreamSettings, RolloutSettings
 from world_models.envs.presets import EnvName
 
 
@@ -41,15 +42,6 @@ class EvaluateConfig:
     """Truncate episodes here (None: the env's own limit)."""
     z_mode: Literal["sample", "mu"] = "sample"
     """Feed C and M sampled z (as the original) or V's mean."""
-    workers: int = 0
-    """Env worker processes (0: all cores)."""
-    envs_per_worker: int = 0
-    """Envs per worker (0: all trials in one wave, up to 32 per worker)."""
-    backend: Literal["local", "ray"] = "local"
-    """Worker processes on this machine, or Ray actors (optional ray extra)."""
-    retries: int = 1
-    """Real env: restart a worker that dies or hangs and re-run its episodes this many times
-    before stopping with an error (0: stop at once)."""
     device: str | None = None
     """cpu, cuda, ...; None picks CUDA when present."""
     out_dir: Path = Path("runs/evaluation")
@@ -62,17 +54,10 @@ class EvaluateConfig:
     """Dream: series folder whose first frames' (mu, logvar) start the dreams."""
     data_dir: Path | None = None
     """Dream: dataset folder whose first frames V encodes (when no series_dir)."""
-    tau: float = 1.15
-    """Dream: sampling temperature."""
-    dream_max_steps: int = 2100
-    """Dream: episodes are truncated here (the original: 2100)."""
-    done_mode: Literal["threshold", "sample"] = "threshold"
-    """Dream: end when M's done logit > 0 (the original), or sample death with M's
-    calibrated probability (see envs/dream.py); use what C was trained with."""
-    dream_dropout: bool = False
-    """Dream: keep M's dropout on, one mask per trial (M trained with dropout)."""
-    done_offset: float = 0.0
-    """Dream: added to M's done logit (use what C was trained with)."""
+    dream: Annotated[DreamSettings, Flat] = DreamSettings()
+    """How the dream runs (tau, dream_max_steps, done_mode, done_offset, dream_dropout)."""
+    rollout: Annotated[RolloutSettings, Flat] = RolloutSettings()
+    """Where real episodes run (workers, envs_per_worker, backend, retries)."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -120,19 +105,14 @@ class FidelityConfig:
     when no series_dir)."""
     trials: int = 100
     """Episodes per policy, in the dream and in the game each."""
-    tau: float = 1.15
-    """Dream temperature."""
-    done_mode: Literal["threshold", "sample"] = "threshold"
-    """Dream: logit > 0 ends an episode (the original) or sampled death (envs/dream.py)."""
-    dream_dropout: bool = False
-    """Dream: keep M's dropout on, one mask per dream."""
-    done_offset: float = 0.0
-    """Dream: added to M's done logit (ignored with calibrate)."""
+    dream: Annotated[DreamSettings, Flat] = DreamSettings()
+    """How the dream runs (tau, dream_max_steps, done_mode, done_offset, dream_dropout);
+    dream_max_steps caps the real episodes too."""
+    rollout: Annotated[RolloutSettings, Flat] = RolloutSettings()
+    """Where real episodes run (workers, envs_per_worker, backend, retries)."""
     calibrate: bool = False
     """First find the done offset at which the random policy survives in the dream as long
     as the series' (random-policy) episodes lasted, then score everything with it."""
-    max_steps: int = 2100
-    """Step cap in the dream and the game alike (the original: 2100)."""
     real: bool = True
     """Also play the real game (false: the dream only, e.g. without vizdoom)."""
     strip_steps: int = 8
@@ -141,8 +121,6 @@ class FidelityConfig:
     """Steps between the strip's columns."""
     seed: int = 0
     """Seed of the dreams and of the real episodes (trial i: seed + i)."""
-    workers: int = 0
-    """Real game: env worker processes (0: all cores)."""
     device: str | None = None
     """cpu, cuda, ...; None picks CUDA when present."""
     out_dir: Path = Path("runs/fidelity-doom")
@@ -151,11 +129,9 @@ class FidelityConfig:
     """Show progress bars for the real episodes."""
 
     def __post_init__(self) -> None:
-        for name in ("trials", "max_steps", "strip_steps", "strip_every"):
+        for name in ("trials", "strip_steps", "strip_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"fidelity: {name} must be >= 1, got {getattr(self, name)}")
-        if not self.tau >= 0:
-            raise ConfigError(f"fidelity: tau must be >= 0, got {self.tau}")
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ batch at temperature ``tau``, and the best and worst dreams decoded by V as anim
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from world_models.core.atomic import atomic_open, atomic_write_json
+from world_models.core.config import override
 from world_models.core.errors import ConfigError
 from world_models.evaluation.configs import EvaluateConfig
 from world_models.models.world_model import load_world_model
@@ -76,12 +76,10 @@ def with_pretrained(config: EvaluateConfig) -> EvaluateConfig:
     """``config`` with a shipped model's paths and settings filled in (if it names one)."""
     if config.pretrained is None:
         return config
-    import dataclasses
-
     from world_models.shipped import pretrained_dir, settings
 
     root, s = pretrained_dir(config.pretrained), settings(config.pretrained)
-    return dataclasses.replace(
+    return override(
         config,
         vae=root / "vae",
         mdrnn=root / "mdrnn",
@@ -134,10 +132,10 @@ def evaluate(config: EvaluateConfig) -> Path:
     }
     if config.target == "dream":  # one generator seeds all dreams: trials have no own seed
         results.update(
-            tau=config.tau,
-            done_mode=config.done_mode,
-            dream_dropout=config.dream_dropout,
-            done_offset=config.done_offset,
+            tau=config.dream.tau,
+            done_mode=config.dream.done_mode,
+            dream_dropout=config.dream.dream_dropout,
+            done_offset=config.dream.done_offset,
             seed=config.seed,
             best_trial=best,
             worst_trial=worst,
@@ -161,7 +159,9 @@ def evaluate(config: EvaluateConfig) -> Path:
         keys = range(len(returns)) if config.target == "dream" else seeds
         fh.write(f"{first},return,length\n")
         fh.writelines(f"{s},{r:.6g},{n}\n" for s, r, n in zip(keys, returns, lengths))
-    where = f"{config.env} dream, tau {config.tau}" if config.target == "dream" else config.env
+    where = (
+        f"{config.env} dream, tau {config.dream.tau}" if config.target == "dream" else config.env
+    )
     save_histogram(
         returns,
         out / "histogram.png",
@@ -177,11 +177,12 @@ def _real_trials(config: EvaluateConfig, seeds: np.ndarray):
     from world_models.envs.pool import EnvFactory, make_pool
 
     policy = build_policy(config)
-    workers = max(1, min(config.workers or os.cpu_count() or 1, config.trials))
-    per = config.envs_per_worker or min(32, -(-config.trials // workers))
+    workers, per = config.rollout.layout(config.trials)
     bar = tqdm(total=config.trials, unit="ep", disable=not config.progress, dynamic_ncols=True)
     factory = EnvFactory(config.env, config.max_steps)
-    with make_pool(config.backend, factory, workers, per, retries=config.retries) as pool:
+    with make_pool(
+        config.rollout.backend, factory, workers, per, retries=config.rollout.retries
+    ) as pool:
         res = pool.run(policy, seeds, max_steps=config.max_steps, progress=bar.update)
         bar.close()
         if config.video == "none":
@@ -211,7 +212,7 @@ def _dream_trials(config: EvaluateConfig):
         device=device,
     )
     vae = wm.vae
-    dream = batched_dream(config, wm.mdrnn, vae, device, config.dream_max_steps)
+    dream = batched_dream(config, wm.mdrnn, vae, device, config.dream.dream_max_steps)
     if config.policy != "controller":
         from world_models.envs.presets import get_preset
 
@@ -255,12 +256,12 @@ def batched_dream(config, mdrnn, vae, device, max_steps: int):
         mdrnn,
         mu,
         logvar,
-        config.tau,
+        config.dream.tau,
         max_steps,
         device,
-        done_mode=config.done_mode,
-        dropout=config.dream_dropout,
-        done_offset=config.done_offset,
+        done_mode=config.dream.done_mode,
+        dropout=config.dream.dream_dropout,
+        done_offset=config.dream.done_offset,
     )
 
 

@@ -17,7 +17,6 @@ open-loop dream of the same episode from its first frame with its recorded actio
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +100,7 @@ def dream_for(config: FidelityConfig):
     mode = get_preset(config.env).action_mode
     device = pick_device(config.device)
     wm = load_world_model(config.vae, config.mdrnn, device=device)
-    dream = batched_dream(config, wm.mdrnn, wm.vae, device, config.max_steps)
+    dream = batched_dream(config, wm.mdrnn, wm.vae, device, config.dream.dream_max_steps)
     dream.vae = wm.vae
     return dream, mode
 
@@ -134,13 +133,13 @@ def fidelity(config: FidelityConfig, log=print) -> Path:
     names = _policies(config)
     results: dict = {
         "env": config.env,
-        "tau": config.tau,
-        "done_mode": config.done_mode,
-        "dream_dropout": config.dream_dropout,
+        "tau": config.dream.tau,
+        "done_mode": config.dream.done_mode,
+        "dream_dropout": config.dream.dream_dropout,
         "done_offset": dream.done_offset,
         "calibration": calibration,
         "trials": config.trials,
-        "max_steps": config.max_steps,
+        "max_steps": config.dream.dream_max_steps,
         "vae": str(config.vae),
         "mdrnn": str(config.mdrnn),
         "controller": None if controller is None else str(config.controller),
@@ -150,7 +149,7 @@ def fidelity(config: FidelityConfig, log=print) -> Path:
     for name in names:
         policy = baseline_policy(name, config.env)
         _, lengths = dream.play(policy, config.trials, config.seed, mode, record=name != "random")
-        results["dream"][name] = _stats(lengths, config.max_steps)
+        results["dream"][name] = _stats(lengths, config.dream.dream_max_steps)
         if name != "random":
             finals[name] = (lengths, dream.last_recording)
     if controller is not None:
@@ -158,7 +157,7 @@ def fidelity(config: FidelityConfig, log=print) -> Path:
         _, lengths = dream.play(
             lat, config.trials, config.seed, mode, observe_cell=controller.cell_input
         )
-        results["dream"]["controller"] = _stats(lengths, config.max_steps)
+        results["dream"]["controller"] = _stats(lengths, config.dream.dream_max_steps)
     if len(finals) >= 2:
         lens = np.stack([v[0] for v in finals.values()])  # (3, n)
         k = min(20, min(v[1].shape[0] for v in finals.values()) - 1)
@@ -201,7 +200,7 @@ def calibrate(dream, config: FidelityConfig, mode: str) -> dict:
 
     if config.series_dir is None or Path(config.series_dir).suffix == ".safetensors":
         raise ConfigError("calibrate needs the series folder of the random-policy data")
-    target = data_mean_length(config.series_dir, config.max_steps)
+    target = data_mean_length(config.series_dir, config.dream.dream_max_steps)
     offset, length = calibrate_done_offset(
         dream,
         baseline_policy("random", config.env),
@@ -220,12 +219,12 @@ def _real(config: FidelityConfig, names: list[str], with_controller: bool) -> di
     from world_models.evaluation.evaluate import EvaluateConfig, build_policy
 
     seeds = np.arange(config.trials) + config.seed
-    workers = max(1, min(config.workers or os.cpu_count() or 1, config.trials))
-    per = min(32, -(-config.trials // workers))
+    workers, per = config.rollout.layout(config.trials)
     real = {}
     todo = names + (["controller"] if with_controller else [])
-    factory = EnvFactory(config.env, config.max_steps)
-    with make_pool("local", factory, workers, per) as pool:
+    factory = EnvFactory(config.env, config.dream.dream_max_steps)
+    rollout = config.rollout
+    with make_pool(rollout.backend, factory, workers, per, retries=rollout.retries) as pool:
         for name in todo:
             ev = EvaluateConfig(
                 controller=config.controller,
@@ -238,9 +237,11 @@ def _real(config: FidelityConfig, names: list[str], with_controller: bool) -> di
             bar = tqdm(
                 total=config.trials, desc=f"real {name}", disable=not config.progress, leave=False
             )
-            res = pool.run(build_policy(ev), seeds, max_steps=config.max_steps, progress=bar.update)
+            res = pool.run(
+                build_policy(ev), seeds, max_steps=config.dream.dream_max_steps, progress=bar.update
+            )
             bar.close()
-            real[name] = _stats(res.lengths, config.max_steps)
+            real[name] = _stats(res.lengths, config.dream.dream_max_steps)
     return real
 
 
@@ -294,7 +295,7 @@ def _strip(config: FidelityConfig, vae, mdrnn, path: Path) -> Path:
     if actions.ndim == 1:
         actions = actions[:, None]
     steps = min(len(obs), config.strip_steps * config.strip_every)
-    dreamed = open_loop(vae, mdrnn, obs[0], actions[:steps], config.tau, config.seed)
+    dreamed = open_loop(vae, mdrnn, obs[0], actions[:steps], config.dream.tau, config.seed)
     cols = list(range(0, steps, config.strip_every))[: config.strip_steps]
     device = vae.fc_mu.weight.device
     with torch.no_grad():

@@ -30,11 +30,13 @@ class VAEConfig:
 class MDNRNNConfig:
     """Constructor arguments of :class:`MDNRNN`; saved as the checkpoint's config.json."""
 
-    latent_size: int = 32
-    """Dimension of z (32 for CarRacing, 64 for Doom in the paper)."""
-    action_size: int = 3
+    latent_size: int | None = 32
+    """Dimension of z (32 for CarRacing, 64 for Doom in the paper); None: the trainer takes
+    it from the series (a model needs a number)."""
+    action_size: int | None = 3
     """Dimension of the action vector: 3 for CarRacing (steer, gas, brake) and 3 for Doom,
-    whose Discrete(3) action our collector stores one-hot (the original fed one number)."""
+    whose Discrete(3) action our collector stores one-hot (the original fed one number);
+    None: the trainer takes it from the series."""
     hidden_size: int = 256
     """Units of the single-layer LSTM (256 for CarRacing, 512 for Doom)."""
     num_gaussians: int = 5

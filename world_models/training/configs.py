@@ -4,12 +4,13 @@ reads them for ``--help``). Each trainer module re-exports its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
 from world_models.core.config import Flat, Target
 from world_models.core.errors import ConfigError
+from world_models.envs.configs import DreamSettings, RolloutSettings
 from world_models.envs.presets import EnvName
 from world_models.models.configs import MDNRNN_PRESETS, MDNRNNConfig, VAEConfig
 
@@ -128,9 +129,8 @@ class TrainMDNRNNConfig:
     """Folder of per-episode .npz series (mu, logvar, action, reward, terminated, truncated)."""
     run_dir: Path = Path("runs/mdrnn")
     """Output folder; re-running with the same folder resumes from its last checkpoint."""
-    model: Annotated[MDNRNNConfig, Flat] = MDNRNN_PRESETS["carracing"]
-    """The MDN-RNN to train, with its loss weights; its latent_size and action_size must
-    match the series (the presets' do)."""
+    model: Annotated[MDNRNNConfig, Flat] = MDNRNNConfig(latent_size=None, action_size=None)
+    """The MDN-RNN to train, with its loss weights (sizes None: the series')."""
     seq_len: int = 999
     """Transitions per training window (999 CarRacing, 500 Doom)."""
     batch_size: int = 100
@@ -176,7 +176,7 @@ TRAIN_MDNRNN_PRESETS: dict[str, TrainMDNRNNConfig] = {
     "doom": TrainMDNRNNConfig(
         series_dir=Path("data/doom-series"),
         run_dir=Path("runs/mdrnn-doom"),
-        model=MDNRNN_PRESETS["doom"],
+        model=replace(MDNRNN_PRESETS["doom"], latent_size=None, action_size=None),
         seq_len=500,
         epochs=100,
         lr_decay=0.99999,
@@ -186,7 +186,7 @@ TRAIN_MDNRNN_PRESETS: dict[str, TrainMDNRNNConfig] = {
     "debug": TrainMDNRNNConfig(
         series_dir=Path("data/debug-series"),
         run_dir=Path("runs/mdrnn-debug"),
-        model=MDNRNNConfig(latent_size=32, hidden_size=32, num_gaussians=3),  # train-vae's debug z
+        model=MDNRNNConfig(latent_size=None, action_size=None, hidden_size=32, num_gaussians=3),
         seq_len=16,
         batch_size=8,
         epochs=2,
@@ -228,18 +228,10 @@ class TrainControllerConfig:
     """Score the mean parameters every this many generations (the original: 25)."""
     eval_rollouts: int = 1024
     """Episodes of that evaluation (the original: 1024)."""
-    tau: float = 1.15
-    """Dream temperature (the paper's best real Doom score was trained at 1.15)."""
-    dream_max_steps: int = 2100
-    """Dream episodes are truncated here (the original: 2100)."""
-    done_mode: Literal["threshold", "sample"] = "threshold"
-    """Dream: end an episode when M's done logit > 0 (the original), or sample death with
-    M's calibrated probability (envs/dream.py says why)."""
-    dream_dropout: bool = False
-    """Dream: keep M's dropout on, one mask per rollout (M trained with --dropout)."""
-    done_offset: float = 0.0
-    """Dream: added to M's done logit (``fidelity --calibrate`` finds the one at which the
-    random policy survives as long as in the data)."""
+    dream: Annotated[DreamSettings, Flat] = DreamSettings()
+    """How the dream runs (tau, dream_max_steps, done_mode, done_offset, dream_dropout)."""
+    rollout: Annotated[RolloutSettings, Flat] = RolloutSettings()
+    """Where real episodes run (workers, envs_per_worker, backend, retries)."""
     controller_input: Literal["zh", "zch"] = "zh"
     """What C reads: [z, h], or [z, c, h] with M's cell state (the original Doom code)."""
     controller_bias: bool = True
@@ -250,16 +242,6 @@ class TrainControllerConfig:
     """Real env: feed C and M sampled z (as the original) or V's mean."""
     max_initial_states: int = 10_000
     """Use the first frames of at most this many episodes to start dreams."""
-    workers: int = 0
-    """Real env: worker processes (0: all cores)."""
-    envs_per_worker: int = 0
-    """Real env: envs per worker (0: enough for a whole generation in one wave, up to 32)."""
-    backend: Literal["local", "ray"] = "local"
-    """Real env: worker processes on this machine, or Ray actors (optional ray extra;
-    RAY_ADDRESS picks a cluster)."""
-    retries: int = 1
-    """Real env: restart a worker that dies or hangs and re-run its episodes this many times
-    before stopping with an error (0: stop at once)."""
     device: str | None = None
     """cpu, cuda, ...; None picks CUDA when present."""
     cuda_graph: bool = False
@@ -287,7 +269,7 @@ TRAIN_CONTROLLER_PRESETS: dict[str, TrainControllerConfig] = {
         series_dir=None,
         run_dir=Path("runs/controller"),
         generations=1800,
-        tau=1.0,
+        dream=DreamSettings(tau=1.0),
     ),
     "debug": TrainControllerConfig(
         target="dream",
@@ -301,9 +283,9 @@ TRAIN_CONTROLLER_PRESETS: dict[str, TrainControllerConfig] = {
         rollouts=2,
         eval_every=2,
         eval_rollouts=8,
-        dream_max_steps=50,
+        dream=DreamSettings(dream_max_steps=50),
         max_steps=50,
-        workers=2,
+        rollout=RolloutSettings(workers=2),
         progress=False,
         tensorboard=False,
     ),

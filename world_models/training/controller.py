@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -167,13 +166,13 @@ class _Scorer:
                 self.mdrnn,
                 mu,
                 logvar,
-                config.tau,
-                config.dream_max_steps,
+                config.dream.tau,
+                config.dream.dream_max_steps,
                 device,
                 cuda_graph=config.cuda_graph,
-                done_mode=config.done_mode,
-                dropout=config.dream_dropout,
-                done_offset=config.done_offset,
+                done_mode=config.dream.done_mode,
+                dropout=config.dream.dream_dropout,
+                done_offset=config.dream.done_offset,
             )
         else:
             if self.vae is None:
@@ -184,14 +183,13 @@ class _Scorer:
             self.policy = ControllerPolicy(
                 self.vae, self.mdrnn, self.controller, device, config.z_mode
             )
-            workers = config.workers or os.cpu_count() or 1
-            per = config.envs_per_worker or min(32, -(-config.popsize * config.rollouts // workers))
+            workers, per = config.rollout.layout(config.popsize * config.rollouts)
             self.pool = make_pool(
-                config.backend,
+                config.rollout.backend,
                 EnvFactory(config.env, config.max_steps),
                 workers,
                 per,
-                retries=config.retries,
+                retries=config.rollout.retries,
             )
 
     def score(self, params: np.ndarray, rollouts: int, seed: int) -> np.ndarray:

@@ -17,7 +17,9 @@ Deliberate choices:
 * **Held-out NLL** is computed every epoch on every step of the held-out episodes (split by
   a hash of the file name: stable across runs), with a fixed noise seed so epochs compare.
 
-Run folder (the common layout of :mod:`world_models.training.runs`)::
+Run folder (the common layout of :mod:`world_models.training.runs`, whose
+:class:`~world_models.training.runs.TrainingRun` opens it, says whether a re-run resumed,
+logs the metrics, stops on NaN or Inf, plots the curve and writes the summary)::
 
     run_dir/config.json            this TrainMDNRNNConfig (a re-run must match it)
     run_dir/checkpoints/last/      MDNRNN checkpoint + optimizer.pt; meta: epoch, step,
@@ -25,6 +27,8 @@ Run folder (the common layout of :mod:`world_models.training.runs`)::
     run_dir/checkpoints/best/      the lowest held-out total loss so far
     run_dir/metrics.csv, .jsonl    one row per epoch (train_* and heldout_* loss parts, lr,
                                    seconds, seq_steps_per_s); nll is nats per latent dimension
+    run_dir/loss_curve.png         train and held-out total loss per epoch (written when an
+                                   invocation's training ends)
     run_dir/events/                TensorBoard, if the ``tensorboard`` package is installed
 
 Re-running the same command with the same ``run_dir`` resumes from ``checkpoints/last``
@@ -45,41 +49,28 @@ import torch
 from world_models.core.checkpoint import load_state_strict, read_checkpoint, read_optimizer_state
 from world_models.core.config import from_dict, to_dict
 from world_models.core.device import pick_device
-from world_models.core.errors import ConfigError, TrainingDivergedError
+from world_models.core.errors import ConfigError
 from world_models.data.series import SeriesBatch, SeriesSet, load_series, series_vae_digest
 from world_models.models.mdrnn import MDNRNN, MDNRNNConfig
 from world_models.training.configs import TRAIN_MDNRNN_PRESETS, TrainMDNRNNConfig
-from world_models.training.runs import MetricsLogger, RunDir
+from world_models.training.runs import ALWAYS_RESUMABLE, TrainingRun, at_step, summarize_run
 
-# Fields a re-run may change without starting a new run.
 CARRY_KEY = "world_models_carry_state"
 """Key of the lanes' LSTM (h, c) in a mid-epoch checkpoint's optimizer state (TBPTT runs)."""
-_RESUMABLE = frozenset(
-    {
-        "series_dir",
-        "run_dir",
-        "epochs",
-        "device",
-        "bf16",
-        "save_every",
-        "log_every",
-        "progress",
-        "tensorboard",
-        "time_budget_s",
-    }
-)
+RESUMABLE_FIELDS = ALWAYS_RESUMABLE | {"series_dir", "epochs", "bf16", "save_every", "log_every"}
+"""Fields a re-run may change without starting a new run."""
 
 
 def _model_config(config: TrainMDNRNNConfig, train: SeriesSet) -> MDNRNNConfig:
-    """M's config, checked against the series it will learn."""
-    for name, data_size in (("latent_size", train.latent_size), ("action_size", train.action_size)):
+    """M's config with the series' sizes where it leaves them None (a given size must match)."""
+    sizes = {"latent_size": train.latent_size, "action_size": train.action_size}
+    for name, data_size in sizes.items():
         given = getattr(config.model, name)
-        if given != data_size:
+        if given is not None and given != data_size:
             raise ConfigError(
-                f"{name}={given} but the series in {config.series_dir} have {data_size}: "
-                f"pass --{name.replace('_', '-')} {data_size}"
+                f"{name}={given} but the series in {config.series_dir} have {data_size}"
             )
-    return config.model
+    return dataclasses.replace(config.model, **sizes)
 
 
 def _reset_state(state, first: torch.Tensor):
@@ -231,9 +222,8 @@ def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
         raise ConfigError(f"train-mdrnn: {e}") from None
     # Opened (config.json written) once the settings proved usable: a typo'd first try
     # does not stick to the folder.
-    run = RunDir(config.run_dir)
-    hold.enter_context(run.lock())  # one trainer per run folder
-    resuming = run.open(config, may_differ=_RESUMABLE)
+    run = TrainingRun(config, RESUMABLE_FIELDS, hold=hold, device=device)  # locked by `hold`
+    hold.callback(run.close)
     train.to(device)
     if held is not None:
         held.to(device)
@@ -244,7 +234,7 @@ def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
     step, epoch, skip, best = 0, 0, 0, math.inf
     carry = None  # the lanes' LSTM state when resuming mid-epoch with carry_state
     last_dir, best_dir = run.last, run.best
-    if resuming:
+    if run.resuming:
         ckpt = read_checkpoint(last_dir, expected_kind="MDNRNN", device=device)
         if from_dict(MDNRNNConfig, ckpt.config) != model_config:
             raise ConfigError(f"{last_dir} holds another model config than this run's")
@@ -260,15 +250,11 @@ def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
             )
         step, epoch = int(ckpt.meta["step"]), int(ckpt.meta["epoch"])
         skip, best = int(ckpt.meta["batch_in_epoch"]), float(ckpt.meta["best"])
-        if epoch < config.epochs:  # a re-run continues: say so, and from where
-            print(f"resumed from step {step:,} (epoch {epoch + 1} of {config.epochs})", flush=True)
-        else:
-            print(
-                f"{run.path} is already finished (epoch {epoch}, step {step:,}); raise "
-                f"--epochs to train it further",
-                flush=True,
-            )
-    logger = MetricsLogger(run, resume_step=step, tensorboard=config.tensorboard)
+    if not run.resume_verdict(
+        step=step, epoch=epoch, epochs=config.epochs, finished=epoch >= config.epochs
+    ):
+        return run.path
+    run.open_metrics(step)
 
     def save(target: Path) -> None:
         opt_state = optimizer.state_dict()
@@ -341,11 +327,7 @@ def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
             bar.update(1)
             if step % config.log_every == 0:
                 value = float(parts["total"].detach())  # the one sync: NaN check and display
-                if not math.isfinite(value):
-                    raise TrainingDivergedError(
-                        f"loss became {value} at step {step}; {last_dir} keeps the last good "
-                        f"weights (try a lower lr)"
-                    )
+                run.stop_if_diverged(not math.isfinite(value), at_step(step, epoch))
                 bar.set_postfix(nll=f"{float(parts['nll'].detach()):.4f}", lr=f"{lr:.2e}")
                 if (
                     config.time_budget_s is not None
@@ -354,7 +336,7 @@ def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
                 ):
                     out_of_time = True
                     save(last_dir)  # mid-epoch: a re-run continues from here
-                    print(f"time budget reached at step {step:,} (epoch {epoch + 1})", flush=True)
+                    run.say(f"time budget reached {at_step(step, epoch)}")
                     break
             if config.save_every and step % config.save_every == 0:
                 save(last_dir)
@@ -363,11 +345,8 @@ def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
             break
         seconds = time.perf_counter() - started
         train_means = sums.means()
-        if not all(math.isfinite(v) for v in train_means.values()):
-            raise TrainingDivergedError(
-                f"loss became non-finite in epoch {epoch + 1}; "
-                f"{last_dir} keeps the last good weights"
-            )
+        bad = not all(math.isfinite(v) for v in train_means.values())
+        run.stop_if_diverged(bad, at_step(step, epoch))
         held_means = (
             evaluate(model, held, dataclasses.replace(config, seq_len=window), device)
             if held is not None
@@ -384,7 +363,7 @@ def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
             "seq_steps_per_s": (step - steps0) * config.batch_size * window / seconds,
         }
         # Logged before saving: if killed in between, the resumed run drops and redoes it.
-        logger.log(step, **row)
+        run.log(step, **row)
         if score < best:
             best = score
             save(best_dir)
@@ -395,7 +374,10 @@ def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
             f"{held_text} ({seconds:.1f}s)",
             flush=True,
         )
-    logger.close()
+    run.plot_curve(
+        {"train loss": "train_total", "held-out loss": "heldout_total"},
+        title="MDN-RNN loss (nll + reward and done terms)",
+    )
     return run.path
 
 
@@ -405,4 +387,8 @@ def default_config(**overrides) -> TrainMDNRNNConfig:
 
 
 def summarize(run_dir: Path) -> str:
-    return f"done: {run_dir} (best weights in {run_dir / 'checkpoints' / 'best'})"
+    """A few lines: where a run's results are, how far it got and its losses."""
+    return summarize_run(
+        run_dir,
+        scores=[("held-out nll:", "heldout_nll", "min"), ("train nll:", "train_nll", "min")],
+    )

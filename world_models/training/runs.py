@@ -1,6 +1,6 @@
-"""Run folders: one place per training run, resumable by re-running the same command.
+"""Run folders, and the skeleton every trainer (V, M, C) shares.
 
-::
+One place per training run, resumable by re-running the same command::
 
     run_dir/
       config.json              the training config (a re-run must agree with it)
@@ -8,24 +8,47 @@
       checkpoints/best/        lowest held-out loss so far
       metrics.csv, metrics.jsonl   one row per logged step or epoch
       events/                  TensorBoard (when installed)
+      loss_curve.png           the logged losses
       images/                  grids and plots
+
+:class:`TrainingRun` is what a trainer holds while it trains: it locks and opens the folder
+(a re-run may change only :data:`ALWAYS_RESUMABLE` and the trainer's own resumable
+fields), says whether a re-run resumes or finds the run finished, logs metrics, stops a
+diverged run with :class:`TrainingDivergedError` and plots the curve; under torchrun rank
+0 alone does the folder's work and decides, the other ranks follow. :func:`summarize_run`
+is the text printed at the end. What a trainer keeps is only its own: model, optimizer,
+data, loop, checkpoint contents, and which metrics make its curve and summary.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from world_models.core.atomic import atomic_write_json, clean_temp_files
+from world_models.core.atomic import atomic_write_json, clean_temp_files, recover_dir
 from world_models.core.config import to_dict
-from world_models.core.errors import ConfigError
+from world_models.core.errors import ConfigError, TrainingDivergedError
 from world_models.core.locking import check_output_dir, lock_folder
+
+ALWAYS_RESUMABLE = frozenset({"device", "progress", "tensorboard", "time_budget_s"})
+"""Fields any trainer's re-run may change: hardware, display and this invocation's time.
+Each trainer adds its own (length, speed switches, ...) in its ``RESUMABLE_FIELDS``."""
+
+RUN_OUTPUTS: tuple[tuple[str, str], ...] = (
+    ("best checkpoint:", "checkpoints/best"),
+    ("last checkpoint:", "checkpoints/last"),
+    ("metrics:", "metrics.csv"),
+    ("loss curve:", "loss_curve.png"),
+)
+"""The ``(label, relative path)`` outputs every trainer's summary lists when they exist."""
 
 
 class RunDir:
@@ -102,6 +125,21 @@ def describe_outputs(run_dir: Path, entries: list[tuple[str, str]]) -> list[str]
     return [f"{label:<18} {run_dir / rel}" for label, rel in entries if (run_dir / rel).exists()]
 
 
+def read_rows(path: Path, up_to_step: int | None = None) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl`` (none when it is absent), without a line torn by a
+    kill; with ``up_to_step``, only the rows logged at or before that step."""
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill
+            if up_to_step is None or row.get("step", 0) <= up_to_step:
+                rows.append(row)
+    return rows
+
+
 class MetricsLogger:
     """Metrics as CSV and JSON lines always, TensorBoard when it is installed.
 
@@ -113,15 +151,7 @@ class MetricsLogger:
     ) -> None:
         self.csv_path = run_dir.path / "metrics.csv"
         self.jsonl_path = run_dir.path / "metrics.jsonl"
-        self.rows: list[dict[str, Any]] = []
-        if self.jsonl_path.exists():
-            for line in self.jsonl_path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line torn by a kill
-                if resume_step is None or row.get("step", 0) <= resume_step:
-                    self.rows.append(row)
+        self.rows = read_rows(self.jsonl_path, resume_step)
         self._rewrite()
         self.tb = None
         if tensorboard:
@@ -167,6 +197,7 @@ class MetricsLogger:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+            self.tb = None
 
 
 def _plain(v: Any) -> Any:
@@ -175,3 +206,198 @@ def _plain(v: Any) -> Any:
     if isinstance(v, float):
         return round(v, 6)
     return v
+
+
+# ---------------------------------------------------------------------------- the skeleton
+
+
+class TrainingRun(RunDir):
+    """The run folder as a trainer holds it for one invocation (see the module docstring).
+
+    Opening it locks it (for as long as ``hold``, an ExitStack the caller closes on any
+    exit, lives; without ``hold`` it is not locked), checks the config against the stored
+    one, allowing :data:`ALWAYS_RESUMABLE` and ``resumable`` to differ, and sets
+    :attr:`resuming`. ``dist`` is torchrun's
+    :class:`~world_models.training.distributed.DistContext` (None: one process) and
+    ``device`` the device its collectives use. ``advice`` says what to change after a NaN.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        resumable: frozenset[str] = frozenset(),
+        *,
+        hold: contextlib.ExitStack | None = None,
+        dist: Any = None,
+        device: torch.device | None = None,
+        advice: str = "Lower --lr",
+    ) -> None:
+        from world_models.training.distributed import DistContext
+
+        super().__init__(config.run_dir)
+        self.config, self.advice = config, advice
+        self.dist = DistContext() if dist is None else dist
+        self.device = torch.device("cpu") if device is None else device
+        self.metrics: MetricsLogger | None = None
+        resuming, refused = False, None
+        if self.dist.is_main:
+            try:
+                if hold is not None:  # rank 0 alone writes the folder, so it alone locks it
+                    hold.enter_context(self.lock())
+                resuming = self.open(config, ALWAYS_RESUMABLE | resumable)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, once the others know
+                refused = exc
+        if self.dist.enabled:
+            # Rank 0 alone judges the folder and the others follow it: no rank resumes alone,
+            # and none waits forever for a rank 0 that refused the folder.
+            verdict = torch.tensor([refused is not None, resuming], dtype=torch.int32)
+            failed, resuming = map(bool, self.dist.from_main(verdict.to(self.device)).tolist())
+            if failed and refused is None:
+                raise ConfigError(f"rank 0 refused the run folder {self.path} (see its error)")
+        if refused is not None:
+            raise refused
+        self.resuming: bool = resuming
+
+    def say(self, text: str) -> None:
+        """Print a line, on rank 0 only."""
+        if self.dist.is_main:
+            print(text, flush=True)
+
+    def resume_verdict(
+        self,
+        *,
+        step: int,
+        epoch: int,
+        epochs: int,
+        finished: bool,
+        unit: str = "epoch",
+        raise_flags: Sequence[str] = ("--epochs",),
+    ) -> bool:
+        """Say where a re-run stands: resumed (and from where) or already finished (and which
+        flags train it further). ``epoch`` counts the finished ones. True: train on."""
+        if finished:
+            if self.resuming:
+                self.say(
+                    f"{self.path} is already finished ({unit} {epoch:,}, step {step:,}); "
+                    f"raise {' or '.join(raise_flags)} to train it further"
+                )
+            return False
+        if self.resuming:
+            self.say(f"resumed from step {step:,} ({unit} {epoch + 1:,} of {epochs:,})")
+        return True
+
+    def open_metrics(self, step: int) -> MetricsLogger | None:
+        """Start logging at ``step``, the step training (re)starts from: the rows past it,
+        which this run will log again, are dropped. Rank 0 only (None elsewhere)."""
+        if self.dist.is_main:
+            tensorboard = bool(getattr(self.config, "tensorboard", True))
+            self.metrics = MetricsLogger(self, step, tensorboard)
+        return self.metrics
+
+    def log(self, step: int, **values: float | int | str) -> None:
+        """One metrics row (rank 0; a no-op elsewhere)."""
+        if self.metrics is not None:
+            self.metrics.log(step, **values)
+
+    def stop_if_diverged(self, bad: bool | torch.Tensor, where: str) -> None:
+        """Raise :class:`TrainingDivergedError` when ``bad`` (a NaN or Inf was seen) is true
+        on any rank, naming the last good checkpoint. Under torchrun this is a collective:
+        every rank calls it at the same point. ``where``: e.g. :func:`at_step`'s text."""
+        if self.dist.enabled:
+            bad = self.dist.any_true(torch.as_tensor(bad, device=self.device))
+        elif torch.is_tensor(bad):
+            bad = bool(bad.item())
+        if not bad:
+            return
+        meta = _saved_meta(self.last)
+        if meta is None:
+            last, then = "none saved yet", "to start over (no last good checkpoint to resume from)"
+        else:
+            last = f"{self.last} (step {meta.get('step', '?')})"
+            then = "to resume from the last good checkpoint"
+        raise TrainingDivergedError(
+            f"loss became NaN or Inf {where}; training stopped. Last good checkpoint: {last}. "
+            f"{self.advice}, then re-run the same command {then}."
+        )
+
+    def plot_curve(
+        self,
+        series: Mapping[str, str],
+        title: str,
+        file: str = "loss_curve.png",
+        **plot_kwargs: Any,
+    ) -> Path | None:
+        """Plot the logged metrics ``{label: metric key}`` against the step into ``file``
+        (rank 0; nothing before any is logged). ``plot_kwargs``: xlabel, ylabel, logy."""
+        from world_models.core.media import plot_curves
+
+        if self.metrics is None:
+            return None
+        curves = {}
+        for label, key in series.items():
+            points = [(r["step"], r[key]) for r in self.metrics.rows if key in r]
+            curves[label] = tuple(zip(*points)) if points else ((), ())
+        if not any(len(xs) for xs, _ in curves.values()):
+            return None
+        return plot_curves(curves, self.path / file, title=title, **plot_kwargs)
+
+    def close(self) -> None:
+        """Flush and close the metrics (the lock goes with ``hold``)."""
+        if self.metrics is not None:
+            self.metrics.close()
+
+
+def at_step(step: int, epoch: int | None = None, unit: str = "epoch") -> str:
+    """``at step 1,250 (epoch 3)``: where something happened; ``epoch`` counts from 0."""
+    return f"at step {step:,}" + (f" ({unit} {epoch + 1:,})" if epoch is not None else "")
+
+
+def _saved_meta(checkpoint: Path) -> dict[str, Any] | None:
+    """meta.json of a saved checkpoint ({} when unreadable), None when there is none."""
+    from world_models.core.checkpoint import META_FILE, WEIGHTS_FILE
+
+    path = recover_dir(checkpoint)
+    if not (path / WEIGHTS_FILE).is_file():
+        return None
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def summarize_run(
+    run_dir: str | os.PathLike,
+    *,
+    unit: str = "epoch",
+    scores: Sequence[tuple[str, str, Literal["min", "max"]]] = (),
+    outputs: Sequence[tuple[str, str]] = RUN_OUTPUTS,
+) -> str:
+    """What a trainer prints at the end: the run folder; how far it got (``unit``s done,
+    from checkpoints/last, of the config's ``unit + "s"``); the best and the last logged
+    value of each of its ``scores`` (label, metric key, whether "min" or "max" is best);
+    and where its ``outputs`` (label, relative path) are."""
+    run_dir = Path(run_dir)
+    lines = [f"{'run folder:':<18} {run_dir}"]
+    meta = _saved_meta(run_dir / "checkpoints" / "last") or {}
+    done = meta.get(unit, meta.get("trainer", {}).get(unit))
+    if isinstance(done, int):
+        try:
+            total = json.loads((run_dir / "config.json").read_text()).get(f"{unit}s")
+        except (OSError, ValueError, AttributeError):
+            total = None
+        of = f" of {total:,}" if isinstance(total, int) else ""
+        step = meta.get("step", 0)
+        lines.append(f"{unit + 's done:':<18} {done:,}{of} (step {step:,})")
+    rows = read_rows(run_dir / "metrics.jsonl")
+    for label, key, best in scores:
+        points = [
+            (r.get("step", 0), float(r[key]))
+            for r in rows
+            if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])
+        ]
+        if points:
+            pick = min if best == "min" else max
+            step, value = pick(points, key=lambda p: p[1])
+            lines.append(f"{label:<18} best {value:.4g} (step {step:,}), last {points[-1][1]:.4g}")
+    return "\n".join(lines + describe_outputs(run_dir, list(outputs)))

@@ -5,6 +5,12 @@ the device (:class:`~world_models.data.sources.FrameSource`, resident on the GPU
 fits), bf16 autocast and channels_last on the GPU, optional ``torch.compile``, and no
 host-device sync in the step (losses are accumulated on the device and read every
 ``log_every`` steps). Re-running the same command resumes from ``checkpoints/last``.
+
+The run folder, the resume verdict, metrics, the NaN stop, the loss curve and the summary
+are the shared :class:`~world_models.training.runs.TrainingRun` skeleton's; under torchrun
+its rank 0 alone opens the folder and decides. This module keeps what is V's own: the
+model and fused Adam, the frame sources, the step-based loop (warm-up, time budget and
+checkpoints by rank 0's clock, mid-epoch resume), held-out scores and the pictures.
 """
 
 from __future__ import annotations
@@ -21,33 +27,34 @@ from pathlib import Path
 import torch
 
 from world_models.core.checkpoint import load_state_strict, read_checkpoint, read_optimizer_state
-from world_models.core.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
+from world_models.core.errors import CheckpointError, DataError
 from world_models.models.vae import ConvVAE
 from world_models.training.configs import TrainVAEConfig
+from world_models.training.runs import (
+    ALWAYS_RESUMABLE,
+    RUN_OUTPUTS,
+    TrainingRun,
+    at_step,
+    summarize_run,
+)
 
 # A re-run may change these without starting a new run: length, hardware and speed knobs,
 # and the learning rate (the advice after a NaN is to lower it and resume). Not the batch
 # size or seed (they fix where a mid-epoch resume picks up) nor anything of the model/data.
-RESUMABLE_FIELDS = frozenset(
-    {
-        "lr",
-        "lr_reference_batch",
-        "lr_scaling",
-        "warmup_steps",
-        "epochs",
-        "device",
-        "amp",
-        "channels_last",
-        "compile",
-        "log_every",
-        "checkpoint_every_s",
-        "max_steps",
-        "time_budget_s",
-        "progress",
-        "tensorboard",
-        "image_every",
-    }
-)
+RESUMABLE_FIELDS = ALWAYS_RESUMABLE | {
+    "lr",
+    "lr_reference_batch",
+    "lr_scaling",
+    "warmup_steps",
+    "epochs",
+    "amp",
+    "channels_last",
+    "compile",
+    "log_every",
+    "checkpoint_every_s",
+    "max_steps",
+    "image_every",
+}
 
 
 @dataclass
@@ -81,28 +88,17 @@ class _Trainer:
         from world_models.data import store
         from world_models.data.sources import FrameSource
         from world_models.training import distributed
-        from world_models.training.runs import MetricsLogger, RunDir
 
         self.config = config
         self.dist, self.device = distributed.setup(config.device)
-        self.run = RunDir(config.run_dir)
-        resuming, refused = False, None
-        if self.dist.is_main:
-            try:
-                if hold is not None:  # rank 0 alone writes the folder, so it alone locks it
-                    hold.enter_context(self.run.lock())
-                resuming = self.run.open(config, RESUMABLE_FIELDS)
-            except Exception as exc:  # noqa: BLE001 - re-raised below, once the others know
-                refused = exc
-        # Rank 0 alone judges the folder and the others follow it: no rank resumes alone,
-        # and none waits forever for a rank 0 that refused the folder.
-        verdict = torch.tensor([refused is not None, resuming], dtype=torch.int32)
-        verdict = self.dist.from_main(verdict.to(self.device)).tolist()
-        if refused is not None:
-            raise refused
-        if verdict[0]:
-            raise ConfigError(f"rank 0 refused the run folder {config.run_dir} (see its error)")
-        resuming = bool(verdict[1])
+        self.run = TrainingRun(
+            config,
+            RESUMABLE_FIELDS,
+            hold=hold,
+            dist=self.dist,
+            device=self.device,
+            advice="Lower --lr (or raise --warmup-steps)",
+        )
         self._cudnn_benchmark = torch.backends.cudnn.benchmark
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: pick each conv's kernel once
@@ -132,7 +128,7 @@ class _Trainer:
         self.lr = effective_lr(config, self.dist.world_size)
         self.opt = self._adam()
         self.state = TrainerState()
-        if resuming:
+        if self.run.resuming:
             self._resume()
         self.net: torch.nn.Module = self.model
         if self.dist.enabled:
@@ -142,14 +138,9 @@ class _Trainer:
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None
             )
         self.step_fn = torch.compile(self._step) if config.compile else self._step
-        self.metrics = (
-            MetricsLogger(self.run, self.state.step if resuming else None, config.tensorboard)
-            if self.dist.is_main
-            else None
-        )
+        self.run.open_metrics(self.state.step)
         # Fixed pictures, so every epoch's grids show the same frames and the same z.
         self.fixed_frames = self.hold_src.sample(8, seed=config.seed)
-        self.resumed = resuming
 
     # ------------------------------------------------------------------ state
     def _adam(self) -> torch.optim.Adam:
@@ -244,27 +235,6 @@ class _Trainer:
         total, rec, kl = (sums / max(n, 1)).tolist()
         return {"holdout_loss": total, "holdout_recon": rec, "holdout_kl": kl}
 
-    def _check_finite(self, flag: torch.Tensor, where: str) -> None:
-        """Stop on every rank when ``flag`` (a bool on the device) is true on any; a
-        collective, so every rank must call it at the same point."""
-        if self.dist.any_true(flag):
-            last = (
-                f"{self.run.last} (step {self._last_saved_step()})"
-                if (self.run.last / "model.safetensors").exists()
-                else "none saved yet"
-            )
-            raise TrainingDivergedError(
-                f"loss became NaN or Inf {where}; training stopped. Last good checkpoint: "
-                f"{last}. Lower --lr (or raise --warmup-steps), then re-run the same command "
-                "to resume."
-            )
-
-    def _last_saved_step(self) -> int:
-        try:
-            return int(read_checkpoint(self.run.last).meta.get("step", 0))
-        except CheckpointError:
-            return -1
-
     # ------------------------------------------------------------------ loop
     def _train_batches(self, epoch: int, start: int) -> Iterator[torch.Tensor]:
         """This rank's batches of ``epoch`` (order fixed by seed and epoch) from batch
@@ -304,18 +274,14 @@ class _Trainer:
         total_steps = per_epoch * cfg.epochs
         if cfg.max_steps is not None:
             total_steps = min(total_steps, cfg.max_steps)
-        if st.epoch >= cfg.epochs or st.step >= total_steps:
-            if self.dist.is_main:
-                print(
-                    f"{self.run.path} is already finished (epoch {st.epoch}, step {st.step}); "
-                    "raise --epochs or --max-steps to train it further",
-                    flush=True,
-                )
+        if not self.run.resume_verdict(
+            step=st.step,
+            epoch=st.epoch,
+            epochs=cfg.epochs,
+            finished=st.epoch >= cfg.epochs or st.step >= total_steps,
+            raise_flags=("--epochs", "--max-steps"),
+        ):
             return self.run.path
-        if self.dist.is_main and self.resumed:  # a re-run continues: say so, and from where
-            print(
-                f"resumed from step {st.step:,} (epoch {st.epoch + 1} of {cfg.epochs})", flush=True
-            )
         if self.dist.is_main and st.step == 0:
             self.write_pictures("init")
         t_start = last_ckpt = time.perf_counter()
@@ -346,32 +312,31 @@ class _Trainer:
                 over_budget, ckpt_due = self._clock(t_start, last_ckpt, at_log)
                 stop = stop or over_budget
                 if at_log or stop:
-                    self._check_finite(bad, f"at step {st.step} (epoch {st.epoch})")
+                    self.run.stop_if_diverged(bad, at_step(st.step, st.epoch))
                     mean = (self.dist.mean(sums) / since).tolist()
                     now = time.perf_counter()  # after the syncs above: the GPU's work is done
                     ips = since * x.shape[0] * self.dist.world_size / (now - t_log)
-                    if self.metrics:
-                        self.metrics.log(
-                            st.step,
-                            epoch=st.epoch,
-                            loss=mean[0],
-                            recon=mean[1],
-                            kl=mean[2],
-                            lr=self.opt.param_groups[0]["lr"],
-                            img_per_s=round(ips, 1),
-                        )
+                    self.run.log(
+                        st.step,
+                        epoch=st.epoch,
+                        loss=mean[0],
+                        recon=mean[1],
+                        kl=mean[2],
+                        lr=self.opt.param_groups[0]["lr"],
+                        img_per_s=round(ips, 1),
+                    )
                     bar.set_postfix(loss=f"{mean[0]:.1f}", img_s=f"{ips:,.0f}")
                     sums.zero_()
                     since, t_log = 0, now
                 bar.update(1)
                 if ckpt_due and not stop:
-                    self._check_finite(bad, f"before the checkpoint at step {st.step}")
+                    self.run.stop_if_diverged(bad, f"before the checkpoint {at_step(st.step)}")
                     self._save(self.run.last)
                     last_ckpt = time.perf_counter()
                 if stop:
                     break
             epoch_done = not stop or st.batch_in_epoch >= per_epoch
-            self._check_finite(bad, f"at step {st.step} (epoch {st.epoch})")
+            self.run.stop_if_diverged(bad, at_step(st.step, st.epoch))
             if epoch_done:
                 st.epoch += 1
                 st.batch_in_epoch = 0
@@ -386,17 +351,19 @@ class _Trainer:
         scores = self.evaluate()
         # Every rank checks (a collective), each with its own identical scores.
         bad = torch.tensor(not math.isfinite(scores["holdout_loss"]), device=self.device)
-        self._check_finite(bad, f"on held-out data at step {self.state.step}")
+        self.run.stop_if_diverged(bad, f"on held-out data {at_step(self.state.step)}")
         if self.dist.is_main:
-            assert self.metrics is not None
-            self.metrics.log(self.state.step, epoch=self.state.epoch, **scores)
+            self.run.log(self.state.step, epoch=self.state.epoch, **scores)
             if scores["holdout_loss"] < self.state.best_holdout:
                 self.state.best_holdout = scores["holdout_loss"]
                 self._save(self.run.best)
             self._save(self.run.last)
             if epoch_done and (self.state.epoch % self.config.image_every == 0):
                 self.write_pictures(f"epoch{self.state.epoch:03d}")
-            self.plot_losses()
+            self.run.plot_curve(
+                {"train loss": "loss", "held-out loss": "holdout_loss"},
+                title="ConvVAE loss (reconstruction + beta * KL)",
+            )
 
     def write_pictures(self, tag: str) -> None:
         from world_models.core.media import save_grid, save_reconstruction_grid
@@ -412,29 +379,10 @@ class _Trainer:
             save_grid(self.model.decode(z), self.run.images / f"samples_{tag}.png", nrow=8)
         self.model.train()
 
-    def plot_losses(self) -> Path | None:
-        from world_models.core.media import plot_curves
-
-        if self.metrics is None:
-            return None
-        rows = self.metrics.rows
-        train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-        hold = [(r["step"], r["holdout_loss"]) for r in rows if "holdout_loss" in r]
-        series = {
-            "train loss": tuple(zip(*train)) if train else ((), ()),
-            "held-out loss": tuple(zip(*hold)) if hold else ((), ()),
-        }
-        return plot_curves(
-            series,
-            self.run.path / "loss_curve.png",  # type: ignore[arg-type]
-            title="ConvVAE loss (reconstruction + beta * KL)",
-        )
-
     def close(self) -> None:
         from world_models.training import distributed
 
-        if self.metrics:
-            self.metrics.close()
+        self.run.close()
         # DDP holds the process group, and self.step_fn (a bound method) makes a cycle that
         # only the garbage collector frees: left to interpreter exit, gloo's threads die
         # there and abort the process ("terminate called without an active exception").
@@ -459,15 +407,9 @@ def train_vae(config: TrainVAEConfig) -> Path:
 
 
 def summarize(run_dir: Path) -> str:
-    """A few lines saying where a run's results are."""
-    from world_models.training.runs import describe_outputs
-
-    run_dir = Path(run_dir)
-    entries = [
-        ("best checkpoint:", "checkpoints/best"),
-        ("last checkpoint:", "checkpoints/last"),
-        ("metrics:", "metrics.csv"),
-        ("loss curve:", "loss_curve.png"),
-        ("pictures:", "images/"),
-    ]
-    return "\n".join([f"run folder:        {run_dir}", *describe_outputs(run_dir, entries)])
+    """A few lines: where a run's results are, how far it got and its losses."""
+    return summarize_run(
+        run_dir,
+        scores=[("held-out loss:", "holdout_loss", "min"), ("train loss:", "loss", "min")],
+        outputs=[*RUN_OUTPUTS, ("pictures:", "images/")],
+    )
