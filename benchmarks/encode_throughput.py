@@ -2,7 +2,7 @@
 
 Three figures from one run, on one dataset:
 
-(a) the encoder alone: :func:`world_models.data.encode.encode_frames` on a batch of frames
+(a) the encoder alone: :meth:`world_models.models.vae.ConvVAE.encode_frames` on a batch of frames
     already on the device (bf16 conv trunk and channels_last on CUDA, as ``encode`` runs it),
     the ceiling for (b);
 (b) ours, end to end: :func:`world_models.data.encode.encode` (threaded npz reads and writes,
@@ -32,7 +32,7 @@ import torch
 
 from world_models.data import store
 from world_models.data.collect import CollectConfig, collect
-from world_models.data.encode import EncodeConfig, encode, encode_frames
+from world_models.data.encode import EncodeConfig, encode
 from world_models.data.store import list_episodes
 from world_models.models.vae import ConvVAE
 
@@ -80,16 +80,16 @@ def encoder_alone(
         vae.to(memory_format=torch.channels_last)
     obs = np.concatenate([np.load(p)["obs"] for p in list_episodes(data_dir)[:8]])
     obs = np.resize(obs, (batch, *obs.shape[1:]))  # (batch, 64, 64, 3): repeated as needed
-    x = torch.from_numpy(obs).to(device).permute(0, 3, 1, 2)  # (B, 3, 64, 64) channels_last
+    x = torch.from_numpy(obs).to(device)  # (B, 64, 64, 3) uint8
     amp = device.type == "cuda"  # encode()'s default
     benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True
     try:
-        encode_frames(vae, x, amp)  # warm-up: cudnn picks its algorithm here
+        vae.encode_frames(x, amp)  # warm-up: cudnn picks its algorithm here
         sync(device)
         n, t0 = 0, time.perf_counter()
         while n < 3 * batch or time.perf_counter() - t0 < seconds:
-            encode_frames(vae, x, amp)
+            vae.encode_frames(x, amp)
             n += batch
             sync(device)
         return n / (time.perf_counter() - t0)

@@ -83,20 +83,6 @@ def _is_done(path: Path) -> bool:
         return False
 
 
-@torch.no_grad()
-def encode_frames(vae, x: torch.Tensor, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """ConvVAE.encode of uint8 frames (B, C, 64, 64) -> mu, logvar (B, Z) float32.
-
-    Under ``amp`` only the conv trunk runs in bf16: fc_mu and fc_logvar stay float32, so the
-    stored float16 latents are not limited to bf16's ~0.4% precision.
-    """
-    x = vae._prepare_input(x)  # float32 in [0, 1], scaled on the device exactly as encode()
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        h = vae.encoder(x)  # (B, 256, 4, 4)
-    flat = h.reshape(len(h), -1).float()  # (B, 4096)
-    return vae.fc_mu(flat), vae.fc_logvar(flat)
-
-
 @dataclass
 class _Series:
     """An episode in flight: its latents fill in chunk by chunk, then it is written."""
@@ -152,7 +138,7 @@ def _encode_stream(
         rows = batch if cuda else n
         x = staging[s][:rows].to(device, non_blocking=True)  # (rows, 64, 64, C) uint8
         copied[s].record()
-        mu, logvar = encode_frames(vae, x.permute(0, 3, 1, 2), amp)  # (rows, Z) each
+        mu, logvar = vae.encode_frames(x, amp)  # (rows, Z) each
         results[s][:rows].copy_(torch.cat([mu, logvar], 1).half(), non_blocking=True)
         ready[s].record()
 

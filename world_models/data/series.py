@@ -351,12 +351,6 @@ def load_initial_states(
         raise DataError(f"dataset folder {data_dir} holds no episodes")
     frames = np.stack([store.load_npz(f, ["obs"])["obs"][0] for f in files])  # (E, 64, 64, 3)
     vae = vae.to(device).eval()
-    x = torch.as_tensor(frames, device=device).permute(0, 3, 1, 2)  # (E, 3, 64, 64) uint8
-    mus, logvars = [], []
-    with torch.no_grad():
-        for chunk in x.split(256):
-            chunk = chunk if vae.uint8_input else chunk.float().div(255.0)
-            mu, logvar = vae.encode(chunk)
-            mus.append(mu.float())
-            logvars.append(logvar.float())
+    chunks = np.array_split(frames, -(-len(frames) // 256))  # bounded memory per forward
+    mus, logvars = zip(*(vae.encode_frames(chunk) for chunk in chunks))
     return torch.cat(mus), torch.cat(logvars)

@@ -297,10 +297,8 @@ def _strip(config: FidelityConfig, vae, mdrnn, path: Path) -> Path:
     steps = min(len(obs), config.strip_steps * config.strip_every)
     dreamed = open_loop(vae, mdrnn, obs[0], actions[:steps], config.dream.tau, config.seed)
     cols = list(range(0, steps, config.strip_every))[: config.strip_steps]
-    device = vae.fc_mu.weight.device
     with torch.no_grad():
-        x = torch.as_tensor(obs[cols], device=device).permute(0, 3, 1, 2).float() / 255
-        recon = vae.decode(vae.get_latent_representation(x)).clamp(0, 1)
+        recon = vae.decode(vae.encode_frames(obs[cols])[0]).clamp(0, 1)
     recon = (recon * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     rows = [obs[cols], recon, dreamed[cols]]
     gap = 2

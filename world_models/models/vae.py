@@ -187,6 +187,32 @@ class ConvVAE(PretrainedMixin, nn.Module):
         flat = encoded.reshape(encoded.size(0), -1)  # (B, 4096)
         return self.fc_mu(flat), self.fc_logvar(flat)
 
+    @torch.no_grad()
+    def encode_frames(self, frames, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The one path from stored or env frames to z: ``(mu, logvar)`` of uint8 frames.
+
+        Args:
+            frames: (B, 64, 64, C) uint8 in [0, 255], channels last as envs and datasets hold
+                them (a numpy array or a tensor, on any device).
+            amp: run the conv trunk in bf16 autocast; fc_mu and fc_logvar stay float32, so
+                latents stored as float16 keep their precision.
+        Returns:
+            ``(mu, logvar)``, each (B, latent_size) float32 on the model's device.
+        """
+        param = self.fc_mu.weight
+        x = torch.as_tensor(frames).to(param.device, non_blocking=True)  # (B, 64, 64, C) uint8
+        if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[-1] != self.input_channels:
+            raise ValueError(
+                f"expected (B, {IMAGE_SIZE}, {IMAGE_SIZE}, {self.input_channels}) uint8 frames, "
+                f"got {tuple(x.shape)} {x.dtype}"
+            )
+        # a channels-last view, scaled on the device as encode() scales uint8 input
+        x = self._prepare_input(x.permute(0, 3, 1, 2).to(param.dtype).div_(255.0))
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            h = self.encoder(x)  # (B, 256, 4, 4)
+        flat = h.reshape(len(h), -1).float()  # (B, 4096)
+        return self.fc_mu(flat), self.fc_logvar(flat)
+
     def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """Sample ``z = mu + exp(logvar / 2) * eps`` in training mode; return ``mu`` in eval.
 

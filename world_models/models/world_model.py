@@ -85,7 +85,9 @@ def load_world_model(
     if v is not None and m is not None:
         check_vae_matches(vae, m, mdrnn)  # type: ignore[arg-type]
         if v.latent_size != m.latent_size:
-            raise ConfigError(f"V {vae} has z of size {v.latent_size}, M {mdrnn} {m.latent_size}")
+            raise ConfigError(
+                f"VAE {vae} has z={v.latent_size} but MDNRNN {mdrnn} expects z={m.latent_size}"
+            )
     c = None
     if controller is not None:
         c = Controller.from_pretrained(controller, map_location=device).eval()

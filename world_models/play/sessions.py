@@ -379,11 +379,7 @@ class Decoder:
         import torch
 
         with torch.no_grad():
-            x = torch.from_numpy(np.array(frame, np.uint8)).to(self.device)
-            x = x.permute(2, 0, 1)[None]  # (1, 3, 64, 64) uint8
-            if not self.vae.uint8_input:
-                x = x.float().div_(255.0)
-            mu, _ = self.vae.encode(x)
+            mu, _ = self.vae.encode_frames(np.array(frame, np.uint8)[None])  # (1, Z)
             return self.decode(mu)
 
 

@@ -135,11 +135,7 @@ class ControllerPolicy(Policy):
         if len(idx) == 0:
             return out
         ti = torch.as_tensor(idx, device=self.device)
-        x = torch.as_tensor(np.ascontiguousarray(obs[idx])).to(self.device)
-        x = x.permute(0, 3, 1, 2)  # (k, 3, 64, 64) uint8
-        if not self.vae.uint8_input:
-            x = x.float().div_(255.0)
-        mu, logvar = self.vae.encode(x)  # (k, Z) each
+        mu, logvar = self.vae.encode_frames(np.ascontiguousarray(obs[idx]))  # (k, Z) each
         z = mu
         if self.z_mode == "sample":
             eps = np.stack([self._rngs[i].standard_normal(mu.shape[1]) for i in idx])
