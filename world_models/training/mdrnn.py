@@ -376,7 +376,7 @@ def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
         )
     run.plot_curve(
         {"train loss": "train_total", "held-out loss": "heldout_total"},
-        title="MDN-RNN loss (nll + reward and done terms)",
+        title="MDN-RNN loss (nll + weighted reward and done terms)",
     )
     return run.path
 

@@ -29,7 +29,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -37,6 +37,9 @@ from world_models.core.atomic import atomic_write_json, clean_temp_files, recove
 from world_models.core.config import to_dict
 from world_models.core.errors import ConfigError, TrainingDivergedError
 from world_models.core.locking import check_output_dir, lock_folder
+
+if TYPE_CHECKING:
+    from world_models.training.distributed import DistContext
 
 ALWAYS_RESUMABLE = frozenset({"device", "progress", "tensorboard", "time_budget_s"})
 """Fields any trainer's re-run may change: hardware, display and this invocation's time.
@@ -70,10 +73,12 @@ class RunDir:
     def open(self, config: Any, may_differ: frozenset[str] = frozenset()) -> bool:
         """Create the folder, or accept it for resuming; return True when resuming.
 
-        Fields in ``may_differ`` (epochs, device, speed switches) may change on a re-run;
-        any other difference is a :class:`ConfigError` naming the fields, because mixing
-        two configs in one run would corrupt it silently. ``run_dir`` itself never counts:
-        the folder may have been renamed, or be named by another (e.g. absolute) path.
+        Fields in ``may_differ`` (epochs, device, speed switches; a nested config's fields
+        by dotted name, ``rollout.workers``, or all of them by its name, ``rollout``) may
+        change on a re-run; any other difference is a :class:`ConfigError` naming the
+        fields, because mixing two configs in one run would corrupt it silently.
+        ``run_dir`` itself never counts: the folder may have been renamed, or be named by
+        another (e.g. absolute) path.
         """
         check_output_dir(self.path, "run folder")
         self.images.mkdir(exist_ok=True)
@@ -113,10 +118,16 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _differences(old: dict[str, Any], new: dict[str, Any], may_differ: frozenset[str]) -> list[str]:
     """The settings that differ, by dotted name (a nested config's fields one by one)."""
     old, new = _flat(old), _flat(new)
+
+    def may_change(k: str) -> bool:  # k itself, or a nested config that holds it
+        parts = k.split(".")
+        prefixes = (".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        return k == "run_dir" or any(p in may_differ for p in prefixes)
+
     return [
         f"{k}: run has {old.get(k)!r}, command asks {new.get(k)!r}"
         for k in sorted(set(old) | set(new))
-        if k not in may_differ and k != "run_dir" and old.get(k) != new.get(k)
+        if not may_change(k) and old.get(k) != new.get(k)
     ]
 
 
@@ -228,7 +239,7 @@ class TrainingRun(RunDir):
         resumable: frozenset[str] = frozenset(),
         *,
         hold: contextlib.ExitStack | None = None,
-        dist: Any = None,
+        dist: DistContext | None = None,
         device: torch.device | None = None,
         advice: str = "Lower --lr",
     ) -> None:
