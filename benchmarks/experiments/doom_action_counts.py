@@ -4,7 +4,9 @@ usage: python doom_action_counts.py CONTROLLER MDRNN VAE
 """
 
 import sys
+
 import numpy as np
+
 from world_models.envs.pool import EnvFactory, run_sequential
 from world_models.evaluation.configs import EvaluateConfig
 from world_models.evaluation.evaluate import build_policy
