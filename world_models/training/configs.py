@@ -256,6 +256,13 @@ class TrainControllerConfig:
     tensorboard: bool = True
     """Write TensorBoard events when tensorboard is installed."""
 
+    def __post_init__(self) -> None:
+        for name in ("popsize", "rollouts", "eval_every", "eval_rollouts", "generations"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.popsize < 2:
+            raise ConfigError("CMA-ES needs popsize >= 2")
+
 
 TRAIN_CONTROLLER_PRESETS: dict[str, TrainControllerConfig] = {
     # Doom: evolved only in the dream, at tau 1.15, C as the original code: [z, c, h], no bias.

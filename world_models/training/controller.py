@@ -248,11 +248,6 @@ def _train_controller(config: TrainControllerConfig, hold: contextlib.ExitStack)
     from world_models.core.device import pick_device
     from world_models.training.runs import MetricsLogger, RunDir
 
-    for name in ("popsize", "rollouts", "eval_every", "eval_rollouts", "generations"):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
-    if config.popsize < 2:
-        raise ConfigError("CMA-ES needs popsize >= 2")
     device = pick_device(config.device)
     _check_vae(config)
     run = RunDir(config.run_dir)
