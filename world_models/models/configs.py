@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from world_models.core.config import alias
+from world_models.core.config import Hidden, alias
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,9 @@ class VAEConfig:
     kl_tolerance: float = 0.0
     """Free bits: floor each sample's total KL at kl_tolerance * latent_size nats (the
     original used 0.5); 0 disables it, as in the seed."""
-    uint8_input: bool = False
-    """Accept uint8 frames in [0, 255] and scale them to [0, 1] on the model's device."""
+    uint8_input: Annotated[bool, Hidden] = False
+    """Accept uint8 frames in [0, 255] and scale them to [0, 1] on the model's device (not
+    a flag: train-vae always feeds uint8)."""
 
 
 @dataclass(frozen=True)
