@@ -228,9 +228,11 @@ class TrainingRun(RunDir):
     Opening it locks it (for as long as ``hold``, an ExitStack the caller closes on any
     exit, lives; without ``hold`` it is not locked), checks the config against the stored
     one, allowing :data:`ALWAYS_RESUMABLE` and ``resumable`` to differ, and sets
-    :attr:`resuming`. ``dist`` is torchrun's
+    :attr:`resuming`: whether ``resume_file`` (relative to the folder; None: a
+    checkpoints/last checkpoint) exists. ``dist`` is torchrun's
     :class:`~world_models.training.distributed.DistContext` (None: one process) and
-    ``device`` the device its collectives use. ``advice`` says what to change after a NaN.
+    ``device`` the device its collectives use. ``watched`` names what a NaN or Inf is
+    found in and ``advice`` says what to change then.
     """
 
     def __init__(
@@ -241,12 +243,14 @@ class TrainingRun(RunDir):
         hold: contextlib.ExitStack | None = None,
         dist: DistContext | None = None,
         device: torch.device | None = None,
+        resume_file: str | None = None,
+        watched: str = "loss",
         advice: str = "Lower --lr",
     ) -> None:
         from world_models.training.distributed import DistContext
 
         super().__init__(config.run_dir)
-        self.config, self.advice = config, advice
+        self.config, self.watched, self.advice = config, watched, advice
         self.dist = DistContext() if dist is None else dist
         self.device = torch.device("cpu") if device is None else device
         self.metrics: MetricsLogger | None = None
@@ -256,6 +260,8 @@ class TrainingRun(RunDir):
                 if hold is not None:  # rank 0 alone writes the folder, so it alone locks it
                     hold.enter_context(self.lock())
                 resuming = self.open(config, ALWAYS_RESUMABLE | resumable)
+                if resume_file is not None:
+                    resuming = (self.path / resume_file).exists()
             except Exception as exc:  # noqa: BLE001 - re-raised below, once the others know
                 refused = exc
         if self.dist.enabled:
@@ -327,8 +333,8 @@ class TrainingRun(RunDir):
             last = f"{self.last} (step {meta.get('step', '?')})"
             then = "to resume from the last good checkpoint"
         raise TrainingDivergedError(
-            f"loss became NaN or Inf {where}; training stopped. Last good checkpoint: {last}. "
-            f"{self.advice}, then re-run the same command {then}."
+            f"{self.watched} became NaN or Inf {where}; training stopped. Last good "
+            f"checkpoint: {last}. {self.advice}, then re-run the same command {then}."
         )
 
     def plot_curve(
