@@ -168,7 +168,7 @@ def test_real_training_with_the_fake_env_via_cli(tmp_path, capsys):
     ]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "generations:       2" in out
+    assert "generations done:  2 of 2" in out
     rows = [json.loads(r) for r in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert [r["episodes"] for r in rows] == [8, 8] and "eval_mean" in rows[1]
     c = Controller.from_pretrained(tmp_path / "run/checkpoints/best")

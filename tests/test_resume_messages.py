@@ -123,7 +123,7 @@ def test_train_controller_says_it_resumed_at_which_generation(tmp_path, capsys):
     train_controller(config)
     assert "resumed" not in capsys.readouterr().out
     train_controller(dataclasses.replace(config, generations=2))
-    assert "resumed at generation 1" in capsys.readouterr().out
+    assert "resumed from step 1 (generation 2 of 2)" in capsys.readouterr().out
 
 
 def test_dream_training_refuses_a_vae_m_did_not_learn_before_writing_the_run(tmp_path):

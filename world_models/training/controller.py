@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from pathlib import Path
 
@@ -34,21 +33,11 @@ import torch
 from world_models.core.atomic import atomic_open
 from world_models.core.errors import CheckpointError, ConfigError
 from world_models.training.configs import TrainControllerConfig
+from world_models.training.runs import ALWAYS_RESUMABLE, TrainingRun, summarize_run
 
-RESUMABLE_FIELDS = frozenset(
-    {
-        "backend",
-        "generations",
-        "device",
-        "workers",
-        "envs_per_worker",
-        "progress",
-        "tensorboard",
-        "time_budget_s",
-        "cuda_graph",
-        "retries",
-    }
-)
+RESUMABLE_FIELDS = ALWAYS_RESUMABLE | {"generations", "cuda_graph", "rollout"}
+"""What a re-run may change besides :data:`~world_models.training.runs.ALWAYS_RESUMABLE`:
+more generations, and how (not what) the episodes run."""
 STATE_FILE = "cma_state.npz"
 
 
@@ -246,13 +235,19 @@ def _train_controller(config: TrainControllerConfig, hold: contextlib.ExitStack)
     from tqdm.auto import tqdm
 
     from world_models.core.device import pick_device
-    from world_models.training.runs import MetricsLogger, RunDir
 
     device = pick_device(config.device)
     _check_vae(config)
-    run = RunDir(config.run_dir)
-    hold.enter_context(run.lock())  # one trainer per run folder
-    run.open(config, RESUMABLE_FIELDS)
+    run = TrainingRun(
+        config,
+        RESUMABLE_FIELDS,
+        hold=hold,
+        device=device,
+        resume_file=STATE_FILE,  # the CMA-ES state is the truth on resume
+        watched="the returns",
+        advice="Check M and V",
+    )
+    hold.callback(run.close)
     state_path = run.path / STATE_FILE
     scorer = _Scorer(config, device)
     dim = scorer.controller.num_params
@@ -262,11 +257,20 @@ def _train_controller(config: TrainControllerConfig, hold: contextlib.ExitStack)
         arrays, trainer = load_state(state_path)
         best_params = arrays.pop("best_candidate", None)
         es = make_es(dim, config.sigma0, config.popsize, config.seed, arrays)
-        print(f"resumed at generation {trainer['generation']:,}", flush=True)  # not restarted
     else:
         es = make_es(dim, config.sigma0, config.popsize, config.seed)
-    metrics = MetricsLogger(run, trainer["generation"], config.tensorboard)
     start = trainer["generation"]
+    if not run.resume_verdict(
+        step=start,
+        epoch=start,
+        epochs=config.generations,
+        finished=start >= config.generations,
+        unit="generation",
+        raise_flags=("--generations",),
+    ):
+        scorer.close()
+        return run.path
+    run.open_metrics(start)
     bar = tqdm(
         total=config.generations,
         initial=min(start, config.generations),
@@ -286,8 +290,7 @@ def _train_controller(config: TrainControllerConfig, hold: contextlib.ExitStack)
                 candidates, config.rollouts, seed=config.seed * 10_000_019 + gen * config.rollouts
             )
             fitness = returns.mean(axis=1)  # (P,)
-            if not np.all(np.isfinite(fitness)):
-                raise ConfigError(f"generation {gen}: non-finite returns; check M and V")
+            run.stop_if_diverged(not np.all(np.isfinite(fitness)), f"at generation {gen + 1}")
             es.tell(list(candidates), list(-fitness))  # pycma minimises
             i = int(np.argmax(fitness))
             if (
@@ -350,17 +353,28 @@ def _train_controller(config: TrainControllerConfig, hold: contextlib.ExitStack)
                 gen + 1,
                 {"trainer": trainer, "target": config.target},
             )
-            metrics.log(gen + 1, **row)
+            run.log(gen + 1, **row)
             bar.set_postfix(
                 best=f"{fitness.max():.1f}", mean=f"{fitness.mean():.1f}", sigma=f"{es.sigma:.3f}"
             )
             bar.update(1)
             if out_of_time:
                 break
-        _plot(metrics, run.path / "fitness_curve.png")
+        run.plot_curve(
+            {
+                "best candidate": "fitness_max",
+                "population mean": "fitness_mean",
+                "worst candidate": "fitness_min",
+                "mean parameters (evaluation)": "eval_mean",
+            },
+            title="CMA-ES on the controller",
+            file="fitness_curve.png",
+            xlabel="generation",
+            ylabel="return",
+            logy=False,
+        )
     finally:
         bar.close()
-        metrics.close()
         scorer.close()
     return run.path
 
@@ -370,49 +384,17 @@ def _save_controller(controller, params, where: Path, generation: int, meta: dic
     controller.save_pretrained(where, step=generation, meta={"generation": generation, **meta})
 
 
-def _plot(metrics, path: Path) -> None:
-    from world_models.core.media import plot_curves
-
-    rows = metrics.rows
-    series = {}
-    for key, label in (
-        ("fitness_max", "best candidate"),
-        ("fitness_mean", "population mean"),
-        ("fitness_min", "worst candidate"),
-        ("eval_mean", "mean parameters (evaluation)"),
-    ):
-        pts = [(r["step"], r[key]) for r in rows if key in r]
-        series[label] = tuple(zip(*pts)) if pts else ((), ())
-    if any(len(xs) for xs, _ in series.values()):
-        plot_curves(
-            series,
-            path,
-            title="CMA-ES on the controller",
-            xlabel="generation",
-            ylabel="return",
-            logy=False,
-        )
-
-
 def summarize(run_dir: Path) -> str:
-    """A few lines: where the results are and the latest scores."""
-    run_dir = Path(run_dir)
-    lines = [f"run folder:        {run_dir}"]
-    state = run_dir / STATE_FILE
-    if state.exists():
-        _, trainer = load_state(state)
-        lines.append(f"generations:       {trainer['generation']}")
-        for k, label in (("best_candidate_fitness", "best fitness:"), ("best_eval", "best eval:")):
-            v = trainer.get(k)
-            if v is not None and math.isfinite(v):
-                lines.append(f"{label:<18} {v:.2f}")
-    from world_models.training.runs import describe_outputs
-
-    entries = [
-        ("best (mean):", "checkpoints/best"),
-        ("last (mean):", "checkpoints/last"),
-        ("best candidate:", "checkpoints/best_candidate"),
-        ("metrics:", "metrics.csv"),
-        ("fitness curve:", "fitness_curve.png"),
-    ]
-    return "\n".join(lines + describe_outputs(run_dir, entries))
+    """A few lines: where the results are and the best scores."""
+    return summarize_run(
+        run_dir,
+        unit="generation",
+        scores=[("best fitness:", "fitness_max", "max"), ("best eval:", "eval_mean", "max")],
+        outputs=[
+            ("best (mean):", "checkpoints/best"),
+            ("last (mean):", "checkpoints/last"),
+            ("best candidate:", "checkpoints/best_candidate"),
+            ("metrics:", "metrics.csv"),
+            ("fitness curve:", "fitness_curve.png"),
+        ],
+    )
