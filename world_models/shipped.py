@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load_file, save_file
+
+from world_models.core.atomic import atomic_dir, atomic_write_text
+from world_models.core.checkpoint import weights_digest
 from world_models.core.errors import ConfigError
+from world_models.data.series import load_initial_states
+from world_models.envs.presets import get_preset
+from world_models.models.world_model import load_world_model
 
 ASSETS = Path(__file__).parent / "assets"
 PARTS = ("vae", "mdrnn", "controller")
@@ -68,10 +75,6 @@ def pretrained(name: str, device: str | None = "cpu") -> PretrainedWorldModel:
     """Load the shipped world model ``name`` (e.g. ``"doom"``) onto ``device``, float32,
     with :func:`~world_models.models.world_model.load_world_model`'s checks (C's action
     mode against the env's)."""
-    from safetensors.torch import load_file
-
-    from world_models.envs.presets import get_preset
-    from world_models.models.world_model import load_world_model
 
     root, s = pretrained_dir(name), settings(name)
     wm = load_world_model(
@@ -108,12 +111,6 @@ def export_pretrained(
     usual V-M compatibility check holds for the shipped pair; the source digest is kept as
     ``source_vae_sha256``.
     """
-    from safetensors.torch import save_file
-
-    from world_models.core.atomic import atomic_dir, atomic_write_text
-    from world_models.core.checkpoint import weights_digest
-    from world_models.data.series import load_initial_states
-    from world_models.models.world_model import load_world_model
 
     wm = load_world_model(vae_path, mdrnn_path, controller_path)
     vae, mdrnn, controller = wm.vae, wm.mdrnn, wm.controller

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+import world_models.models.vae as vae_module
 from world_models.models.configs import ValidateConfig
 from world_models.models.vae import FLAT_FEATURES, SPEC_PARAMETERS_Z32, ConvVAE
 
@@ -197,7 +198,6 @@ def signature_checks() -> list[tuple[str, Callable[[], str | None]]]:
 
 
 def documentation_checks() -> list[tuple[str, Callable[[], str | None]]]:
-    import world_models.models.vae as vae_module
 
     public = [
         "forward",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -33,16 +34,18 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from world_models import __version__
 from world_models.core.atomic import atomic_write_json, clean_temp_files
 from world_models.core.checkpoint import weights_digest
 from world_models.core.config import to_dict
+from world_models.core.device import pick_device
 from world_models.core.errors import DataError
 from world_models.core.locking import lock_folder
 from world_models.data import store
 from world_models.data.configs import EncodeConfig
-from world_models.models.vae import IMAGE_SIZE
+from world_models.models.vae import IMAGE_SIZE, ConvVAE
 
 SERIES_MANIFEST = "series.json"
 T = TypeVar("T")
@@ -52,8 +55,6 @@ R = TypeVar("R")
 def _check_manifest(out: Path, manifest: dict) -> None:
     path = out / SERIES_MANIFEST
     if path.exists():
-        import json
-
         old = json.loads(path.read_text())
         if old.get("vae_sha256") != manifest["vae_sha256"]:
             raise DataError(
@@ -194,8 +195,6 @@ def _write(out: Path, series: _Series) -> None:
 
 def encode(config: EncodeConfig) -> Path:
     """Encode every episode of ``config.data_dir`` not yet in ``config.out_dir``."""
-    from world_models.core.device import pick_device
-    from world_models.models.vae import ConvVAE
 
     # Every check before anything is written.
     episodes = store.list_episodes(config.data_dir)
@@ -215,7 +214,6 @@ def encode(config: EncodeConfig) -> Path:
 def _encode_locked(
     config: EncodeConfig, episodes: list[Path], vae, device: torch.device, amp: bool, out: Path
 ) -> Path:
-    from tqdm.auto import tqdm
 
     clean_temp_files(out)
     _check_manifest(

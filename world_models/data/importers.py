@@ -36,12 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from world_models.core.atomic import clean_temp_files
 from world_models.core.errors import ConfigError, DataError
 from world_models.core.locking import lock_folder
 from world_models.data import store
 from world_models.envs.presets import EnvPreset, get_preset
+from world_models.models.controller import map_actions
 
 LAYOUTS = {
     "hardmaru": {"obs": "obs", "action": "action", "reward": "reward", "done": "done"},
@@ -112,10 +114,6 @@ def convert_actions(action: np.ndarray, preset: EnvPreset, path: Path) -> np.nda
             )
         index = a.astype(np.int64)
     elif preset.name == "doom" and a.dtype.kind == "f":  # the original's continuous action
-        import torch
-
-        from world_models.models.controller import map_actions
-
         if not np.isfinite(a).all():
             raise DataError(f"{path}: action has NaN or Inf values")
         # the controller's own thirds: < -1/3 left, > 1/3 right, else stay

@@ -22,6 +22,7 @@ of its *name*, so it never changes between runs and adding episodes does not mov
 from __future__ import annotations
 
 import heapq
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,8 +30,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
-from world_models.core.errors import DataError
+from world_models.core.errors import ConfigError, DataError
+from world_models.data import store
+from world_models.data.encode import SERIES_MANIFEST
 from world_models.data.store import is_holdout
 
 SERIES_KEYS = ("mu", "logvar", "action", "reward", "terminated", "truncated")
@@ -270,9 +274,6 @@ class SeriesSet:
 def series_vae_digest(folder: str | os.PathLike) -> str | None:
     """SHA-256 of the VAE weights that made a series folder (``encode``'s series.json), or
     None for a folder without one (e.g. series written by other code)."""
-    import json
-
-    from world_models.data.encode import SERIES_MANIFEST
 
     path = Path(folder) / SERIES_MANIFEST
     if not path.is_file():
@@ -317,14 +318,8 @@ def load_initial_states(
     :mod:`world_models.shipped`), else by encoding the first frame of each episode of a
     dataset folder (``collect``'s output) with ``vae``.
     """
-    from pathlib import Path
-
-    from world_models.core.errors import ConfigError, DataError
-    from world_models.data import store
 
     if series_dir is not None and Path(series_dir).suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             init = load_file(str(series_dir))
             mu, logvar = init["mu"].float(), init["logvar"].float()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from world_models.core.atomic import TMP_MARK, atomic_open, atomic_write_json
 from world_models.core.errors import DataError
@@ -53,7 +54,6 @@ def _local_rank() -> int:
     """This process's rank on its node: 0 builds caches, the others wait for them."""
     if "LOCAL_RANK" in os.environ:
         return int(os.environ["LOCAL_RANK"])
-    import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank()  # no LOCAL_RANK: assume a single node

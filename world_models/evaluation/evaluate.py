@@ -15,15 +15,28 @@ batch at temperature ``tau``, and the best and worst dreams decoded by V as anim
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from world_models.core.atomic import atomic_open, atomic_write_json
 from world_models.core.config import override
+from world_models.core.device import pick_device
 from world_models.core.errors import ConfigError
+from world_models.core.locking import check_output_dir
+from world_models.core.media import check_animation_path, save_animation, to_uint8_hwc
+from world_models.data.series import load_initial_states
+from world_models.envs.dream import CARRACING_HIGH, CARRACING_LOW, BatchedDream
+from world_models.envs.pool import EnvFactory, make_pool
+from world_models.envs.presets import get_preset
 from world_models.evaluation.configs import EvaluateConfig
 from world_models.models.world_model import load_world_model
+from world_models.policies import DOOM_FIXED_ACTIONS, ConstantPolicy, make_random_policy
+from world_models.policies.controller import ControllerPolicy
+from world_models.shipped import pretrained_dir, settings
 
 
 def baseline_policy(name: str, env: str, action_space=None):
@@ -31,10 +44,6 @@ def baseline_policy(name: str, env: str, action_space=None):
     (Doom) env, ``stay`` / ``left`` / ``right``. ``action_space`` defaults to the preset's
     (the dream's), so no real env is made."""
     from gymnasium import spaces
-
-    from world_models.envs.dream import CARRACING_HIGH, CARRACING_LOW
-    from world_models.envs.presets import get_preset
-    from world_models.policies import DOOM_FIXED_ACTIONS, ConstantPolicy, make_random_policy
 
     preset = get_preset(env)
     if action_space is None:
@@ -55,13 +64,10 @@ def baseline_policy(name: str, env: str, action_space=None):
 
 def build_policy(config: EvaluateConfig):
     """The policy the config asks for (V+M+C loaded from checkpoints, or a baseline)."""
-    from world_models.envs.presets import get_preset
 
     preset = get_preset(config.env)
     if config.policy != "controller":
         return baseline_policy(config.policy, config.env)
-    from world_models.core.device import pick_device
-    from world_models.policies.controller import ControllerPolicy
 
     if config.controller is None or config.vae is None or config.mdrnn is None:
         raise ConfigError("policy controller needs --controller, --vae, --mdrnn")
@@ -76,7 +82,6 @@ def with_pretrained(config: EvaluateConfig) -> EvaluateConfig:
     """``config`` with a shipped model's paths and settings filled in (if it names one)."""
     if config.pretrained is None:
         return config
-    from world_models.shipped import pretrained_dir, settings
 
     root, s = pretrained_dir(config.pretrained), settings(config.pretrained)
     return override(
@@ -97,8 +102,6 @@ def with_pretrained(config: EvaluateConfig) -> EvaluateConfig:
 
 def evaluate(config: EvaluateConfig) -> Path:
     """Play ``trials`` episodes (real env or dream) and write the results; returns ``out_dir``."""
-    from world_models.core.locking import check_output_dir
-    from world_models.core.media import check_animation_path, save_animation
 
     check_output_dir(config.out_dir, "output folder", create=False)  # before hours of play
     config = with_pretrained(config)
@@ -172,9 +175,6 @@ def evaluate(config: EvaluateConfig) -> Path:
 
 def _real_trials(config: EvaluateConfig, seeds: np.ndarray):
     """Returns, lengths, raw frames of the best and worst episode, and their replays' returns."""
-    from tqdm.auto import tqdm
-
-    from world_models.envs.pool import EnvFactory, make_pool
 
     policy = build_policy(config)
     workers, per = config.rollout.layout(config.trials)
@@ -194,10 +194,6 @@ def _real_trials(config: EvaluateConfig, seeds: np.ndarray):
 
 def _dream_trials(config: EvaluateConfig):
     """All trials as one BatchedDream batch; the best and worst dreams decoded by V."""
-    import torch
-
-    from world_models.core.device import pick_device
-    from world_models.core.media import to_uint8_hwc
 
     if config.policy == "controller" and config.controller is None:
         raise ConfigError("evaluating a controller in the dream needs --controller")
@@ -214,8 +210,6 @@ def _dream_trials(config: EvaluateConfig):
     vae = wm.vae
     dream = batched_dream(config, wm.mdrnn, vae, device, config.dream.dream_max_steps)
     if config.policy != "controller":
-        from world_models.envs.presets import get_preset
-
         preset = get_preset(config.env)
         mode = preset.action_mode
         policy = baseline_policy(config.policy, config.env)
@@ -248,8 +242,6 @@ def batched_dream(config, mdrnn, vae, device, max_steps: int):
     """M's :class:`~world_models.envs.dream.BatchedDream` with the tau and done settings of
     ``config`` (an evaluate or fidelity config), starting from the first frames of
     ``config.series_dir`` (or of ``config.data_dir``, encoded by ``vae``)."""
-    from world_models.data.series import load_initial_states
-    from world_models.envs.dream import BatchedDream
 
     mu, logvar = load_initial_states(config.series_dir, config.data_dir, vae, device=device)
     return BatchedDream(
@@ -287,7 +279,6 @@ def save_histogram(values: np.ndarray, path: Path, title: str = "") -> Path:
 
 
 def summarize(out_dir: Path) -> str:
-    import json
 
     r = json.loads((Path(out_dir) / "results.json").read_text())
     where = f"{r['env']} dream (tau {r['tau']:g})" if r.get("target") == "dream" else r["env"]

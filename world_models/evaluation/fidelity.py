@@ -20,10 +20,27 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from world_models.core.atomic import atomic_write_json, atomic_write_text
+from world_models.core.device import pick_device
 from world_models.core.errors import ConfigError
+from world_models.core.media import save_png
+from world_models.data import store
+from world_models.envs.dream import calibrate_done_offset
+from world_models.envs.pool import EnvFactory, make_pool
+from world_models.envs.presets import get_preset
 from world_models.evaluation.configs import FidelityConfig
+from world_models.evaluation.evaluate import (
+    EvaluateConfig,
+    baseline_policy,
+    batched_dream,
+    build_policy,
+)
+from world_models.evaluation.open_loop import open_loop
+from world_models.models.world_model import load_world_model
+from world_models.policies.controller import LatentPolicy
 
 EASY, HARD = 1.3, 0.7
 """The dream is called faithful when the random policy's mean survival in it is within
@@ -81,7 +98,6 @@ def _rank_agreement(dream: dict, real: dict) -> float | None:
 
 
 def _policies(config: FidelityConfig) -> list[str]:
-    from world_models.envs.presets import get_preset
 
     names = ["random"]
     if get_preset(config.env).action_kind == "discrete":
@@ -92,10 +108,6 @@ def _policies(config: FidelityConfig) -> list[str]:
 def dream_for(config: FidelityConfig):
     """The BatchedDream a fidelity config describes (V attached as ``.vae``) and the env's
     action mode."""
-    from world_models.core.device import pick_device
-    from world_models.envs.presets import get_preset
-    from world_models.evaluation.evaluate import batched_dream
-    from world_models.models.world_model import load_world_model
 
     mode = get_preset(config.env).action_mode
     device = pick_device(config.device)
@@ -108,9 +120,6 @@ def dream_for(config: FidelityConfig):
 def fidelity(config: FidelityConfig, log=print) -> Path:
     """Score the fixed policies (and a controller) in the dream and the game; see the module
     docstring. Returns the output folder."""
-    from world_models.evaluation.evaluate import baseline_policy
-    from world_models.models.world_model import load_world_model
-    from world_models.policies.controller import LatentPolicy
 
     dream, mode = dream_for(config)
     vae, mdrnn = dream.vae, dream.mdrnn
@@ -185,7 +194,6 @@ def fidelity(config: FidelityConfig, log=print) -> Path:
 
 def data_mean_length(series_dir, max_steps: int) -> float:
     """Mean episode length (capped at ``max_steps``) of a series folder's episodes."""
-    from world_models.data import store
 
     files = sorted(p for p in Path(series_dir).glob("*.npz") if not p.name.startswith("."))
     if not files:
@@ -195,8 +203,6 @@ def data_mean_length(series_dir, max_steps: int) -> float:
 
 def calibrate(dream, config: FidelityConfig, mode: str) -> dict:
     """The done offset matching the data's random-policy survival (see envs/dream.py)."""
-    from world_models.envs.dream import calibrate_done_offset
-    from world_models.evaluation.evaluate import baseline_policy
 
     if config.series_dir is None or Path(config.series_dir).suffix == ".safetensors":
         raise ConfigError("calibrate needs the series folder of the random-policy data")
@@ -213,10 +219,6 @@ def calibrate(dream, config: FidelityConfig, mode: str) -> dict:
 
 
 def _real(config: FidelityConfig, names: list[str], with_controller: bool) -> dict:
-    from tqdm.auto import tqdm
-
-    from world_models.envs.pool import EnvFactory, make_pool
-    from world_models.evaluation.evaluate import EvaluateConfig, build_policy
 
     seeds = np.arange(config.trials) + config.seed
     workers, per = config.rollout.layout(config.trials)
@@ -281,11 +283,6 @@ def table(results: dict) -> str:
 
 def _strip(config: FidelityConfig, vae, mdrnn, path: Path) -> Path:
     """Real frames, V's reconstructions and M's open-loop dream, as a 3-row PNG."""
-    import torch
-
-    from world_models.core.media import save_png
-    from world_models.data import store
-    from world_models.evaluation.open_loop import open_loop
 
     files = store.list_episodes(config.data_dir)
     if not files:

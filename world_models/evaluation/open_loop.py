@@ -13,8 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from world_models.core.device import pick_device
 from world_models.core.errors import ConfigError
+from world_models.core.locking import check_output_dir
+from world_models.core.media import check_animation_path, save_animation
+from world_models.data import store
 from world_models.evaluation.configs import DreamVideoConfig
+from world_models.models.world_model import load_world_model
 
 
 @torch.no_grad()
@@ -64,7 +69,6 @@ def check_dream_config(config: DreamVideoConfig) -> None:
     Cheap: loads no model or episode, so a bad flag fails before any real work. (That
     ``start`` lies inside the episode is checked once the episode is read.)
     """
-    from world_models.core.media import check_animation_path
 
     check_animation_path(config.out)
     for name in ("scale", "fps"):
@@ -134,13 +138,11 @@ def random_actions(recorded: np.ndarray, steps: int, rng: np.random.Generator) -
 
 def dream_video(config: DreamVideoConfig) -> Path:
     """Write the real episode beside M's open-loop dream of it; return the video path."""
-    from world_models.core.locking import check_output_dir
 
     if Path(config.out).is_dir():
         raise ConfigError(f"--out {config.out}: is a folder; name the video file to write")
     check_output_dir(Path(config.out).parent, "folder of --out", create=False)
     check_dream_config(config)
-    from world_models.data import store
 
     arrays = store.load_npz(config.episode, ("obs", "action"))
     n_frames = len(arrays["obs"])
@@ -152,10 +154,6 @@ def dream_video(config: DreamVideoConfig) -> Path:
     obs, actions = arrays["obs"][config.start :], arrays["action"][config.start :]
     if actions.ndim == 1:  # a Discrete env's (T,) indices stored without a column
         actions = actions[:, None]
-
-    from world_models.core.device import pick_device
-    from world_models.core.media import save_animation
-    from world_models.models.world_model import load_world_model
 
     wm = load_world_model(config.vae, config.mdrnn, device=pick_device(config.device))
     vae, mdrnn = wm.vae, wm.mdrnn

@@ -26,12 +26,27 @@ import contextlib
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import cma
 import numpy as np
 import torch
+from cma.utilities.utils import ElapsedWCTime
+from tqdm.auto import tqdm
 
 from world_models.core.atomic import atomic_open
+from world_models.core.checkpoint import read_checkpoint
+from world_models.core.device import pick_device
 from world_models.core.errors import CheckpointError, ConfigError
+from world_models.data.series import load_initial_states
+from world_models.envs.dream import BatchedDream
+from world_models.envs.pool import EnvFactory, make_pool
+from world_models.envs.presets import get_preset
+from world_models.models.controller import Controller
+from world_models.models.mdrnn import MDNRNN
+from world_models.models.vae import ConvVAE
+from world_models.models.world_model import check_vae_matches
+from world_models.policies.controller import ControllerPolicy
 from world_models.training.configs import TrainControllerConfig
 from world_models.training.runs import ALWAYS_RESUMABLE, TrainingRun, summarize_run
 
@@ -65,7 +80,6 @@ def cma_state(es) -> dict[str, np.ndarray]:
 
 def make_es(dim: int, sigma0: float, popsize: int, seed: int, state=None):
     """A fresh ``cma.CMAEvolutionStrategy`` at x0 = 0, or one rebuilt from :func:`cma_state`."""
-    import cma
 
     opts = {"popsize": popsize, "seed": seed + 1, "verbose": -9, "CMA_diagonal": False}
     if state is None:
@@ -74,7 +88,6 @@ def make_es(dim: int, sigma0: float, popsize: int, seed: int, state=None):
         raise CheckpointError(
             f"saved CMA-ES state has {state['mean'].shape[0]} parameters, this controller has {dim}"
         )
-    from cma.utilities.utils import ElapsedWCTime
 
     es = cma.CMAEvolutionStrategy(state["mean"].copy(), float(state["sigma"]), opts)
     sm = es.sm
@@ -116,11 +129,6 @@ class _Scorer:
     """Scores parameter vectors (P, D) -> returns (P, R), in the dream or the real env."""
 
     def __init__(self, config: TrainControllerConfig, device: torch.device) -> None:
-        from world_models.envs.presets import get_preset
-        from world_models.models.controller import Controller
-        from world_models.models.mdrnn import MDNRNN
-        from world_models.models.vae import ConvVAE
-        from world_models.models.world_model import check_vae_matches
 
         self.config, self.device = config, device
         preset = get_preset(config.env)
@@ -145,9 +153,6 @@ class _Scorer:
             )
         self.pool = None
         if config.target == "dream":
-            from world_models.data.series import load_initial_states
-            from world_models.envs.dream import BatchedDream
-
             mu, logvar = load_initial_states(
                 config.series_dir, config.data_dir, self.vae, config.max_initial_states, device
             )
@@ -166,8 +171,6 @@ class _Scorer:
         else:
             if self.vae is None:
                 raise ConfigError("training in the real env needs --vae")
-            from world_models.envs.pool import EnvFactory, make_pool
-            from world_models.policies.controller import ControllerPolicy
 
             self.policy = ControllerPolicy(
                 self.vae, self.mdrnn, self.controller, device, config.z_mode
@@ -220,10 +223,6 @@ def _check_vae(config: TrainControllerConfig) -> None:
     folder is written: in the dream too, where V may not be loaded but is recorded."""
     if config.vae is None:
         return
-    from types import SimpleNamespace
-
-    from world_models.core.checkpoint import read_checkpoint
-    from world_models.models.world_model import check_vae_matches
 
     meta = read_checkpoint(config.mdrnn, expected_kind="MDNRNN").meta
     if meta.get("vae_sha256") and not (Path(config.vae) / "model.safetensors").is_file():
@@ -232,9 +231,6 @@ def _check_vae(config: TrainControllerConfig) -> None:
 
 
 def _train_controller(config: TrainControllerConfig, hold: contextlib.ExitStack) -> Path:
-    from tqdm.auto import tqdm
-
-    from world_models.core.device import pick_device
 
     device = pick_device(config.device)
     _check_vae(config)

@@ -45,6 +45,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from world_models.core.checkpoint import load_state_strict, read_checkpoint, read_optimizer_state
 from world_models.core.config import from_dict, to_dict
@@ -207,7 +208,6 @@ def _window(config: TrainMDNRNNConfig, train: SeriesSet, held: SeriesSet | None)
 
 
 def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
-    from tqdm import tqdm
 
     _check_settings(config)
     device = pick_device(config.device)

@@ -33,10 +33,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from world_models.core.atomic import atomic_write_json, clean_temp_files, recover_dir
+from world_models.core.atomic import atomic_open, atomic_write_json, clean_temp_files, recover_dir
+from world_models.core.checkpoint import META_FILE, WEIGHTS_FILE
 from world_models.core.config import to_dict
 from world_models.core.errors import ConfigError, TrainingDivergedError
 from world_models.core.locking import check_output_dir, lock_folder
+from world_models.core.media import plot_curves
+from world_models.training.distributed import DistContext
 
 if TYPE_CHECKING:
     from world_models.training.distributed import DistContext
@@ -180,7 +183,6 @@ class MetricsLogger:
         return cols
 
     def _rewrite(self) -> None:
-        from world_models.core.atomic import atomic_open
 
         with atomic_open(self.jsonl_path, "w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in self.rows)
@@ -247,7 +249,6 @@ class TrainingRun(RunDir):
         watched: str = "loss",
         advice: str = "Lower --lr",
     ) -> None:
-        from world_models.training.distributed import DistContext
 
         super().__init__(config.run_dir)
         self.config, self.watched, self.advice = config, watched, advice
@@ -346,7 +347,6 @@ class TrainingRun(RunDir):
     ) -> Path | None:
         """Plot the logged metrics ``{label: metric key}`` against the step into ``file``
         (rank 0; nothing before any is logged). ``plot_kwargs``: xlabel, ylabel, logy."""
-        from world_models.core.media import plot_curves
 
         if self.metrics is None:
             return None
@@ -371,7 +371,6 @@ def at_step(step: int, epoch: int | None = None, unit: str = "epoch") -> str:
 
 def _saved_meta(checkpoint: Path) -> dict[str, Any] | None:
     """meta.json of a saved checkpoint ({} when unreadable), None when there is none."""
-    from world_models.core.checkpoint import META_FILE, WEIGHTS_FILE
 
     path = recover_dir(checkpoint)
     if not (path / WEIGHTS_FILE).is_file():

@@ -25,10 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm.auto import tqdm
 
 from world_models.core.checkpoint import load_state_strict, read_checkpoint, read_optimizer_state
 from world_models.core.errors import CheckpointError, DataError
+from world_models.core.media import save_grid, save_reconstruction_grid
+from world_models.data import store
+from world_models.data.sources import FrameSource
 from world_models.models.vae import ConvVAE
+from world_models.training import distributed
 from world_models.training.configs import TrainVAEConfig
 from world_models.training.runs import (
     ALWAYS_RESUMABLE,
@@ -85,9 +91,6 @@ def _auto_amp(device: torch.device) -> bool:
 class _Trainer:
     def __init__(self, config: TrainVAEConfig, hold: contextlib.ExitStack | None = None) -> None:
         """``hold`` keeps rank 0's lock on the run folder until the caller closes it."""
-        from world_models.data import store
-        from world_models.data.sources import FrameSource
-        from world_models.training import distributed
 
         self.config = config
         self.dist, self.device = distributed.setup(config.device)
@@ -132,8 +135,6 @@ class _Trainer:
             self._resume()
         self.net: torch.nn.Module = self.model
         if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             self.net = DDP(
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None
             )
@@ -262,7 +263,6 @@ class _Trainer:
         return flags[0], flags[1]
 
     def fit(self) -> Path:
-        from tqdm.auto import tqdm
 
         cfg, st = self.config, self.state
         per_epoch = self.train_src.num_frames // (cfg.batch_size * self.dist.world_size)
@@ -366,7 +366,6 @@ class _Trainer:
             )
 
     def write_pictures(self, tag: str) -> None:
-        from world_models.core.media import save_grid, save_reconstruction_grid
 
         self.model.eval()
         with torch.no_grad():
@@ -380,7 +379,6 @@ class _Trainer:
         self.model.train()
 
     def close(self) -> None:
-        from world_models.training import distributed
 
         self.run.close()
         # DDP holds the process group, and self.step_fn (a bound method) makes a cycle that
