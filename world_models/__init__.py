@@ -47,7 +47,7 @@ def _register_envs() -> None:
     The entry point is a string, so nothing heavy is imported until the env is made.
     """
     try:
-        import gymnasium
+        import gymnasium  # late: registering the dream env waits for the first use
     except ImportError:  # pragma: no cover - gymnasium is a core dependency
         return
     if "WorldModels/Dream-v0" not in gymnasium.registry:

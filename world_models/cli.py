@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from world_models import __version__
-from world_models.core.errors import WorldModelsError
+from world_models.core.errors import ConfigError, WorldModelsError
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,6 @@ def _option_value(args: list[str], flag: str) -> str | None:
 def _default(name: str, command: Command, preset: str | None, args: list[str]) -> Any | None:
     """The config the flags override: --preset's, else the one --env names (collect), else
     the command's default preset, else the dataclass's defaults."""
-    from world_models.core.errors import ConfigError
 
     cls = _load(command.config)
     presets: dict[str, Any] = _load(command.presets) if command.presets else {}
@@ -242,9 +241,7 @@ def _default(name: str, command: Command, preset: str | None, args: list[str]) -
 
 
 def _parse(name: str, command: Command, args: list[str]) -> Any:
-    import tyro
-
-    from world_models.core.errors import ConfigError
+    import tyro  # late: `world-models --help` needs no parser library
 
     preset, rest = _split_preset(args)
     presets = _load(command.presets) if command.presets else {}

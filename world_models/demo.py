@@ -3,6 +3,9 @@
 Collects a small CarRacing-v3 dataset with the original's Brownian random policy, trains
 the ConvVAE for a time budget (CPU) or a few epochs (GPU), and writes reconstructions,
 samples, a latent traversal and the loss curve. Re-running tops up and resumes.
+
+Imports of torch and the pipeline sit inside the functions: this module holds
+``DemoConfig``, which ``world-models demo --help`` reads without loading torch.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ minutes (:data:`CPU_BUDGET` gives every number and the README why). V, M and C t
 time budgets, so each stage's completion is recorded in ``root/stages.json``: a re-run skips
 the finished stages instead of training them for another budget. ``popsize``, ``rollouts``
 and ``dream_max_steps`` override the per-generation work of either budget.
+
+Imports of the stages sit inside the functions: this module holds ``ReproduceConfig``,
+which ``world-models reproduce --help`` reads without loading torch.
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from world_models import __version__
@@ -63,7 +65,6 @@ def save_checkpoint(
     optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint folder atomically (the old folder survives until the new is whole)."""
-    from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
     full_meta = {
@@ -89,8 +90,6 @@ def read_checkpoint(
     path: str | os.PathLike, expected_kind: str | None = None, device: str | torch.device = "cpu"
 ) -> Checkpoint:
     """Read a checkpoint folder; every problem is a one-line :class:`CheckpointError`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     path = recover_dir(path)
     if not path.is_dir():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 
 class WorldModelsError(Exception):
     """Base class of errors caused by the user's input or environment, not by a bug."""
@@ -33,7 +35,6 @@ class TrainingDivergedError(WorldModelsError):
 
 def require(module: str, extra: str, feature: str):
     """Import optional ``module`` or raise a :class:`MissingDependencyError` naming the extra."""
-    import importlib
 
     try:
         return importlib.import_module(module)

@@ -92,7 +92,7 @@ def lock_folder(path: str | os.PathLike, what: str = "folder") -> Iterator[Path]
     """
     path = check_output_dir(path, what)
     try:
-        import fcntl
+        import fcntl  # late: POSIX only
     except ImportError:  # not POSIX: no locking, as before
         yield path
         return

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from world_models.core.atomic import atomic_open
+from world_models.core.atomic import TMP_MARK, atomic_open
+from world_models.core.errors import ConfigError, MissingDependencyError
 
 
 def to_uint8_hwc(images: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -44,7 +48,7 @@ def grid(images: torch.Tensor | np.ndarray, nrow: int, pad: int = 2, scale: int 
 
 def save_png(picture: np.ndarray, path: str | os.PathLike) -> Path:
     """Write an (H, W, 3) uint8 picture as PNG, atomically."""
-    from PIL import Image
+    from PIL import Image  # late: pictures load their libraries when drawn
 
     path = Path(path)
     with atomic_open(path, "wb") as fh:
@@ -75,10 +79,10 @@ def plot_curves(
     logy: bool = True,
 ) -> Path:
     """Plot named (x, y) series to a PNG with matplotlib (headless), atomically."""
-    import matplotlib
+    import matplotlib  # late: pictures load their libraries when drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # late: pictures load their libraries when drawn
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     for name, (xs, ys) in series.items():
@@ -109,9 +113,6 @@ def check_animation_path(path: str | os.PathLike) -> Path:
     The suffix must be .gif or .mp4; .mp4 needs ``imageio-ffmpeg`` (the ``video`` extra).
     Cheap (nothing imported or written), so commands call it before any real work.
     """
-    import importlib.util
-
-    from world_models.core.errors import ConfigError, MissingDependencyError
 
     path = Path(path)
     suffix = path.suffix.lower()
@@ -134,18 +135,13 @@ def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: i
     The frames go to a temp file beside ``path`` that keeps its suffix (imageio picks the
     writer by it), then replace ``path``; a failure leaves no partial file behind.
     """
-    import contextlib
-    import uuid
-
-    from world_models.core.atomic import TMP_MARK
-    from world_models.core.errors import ConfigError
 
     path = check_animation_path(path)
     if not (isinstance(fps, (int, float, np.number)) and 0 < fps < float("inf")):
         raise ConfigError(f"fps must be a positive number, got {fps!r}")
     if len(frames) == 0:
         raise ValueError(f"no frames to write to {path}")
-    import imageio.v3 as iio
+    import imageio.v3 as iio  # late: optional ffmpeg plugin; loaded when a video is written
 
     suffix = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)

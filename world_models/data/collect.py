@@ -29,12 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from world_models.core.atomic import clean_temp_files
+from world_models.core.checkpoint import weights_digest
 from world_models.core.errors import ConfigError, DataError, WorkerDiedError
 from world_models.core.locking import lock_folder
 from world_models.data import store
 from world_models.data.configs import CollectConfig
+from world_models.envs.make import check_available, make_env
+from world_models.policies import ExplorePolicy, make_random_policy
 
 
 def manifest_signature(config: CollectConfig) -> dict[str, Any]:
@@ -47,8 +51,6 @@ def manifest_signature(config: CollectConfig) -> dict[str, Any]:
         policy["min_repeat"], policy["max_repeat"] = 1, config.max_repeat
     models = config.world_model()
     if models is not None:
-        from world_models.core.checkpoint import weights_digest
-
         # the weights, not the paths, say which controller made the data
         digests = {f"{k}_sha256": weights_digest(Path(v)) for k, v in models.items()}
         policy = {"name": "controller", **digests, "explore": config.explore, "random": policy}
@@ -116,8 +118,6 @@ class _Collector:
     """An env and a policy that write episodes by index; one per worker process."""
 
     def __init__(self, config: CollectConfig) -> None:
-        from world_models.envs.make import make_env
-        from world_models.policies import make_random_policy
 
         self.config = config
         preset = config.env_preset()
@@ -149,11 +149,14 @@ class _Collector:
 
 def _controller_policy(models: dict[str, Path], random, explore: float, action_mode: str):
     """V + M + C on the CPU, one thread (one env per worker process), mixed with ``random``."""
-    import torch
+    import torch  # late: a random-policy worker never loads torch
 
-    from world_models.models.world_model import load_world_model
-    from world_models.policies import ExplorePolicy
-    from world_models.policies.controller import ControllerPolicy
+    from world_models.models.world_model import (
+        load_world_model,  # late: a random-policy worker never loads torch
+    )
+    from world_models.policies.controller import (
+        ControllerPolicy,  # late: a random-policy worker never loads torch
+    )
 
     torch.set_num_threads(1)  # the workers share the cores already
     wm = load_world_model(**models, action_mode=action_mode, device="cpu")
@@ -268,7 +271,6 @@ def _default_workers() -> int:
 
 def collect(config: CollectConfig) -> Path:
     """Collect ``config.episodes`` episodes into ``config.out_dir``; return the folder."""
-    from world_models.envs.make import check_available
 
     if getattr(mp.current_process(), "_inheriting", False):
         # a spawned worker importing an unguarded script: it would re-run the whole
@@ -291,7 +293,9 @@ def collect(config: CollectConfig) -> Path:
     signature = manifest_signature(config)  # checks the crop before the folder is touched
     models = config.world_model()
     if models is not None:  # a mismatch fails here in one line, not in every worker
-        from world_models.models.world_model import load_world_model
+        from world_models.models.world_model import (
+            load_world_model,  # late: a random-policy worker never loads torch
+        )
 
         load_world_model(**models, action_mode=preset.action_mode)
     # One writer per dataset: two runs into one folder would both pass the settings check
@@ -323,7 +327,6 @@ def _collect_locked(config: CollectConfig, out: Path, signature: dict[str, Any])
 
 
 def _progress(config: CollectConfig, total: int):
-    from tqdm import tqdm
 
     return tqdm(
         total=total,

@@ -25,6 +25,7 @@ import contextlib
 import itertools
 import json
 import os
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -242,8 +243,6 @@ def _encode_locked(
         except DataError as exc:
             if not config.skip_bad:
                 raise
-            import warnings
-
             warnings.warn(f"skipping {exc}", stacklevel=2)
             return path, None
 

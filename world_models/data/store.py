@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from world_models import __version__
 from world_models.core.atomic import TMP_MARK, atomic_open, atomic_write_json
 from world_models.core.errors import DataError
 
@@ -279,7 +280,6 @@ def read_manifest(data_dir: str | Path) -> dict[str, Any] | None:
 
 
 def write_manifest(data_dir: str | Path, manifest: dict[str, Any]) -> None:
-    from world_models import __version__
 
     atomic_write_json(
         Path(data_dir) / MANIFEST, {"format": FORMAT, "library_version": __version__, **manifest}

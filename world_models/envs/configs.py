@@ -5,6 +5,7 @@ same way everywhere (and a shipped model's ``settings.json`` names the same fiel
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,7 +54,6 @@ class RolloutSettings:
     def layout(self, episodes: int) -> tuple[int, int]:
         """``(workers, envs per worker)`` for waves of ``episodes`` episodes: no more
         workers than episodes, and by default one wave (up to 32 envs a worker)."""
-        import os
 
         workers = max(1, min(self.workers or os.cpu_count() or 1, episodes))
         return workers, self.envs_per_worker or min(32, -(-episodes // workers))

@@ -13,6 +13,7 @@ import numpy as np
 from gymnasium import spaces
 
 from world_models.core.errors import ConfigError, require
+from world_models.envs.fake import FakeEnv
 from world_models.envs.presets import EnvPreset, Preprocess
 
 Backend = Literal["gymnasium", "envpool"]
@@ -63,8 +64,6 @@ def make_env(
     if backend == "envpool":
         env: gym.Env = EnvpoolEnv(max_steps=max_steps)
     elif preset.name.startswith("fake"):
-        from world_models.envs.fake import FakeEnv
-
         if preset.action_kind == "discrete":
             kwargs.setdefault("discrete", True)
             kwargs.setdefault("frame_size", 64)

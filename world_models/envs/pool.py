@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from world_models.core.errors import WorkerDiedError
+from world_models.core.errors import WorkerDiedError, require
+from world_models.envs.make import FrameObservation, make_env
+from world_models.envs.presets import get_preset
 from world_models.policies import Policy
 
 
@@ -44,8 +47,6 @@ class EnvFactory:
     """Keyword arguments of the env's constructor."""
 
     def __call__(self):
-        from world_models.envs.make import make_env
-        from world_models.envs.presets import get_preset
 
         return make_env(
             get_preset(self.env), max_steps=self.max_steps, env_kwargs=dict(self.env_kwargs)
@@ -68,7 +69,6 @@ class RolloutResult:
 
 def _split_raw(env, action):
     """Step ``env`` and return (obs, raw frame, reward, terminated, truncated)."""
-    from world_models.envs.make import FrameObservation
 
     if isinstance(env, FrameObservation):
         raw, rew, term, trunc, _ = env.env.step(action)
@@ -96,8 +96,6 @@ def _worker(conn, factory: Callable[[], Any], n_envs: int) -> None:
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         pass
     except Exception as exc:  # noqa: BLE001 - reported to the main process, which raises
-        import traceback
-
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
         try:
             conn.send(("__error__", last))
@@ -114,8 +112,6 @@ def _serve(envs: list, msg: tuple) -> list:
         for slot, seed in msg[1]:
             env = envs[slot]
             if msg[2]:  # record: keep the raw frame beside the preprocessed one
-                from world_models.envs.make import FrameObservation
-
                 if isinstance(env, FrameObservation):
                     raw, _ = env.env.reset(seed=int(seed))
                     out.append((env.observation(raw), _raw_frame(raw)))
@@ -382,7 +378,6 @@ class RayEnvPool(EnvPool):
         cpus_per_worker: float = 1.0,
         **options: Any,
     ) -> None:
-        from world_models.core.errors import require
 
         self._ray = require("ray", "ray", "the ray rollout backend")
         if not self._ray.is_initialized():

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
+from PIL import Image
 
 from world_models.core.errors import ConfigError, DataError
 
@@ -152,7 +153,6 @@ _FILTERS = {"bilinear": 2, "lanczos": 1, "box": 4, "bicubic": 3, "nearest": 0}  
 
 def preprocess_frame(frame: np.ndarray, pre: Preprocess) -> np.ndarray:
     """Crop and resize one raw RGB frame (H, W, 3) uint8 -> (size, size, 3) uint8."""
-    from PIL import Image
 
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise DataError(f"expected an (H, W, 3) uint8 frame, got {frame.shape} {frame.dtype}")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from tqdm.auto import tqdm
 
 from world_models.core.atomic import atomic_open, atomic_write_json
@@ -43,7 +44,6 @@ def baseline_policy(name: str, env: str, action_space=None):
     """A policy that needs no model: ``random`` (the env's data policy) or, for a discrete
     (Doom) env, ``stay`` / ``left`` / ``right``. ``action_space`` defaults to the preset's
     (the dream's), so no real env is made."""
-    from gymnasium import spaces
 
     preset = get_preset(env)
     if action_space is None:
@@ -259,10 +259,10 @@ def batched_dream(config, mdrnn, vae, device, max_steps: int):
 
 def save_histogram(values: np.ndarray, path: Path, title: str = "") -> Path:
     """A histogram PNG of returns with the mean marked, written atomically."""
-    import matplotlib
+    import matplotlib  # late: matplotlib loads when the histogram is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # late: matplotlib loads when the histogram is drawn
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     ax.hist(values, bins=min(30, max(5, len(values) // 3)), color="#4c72b0", alpha=0.85)

@@ -21,6 +21,7 @@ import functools
 from collections.abc import Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 BACKGROUND = (24, 24, 28)
 TEXT = (235, 235, 235)
@@ -31,7 +32,6 @@ GAP = 8
 @functools.cache
 def font(size: int):
     """Pillow's built-in font at ``size`` pixels (its small bitmap font on old Pillow)."""
-    from PIL import ImageFont
 
     try:
         return ImageFont.load_default(size=size)
@@ -67,7 +67,6 @@ def compose(
     panel ``i`` occupies rows ``panel_origin(...)[0]`` on, columns
     ``GAP + i * (w * scale + GAP)`` on.
     """
-    from PIL import Image, ImageDraw
 
     if not panels:
         raise ValueError("compose needs at least one panel")

@@ -12,6 +12,10 @@ so tests and CI drive them to ``max_steps``. Models load through the same loader
 :func:`~world_models.evaluation.evaluate.build_policy`, checkpoint folders via
 :func:`~world_models.models.world_model.load_world_model` and its checks), or from
 :func:`world_models.pretrained`.
+
+Imports of torch and the pipeline sit inside the functions (pygame's in
+:mod:`world_models.play.window`): this module holds ``PlayConfig`` and ``WatchConfig``,
+which ``world-models play --help`` reads without loading torch.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ def require_pygame() -> Any:
     """Import pygame or raise a one-line :class:`MissingDependencyError` naming the extra."""
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # no banner on stdout
     try:
-        import pygame
+        import pygame  # optional: the play extra
     except ImportError:
         raise MissingDependencyError(
             'a window needs the optional package pygame: pip install "world_models[play]"'

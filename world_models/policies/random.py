@@ -23,6 +23,9 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from gymnasium import spaces
+
+from world_models.core.errors import ConfigError
 
 SeedLike = int | Sequence[int] | None
 
@@ -190,9 +193,6 @@ def make_random_policy(
     name: str, action_space, *, dt: float = 1 / 50, min_repeat: int = 1, max_repeat: int = 10
 ) -> Policy:
     """One of :data:`POLICIES` for a Gymnasium ``action_space`` (Box or Discrete)."""
-    from gymnasium import spaces
-
-    from world_models.core.errors import ConfigError
 
     discrete = isinstance(action_space, spaces.Discrete)
     if name == "uniform":

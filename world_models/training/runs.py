@@ -170,7 +170,7 @@ class MetricsLogger:
         self.tb = None
         if tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # optional: the tensorboard extra
 
                 self.tb = SummaryWriter(str(run_dir.path / "events"))
             except ImportError:  # tensorboard is an optional extra
