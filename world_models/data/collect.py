@@ -32,7 +32,6 @@ import numpy as np
 from tqdm import tqdm
 
 from world_models.core.atomic import clean_temp_files
-from world_models.core.checkpoint import weights_digest
 from world_models.core.errors import ConfigError, DataError, WorkerDiedError
 from world_models.core.locking import lock_folder
 from world_models.data import store
@@ -51,6 +50,8 @@ def manifest_signature(config: CollectConfig) -> dict[str, Any]:
         policy["min_repeat"], policy["max_repeat"] = 1, config.max_repeat
     models = config.world_model()
     if models is not None:
+        from world_models.core.checkpoint import weights_digest  # late: workers skip torch
+
         # the weights, not the paths, say which controller made the data
         digests = {f"{k}_sha256": weights_digest(Path(v)) for k, v in models.items()}
         policy = {"name": "controller", **digests, "explore": config.explore, "random": policy}
