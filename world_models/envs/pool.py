@@ -16,6 +16,12 @@ run. A worker alive but silent for ``step_timeout_s`` is treated as dead. Never 
 interface, for rollouts across machines; :func:`make_pool` picks the backend.
 
 This module imports no torch at the top, so spawned workers start fast.
+
+Why collection has a pool of its own (:mod:`world_models.data.collect`): there each worker
+plays whole episodes with its own policy and writes them to disk, so a task is one
+episode and a ``ProcessPoolExecutor`` fits; here the policy is one batched model in the
+main process and the envs step in lock step with it, which needs pipes per step. Both
+raise :class:`~world_models.core.errors.WorkerDiedError`.
 """
 
 from __future__ import annotations

@@ -170,6 +170,28 @@ class TrainMDNRNNConfig:
     tensorboard: bool = True
     """Write TensorBoard events when the tensorboard package is installed."""
 
+    def __post_init__(self) -> None:
+        # one-line errors for settings no run can use, before anything is written
+        rules = [
+            (self.seq_len >= 1, "seq_len must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.epochs >= 0, "epochs must be >= 0"),
+            (self.lr > 0, "lr must be > 0"),
+            (0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]"),
+            (self.min_lr >= 0, "min_lr must be >= 0"),
+            (self.grad_clip >= 0, "grad_clip must be >= 0 (0: no clipping)"),
+            (self.log_every >= 1, "log_every must be >= 1"),
+            (self.save_every >= 0, "save_every must be >= 0 (0: at epoch ends only)"),
+            (
+                self.time_budget_s is None or self.time_budget_s > 0,
+                "time_budget_s must be > 0 (or none)",
+            ),
+            (0 <= self.holdout_fraction < 1, "holdout_fraction must be in [0, 1)"),
+        ]
+        for ok, message in rules:
+            if not ok:
+                raise ConfigError(f"train-mdrnn: {message}")
+
 
 TRAIN_MDNRNN_PRESETS: dict[str, TrainMDNRNNConfig] = {
     "carracing": TrainMDNRNNConfig(),

@@ -161,29 +161,6 @@ def evaluate(
     return sums.means()
 
 
-def _check_settings(config: TrainMDNRNNConfig) -> None:
-    """One-line errors for settings no run can use, before anything is written."""
-    rules = [
-        (config.seq_len >= 1, "seq_len must be >= 1"),
-        (config.batch_size >= 1, "batch_size must be >= 1"),
-        (config.epochs >= 0, "epochs must be >= 0"),
-        (config.lr > 0, "lr must be > 0"),
-        (0 < config.lr_decay <= 1, "lr_decay must be in (0, 1]"),
-        (config.min_lr >= 0, "min_lr must be >= 0"),
-        (config.grad_clip >= 0, "grad_clip must be >= 0 (0: no clipping)"),
-        (config.log_every >= 1, "log_every must be >= 1"),
-        (config.save_every >= 0, "save_every must be >= 0 (0: at epoch ends only)"),
-        (
-            config.time_budget_s is None or config.time_budget_s > 0,
-            "time_budget_s must be > 0 (or none)",
-        ),
-        (0 <= config.holdout_fraction < 1, "holdout_fraction must be in [0, 1)"),
-    ]
-    for ok, message in rules:
-        if not ok:
-            raise ConfigError(f"train-mdrnn: {message}")
-
-
 def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
     """Train (or resume training) an MDN-RNN; return the run folder (see module docstring)."""
     with contextlib.ExitStack() as hold:  # the run folder's lock, released on any exit
@@ -209,7 +186,6 @@ def _window(config: TrainMDNRNNConfig, train: SeriesSet, held: SeriesSet | None)
 
 def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
 
-    _check_settings(config)
     device = pick_device(config.device)
     autocast = device.type == "cuda" and config.bf16
     train, held = load_series(config.series_dir, config.holdout_fraction)
