@@ -66,7 +66,7 @@ def test_cpu_budget_is_a_named_recipe_with_per_generation_overrides():
     assert cpu["mdrnn"].time_budget_s == CPU_BUDGET["mdrnn"]["time_budget_s"]
     c = cpu["controller"]
     assert (c.popsize, c.rollouts, c.dream.done_mode) == (32, 4, "sample")
-    assert c.controller_input == "zch" and not c.controller_bias  # the original Doom C
+    assert c.model.cell_input and not c.model.bias  # the original Doom C
     assert cpu["evaluate_dream"].dream.done_mode == "sample"
     total = sum(CPU_BUDGET[k].get("time_budget_s", 0) for k in CPU_BUDGET)
     assert total <= 75 * 60  # leaves room for collect, encode and evaluation in 90 min

@@ -79,15 +79,15 @@ ZMode = Literal["sample", "mu"]
 class ControllerConfig:
     """Constructor arguments of :class:`Controller`; saved as the checkpoint's config.json."""
 
-    latent_size: int = 32
-    """Dimension of z (V's latent size)."""
-    hidden_size: int = 256
-    """Dimension of h (M's LSTM size)."""
-    output_size: int = 3
-    """Outputs of the linear layer: 3 for CarRacing, 1 for Doom."""
-    action_mode: ActionMode = "carracing"
+    latent_size: int | None = 32
+    """Dimension of z (V's latent size); None: the trainer takes M's."""
+    hidden_size: int | None = 256
+    """Dimension of h (M's LSTM size); None: the trainer takes M's."""
+    output_size: int | None = 3
+    """Outputs of the linear layer: 3 for CarRacing, 1 for Doom; None: the env's."""
+    action_mode: ActionMode | None = "carracing"
     """How outputs become env actions: carracing (steer, gas, brake), thirds (Doom
-    left / stay / right), tanh (raw)."""
+    left / stay / right), tanh (raw); None: the env's."""
     cell_input: bool = False
     """Also read M's LSTM cell state: inputs [z, c, h] (the original Doom code) instead of
     [z, h]."""

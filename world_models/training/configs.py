@@ -12,7 +12,7 @@ from world_models.core.config import Flat, Target
 from world_models.core.errors import ConfigError
 from world_models.envs.configs import DreamSettings, RolloutSettings
 from world_models.envs.presets import EnvName
-from world_models.models.configs import MDNRNN_PRESETS, MDNRNNConfig, VAEConfig
+from world_models.models.configs import MDNRNN_PRESETS, ControllerConfig, MDNRNNConfig, VAEConfig
 
 
 @dataclass(frozen=True)
@@ -254,10 +254,9 @@ class TrainControllerConfig:
     """How the dream runs (tau, dream_max_steps, done_mode, done_offset, dream_dropout)."""
     rollout: Annotated[RolloutSettings, Flat] = RolloutSettings()
     """Where real episodes run (workers, envs_per_worker, backend, retries)."""
-    controller_input: Literal["zh", "zch"] = "zh"
-    """What C reads: [z, h], or [z, c, h] with M's cell state (the original Doom code)."""
-    controller_bias: bool = True
-    """Give C a bias (the original Doom controller has none)."""
+    model: Annotated[ControllerConfig, Flat] = ControllerConfig(None, None, None, None)
+    """The controller to evolve: what it reads (--cell-input: [z, c, h] as the original Doom
+    code) and --bias; its sizes and action mode come from M and the env (None)."""
     max_steps: int | None = None
     """Real episodes are truncated here (None: the env's own limit)."""
     z_mode: Literal["sample", "mu"] = "sample"
@@ -288,7 +287,9 @@ class TrainControllerConfig:
 
 TRAIN_CONTROLLER_PRESETS: dict[str, TrainControllerConfig] = {
     # Doom: evolved only in the dream, at tau 1.15, C as the original code: [z, c, h], no bias.
-    "doom": TrainControllerConfig(controller_input="zch", controller_bias=False),
+    "doom": TrainControllerConfig(
+        model=ControllerConfig(None, None, None, None, cell_input=True, bias=False)
+    ),
     # CarRacing: evolved in the real env (1800 generations in the paper).
     "carracing": TrainControllerConfig(
         target="real",

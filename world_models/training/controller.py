@@ -23,6 +23,7 @@ restored: pycma's logger, its archive of past solutions and its termination book
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -138,14 +139,18 @@ class _Scorer:
             self.vae = ConvVAE.from_pretrained(config.vae, map_location=device).eval()
             check_vae_matches(config.vae, self.mdrnn, config.mdrnn)
         outputs, mode = preset.controller_outputs, preset.action_mode
-        self.controller = Controller(
-            self.mdrnn.latent_size,
-            self.mdrnn.hidden_size,
-            outputs,
-            mode,
-            cell_input=config.controller_input == "zch",
-            bias=config.controller_bias,
-        ).to(device)
+        derived = {
+            "latent_size": self.mdrnn.latent_size,
+            "hidden_size": self.mdrnn.hidden_size,
+            "output_size": outputs,
+            "action_mode": mode,
+        }
+        for name, value in derived.items():  # given ones must agree with M and the env
+            given = getattr(config.model, name)
+            if given is not None and given != value:
+                raise ConfigError(f"controller {name}={given!r}, but M and the env need {value!r}")
+        spec = dataclasses.replace(config.model, **derived)
+        self.controller = Controller(**dataclasses.asdict(spec)).to(device)
         m_in = self.mdrnn.action_size
         if mode == "thirds" and m_in not in (1, 3) or mode != "thirds" and m_in != outputs:
             raise ConfigError(
