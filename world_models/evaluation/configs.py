@@ -61,6 +61,12 @@ class EvaluateConfig:
     progress: bool = True
     """Show a progress bar."""
 
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ConfigError(f"trials must be >= 1, got {self.trials}")
+        if self.video != "none" and not self.fps >= 1:
+            raise ConfigError(f"fps must be >= 1, got {self.fps}")
+
 
 EVALUATE_PRESETS: dict[str, EvaluateConfig] = {
     "carracing": EvaluateConfig(),
