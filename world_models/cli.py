@@ -53,7 +53,7 @@ class Command:
 # The order is the pipeline's, and is the order of ``--help``.
 COMMANDS: dict[str, Command] = {
     "demo": Command(
-        "the whole pipeline at toy scale on a fake env (a minute on a CPU)",
+        "collect CarRacing frames, train V, write its pictures (the main job; minutes on a CPU)",
         "world_models.demo:DemoConfig",
         "world_models.demo:run_demo",
         report="world_models.demo:format_outputs",
@@ -220,12 +220,11 @@ def _option_value(args: list[str], flag: str) -> str | None:
     return None
 
 
-def _default(name: str, command: Command, preset: str | None, args: list[str]) -> Any | None:
+def _default(
+    name: str, command: Command, cls: type, presets: dict[str, Any], preset: str | None, args
+) -> Any | None:
     """The config the flags override: --preset's, else the one --env names (collect), else
     the command's default preset, else the dataclass's defaults."""
-
-    cls = _load(command.config)
-    presets: dict[str, Any] = _load(command.presets) if command.presets else {}
     if preset is not None:
         if preset not in presets:
             choices = ", ".join(presets) or "none"
@@ -252,12 +251,13 @@ def _parse(name: str, command: Command, args: list[str]) -> Any:
             f"\n\n--preset NAME: named defaults that the flags override: {', '.join(presets)} "
             f"(default: {chosen}{'; or the one --env names' if command.preset_follows else ''})."
         )
-    default = _default(name, command, preset, rest)
+    cls = _load(command.config)
+    default = _default(name, command, cls, presets, preset, rest)
     errors = io.StringIO()
     try:
         with contextlib.redirect_stderr(errors):
             return tyro.cli(
-                _load(command.config) if default is None else type(default),
+                cls,
                 default=default,
                 args=rest,
                 prog=f"world-models {name}",
@@ -294,7 +294,8 @@ def _command_name(argv: list[str]) -> tuple[str | None, list[str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(_overview())
+        with contextlib.suppress(BrokenPipeError):  # piped into `head`
+            print(_overview())
         return 0 if argv else 2
     if argv[0] == "--version":
         print(f"world_models {__version__}")

@@ -150,14 +150,11 @@ class _Collector:
 
 def _controller_policy(models: dict[str, Path], random, explore: float, action_mode: str):
     """V + M + C on the CPU, one thread (one env per worker process), mixed with ``random``."""
-    import torch  # late: a random-policy worker never loads torch
+    # late, all three: a random-policy worker never loads torch
+    import torch
 
-    from world_models.models.world_model import (
-        load_world_model,  # late: a random-policy worker never loads torch
-    )
-    from world_models.policies.controller import (
-        ControllerPolicy,  # late: a random-policy worker never loads torch
-    )
+    from world_models.models.world_model import load_world_model
+    from world_models.policies.controller import ControllerPolicy
 
     torch.set_num_threads(1)  # the workers share the cores already
     wm = load_world_model(**models, action_mode=action_mode, device="cpu")
@@ -294,9 +291,8 @@ def collect(config: CollectConfig) -> Path:
     signature = manifest_signature(config)  # checks the crop before the folder is touched
     models = config.world_model()
     if models is not None:  # a mismatch fails here in one line, not in every worker
-        from world_models.models.world_model import (
-            load_world_model,  # late: a random-policy worker never loads torch
-        )
+        # late: the workers import this module and must not load torch
+        from world_models.models.world_model import load_world_model
 
         load_world_model(**models, action_mode=preset.action_mode)
     # One writer per dataset: two runs into one folder would both pass the settings check

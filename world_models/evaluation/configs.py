@@ -102,7 +102,7 @@ class FidelityConfig:
     """MDNRNN checkpoint folder (M)."""
     controller: Path | None = None
     """Also score this controller checkpoint in both (None: the fixed policies only)."""
-    env: Literal["doom", "fake-discrete", "carracing", "fake"] = "doom"
+    env: EnvName = "doom"
     """Env preset (stay / left / right exist only for left-stay-right envs such as doom)."""
     series_dir: Path | None = Path("data/doom-series")
     """Series folder whose first frames' (mu, logvar) start the dreams."""
