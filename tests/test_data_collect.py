@@ -97,7 +97,7 @@ def test_a_first_run_that_failed_does_not_lock_the_folder(tmp_path):
         ("fake", (50, 10, 0, 96), "0 <= top < bottom"),  # inverted: all-zero frames before
         ("fake", (0, 84, 96, 96), "0 <= left < right"),
         ("fake", (-1, 84, 0, 96), "0 <= top < bottom"),
-        ("doom", (0, 241, 0, 320), "does not fit the env's 240x320 frames"),
+        ("doom", (0, 121, 0, 160), "does not fit the env's 120x160 frames"),
     ],
 )
 def test_bad_crops_fail_before_the_folder_is_touched(tmp_path, env, crop, match):

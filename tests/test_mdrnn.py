@@ -241,3 +241,30 @@ def test_presets_follow_the_paper():
         10.0,
     )
     assert MDNRNNConfig() == car
+
+
+def test_shared_mixture_nll_by_hand_and_one_component_per_sample(tmp_path):
+    torch.manual_seed(0)
+    m = MDNRNN(latent_size=4, action_size=2, hidden_size=8, num_gaussians=3, shared_mixture=True)
+    assert m.head.out_features == 3 + 4 * 3 * 2
+    z, a = torch.randn(2, 5, 4), torch.randn(2, 5, 2)
+    out = m(z, a)
+    assert out.logpi.shape == (2, 5, 4, 3)
+    assert torch.equal(out.logpi[..., 0, :], out.logpi[..., 3, :])  # one row for all dims
+    target = torch.randn(2, 5, 4)
+    # -log sum_k pi_k prod_z N(z | mu_kz, sigma_kz), in nats per dimension
+    normal = torch.distributions.Normal(out.mu, out.logsigma.exp())
+    joint = out.logpi[..., 0, :] + normal.log_prob(target.unsqueeze(-1)).sum(-2)  # (2, 5, 3)
+    want = -torch.logsumexp(joint, -1).mean() / 4
+    assert torch.allclose(m.loss(out, target)["nll"], want, atol=1e-5)
+    # with tiny sigmas a draw copies one component's means into every dimension
+    mu = torch.arange(12.0).view(1, 4, 3)  # component k of dim d: 3 d + k
+    logpi = torch.log_softmax(torch.zeros(1, 1, 3), -1).expand(1, 4, 3)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        s = m.sample((logpi, mu, torch.full_like(mu, -20.0)), 1.0, g, shared=True)[0]
+        k = int(s[0].round())
+        assert torch.allclose(s, mu[0, :, k], atol=1e-4)
+    m.save_pretrained(tmp_path / "m")
+    again = MDNRNN.from_pretrained(tmp_path / "m")
+    assert again.config.shared_mixture and torch.allclose(again(z, a).mu, out.mu)

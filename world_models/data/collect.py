@@ -65,7 +65,7 @@ def manifest_signature(config: CollectConfig) -> dict[str, Any]:
         "seed": config.seed,
         "episode_seed": "SeedSequence([seed, i])",  # older datasets used seed + i
         "max_steps": config.max_steps,
-        "env_kwargs": {k: config.env_kwargs[k] for k in sorted(config.env_kwargs)},
+        "env_kwargs": dict(sorted({**dict(preset.env_kwargs), **config.env_kwargs}.items())),
         "action": {
             "kind": preset.action_kind,
             "dim": preset.action_dim,

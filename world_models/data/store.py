@@ -92,6 +92,10 @@ def save_npz(path: str | Path, arrays: dict[str, np.ndarray], compresslevel: int
         for key, arr in arrays.items():
             info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
+            # a ZipInfo made here keeps its own level (None: zlib's 6), not the ZipFile's;
+            # Python 3.13 renamed the attribute
+            level = "compress_level" if hasattr(info, "compress_level") else "_compresslevel"
+            setattr(info, level, compresslevel)
             with zf.open(info, "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
 
@@ -224,7 +228,8 @@ def check_episode(path: str | Path) -> int:
 def write_episode(path: str | Path, episode: Episode) -> None:
     arrays = episode.arrays()
     validate_episode(arrays, path)
-    save_npz(path, arrays)
+    # level 1: 4x faster than 6 for 10% more bytes; at 6 deflate took 40% of collection
+    save_npz(path, arrays, compresslevel=1)
 
 
 def read_episode(path: str | Path) -> Episode:

@@ -390,11 +390,14 @@ class BatchedDream:
         u, eps, u_done = noise if len(noise) == 3 else (*noise, None)
         m = n if u is None else u.shape[0]
         if m == n:
-            z_next = sample_mixture(out.logpi, out.mu, out.logsigma, self.tau, u, eps)  # (n, Z)
+            z_next = sample_mixture(
+                out.logpi, out.mu, out.logsigma, self.tau, u, eps, out.shared
+            )  # (n, Z)
         else:  # common noise: rows i, i + m, i + 2m, ... share noise row i (m = len(u))
             g = (n // m, m)  # (P, R)
             mix = [x.view(*g, *x.shape[1:]) for x in (out.logpi, out.mu, out.logsigma)]
-            z_next = sample_mixture(*mix, self.tau, u, eps).reshape(n, -1)  # (P, R, Z) -> (n, Z)
+            z_next = sample_mixture(*mix, self.tau, u, eps, out.shared)  # (P, R, Z)
+            z_next = z_next.reshape(n, -1)  # (n, Z)
         reward = out.reward if out.reward is not None else torch.ones(n, device=z.device)
         if out.done_logit is not None:
             if self.done_mode == "sample" and u_done is None:

@@ -60,7 +60,7 @@ def make_env(
     """
     check_available(preset, backend)
     preprocess = preprocess or preset.preprocess
-    kwargs = dict(env_kwargs or {})
+    kwargs = {**dict(preset.env_kwargs), **(env_kwargs or {})}
     if backend == "envpool":
         env: gym.Env = EnvpoolEnv(max_steps=max_steps)
     elif preset.name.startswith("fake"):

@@ -1,8 +1,10 @@
 """Environment presets: which env, how its frames become 64x64x3 uint8, what its actions are.
 
 The preprocessing follows the original code: CarRacing keeps the top 84 rows of the 96x96
-frame (the dashboard is cut off) and resizes 84x96 -> 64x64; Doom resizes the whole 240x320
-screen. The original called ``scipy.misc.imresize``, which is PIL's bilinear resize; modern
+frame (the dashboard is cut off) and resizes 84x96 -> 64x64; Doom resizes the whole screen,
+rendered at 160x120 (the 320x240 of VizDoom's config costs twice the time per frame and
+resizes to nearly the same 64x64 picture) with its damage flashes on (the original's game
+showed them; they are the one sign of a hit on screen, the HUD being off). The original called ``scipy.misc.imresize``, which is PIL's bilinear resize; modern
 PIL's bilinear filter widens its support when downsampling, so it is antialiased. The
 resampling filter is configurable and recorded in every dataset's manifest.
 """
@@ -81,6 +83,9 @@ class EnvPreset:
     """Module to import (via ``errors.require``) before the env can be made."""
     extra: str | None = None
     """The pip extra that provides ``module``."""
+    env_kwargs: tuple[tuple[str, Any], ...] = ()
+    """Settings given to the env's constructor (how the game renders; recorded in every
+    dataset's manifest); a caller's own ``env_kwargs`` override them."""
 
     @property
     def action_mode(self) -> str:
@@ -112,16 +117,19 @@ DOOM = EnvPreset(
     action_kind="discrete",
     action_dim=3,  # Discrete(3): 0 = stay, 1 = MOVE_LEFT, 2 = MOVE_RIGHT
     default_policy="repeat",
-    frame_shape=(240, 320),  # take_cover.cfg: RES_320X240
+    frame_shape=(120, 160),
     module="vizdoom",
     extra="doom",
+    env_kwargs=(("screen_resolution", "RES_160X120"), ("render_screen_flashes", True)),
 )
 
 
 def _fake(real: EnvPreset, name: str, env_id: str) -> EnvPreset:
     """A fake env (envs/fake.py, nothing to install) with ``real``'s preprocessing and
     actions; its frames are 96x96, whatever ``real``'s raw frame shape."""
-    return replace(real, name=name, env_id=env_id, frame_shape=None, module=None, extra=None)
+    return replace(
+        real, name=name, env_id=env_id, frame_shape=None, module=None, extra=None, env_kwargs=()
+    )
 
 
 # The fake env emits CarRacing-sized 96x96 frames and uses the same crop.

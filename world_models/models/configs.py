@@ -58,6 +58,10 @@ class MDNRNNConfig:
     """Dropout on the LSTM's output h before the heads, in training. A dream can keep it on
     with one mask per rollout (Wellmer & Kwok's "Dropout's Dream Land", 2021), so each
     rollout meets a slightly different M."""
+    shared_mixture: bool = False
+    """One set of K mixture weights for all of z's dimensions (ctallec's port): each step
+    picks one component for the whole z, so a sampled future is one coherent scene; off:
+    K weights per dimension, as the original."""
 
 
 MDNRNN_PRESETS: dict[str, MDNRNNConfig] = {

@@ -3,7 +3,9 @@
 As in the original (Ha & Schmidhuber), the mixture is *per latent dimension*: each of the
 Z dimensions of z_{t+1} has its own K mixture weights, means and log-stds, so the head is
 ``Linear(hidden -> Z * K * 3)`` (plus one output per optional reward / done head). The
-popular PyTorch port shares one set of K weights across all dimensions instead; we do not.
+popular PyTorch port shares one set of K weights across all dimensions instead; that is an
+option here (``shared_mixture``: head ``K + Z * K * 2``, one component drawn per step for
+the whole z), off by default.
 
 Two ways to run the same weights:
 
@@ -42,7 +44,8 @@ class MDNOutput(NamedTuple):
 
     ``logpi`` (B, T, Z, K) log mixture weights (normalised over K); ``mu`` and ``logsigma``
     (B, T, Z, K) each component's mean and log standard deviation; ``reward`` (B, T) or
-    ``None``; ``done_logit`` (B, T) or ``None``; ``state`` the LSTM state after the last step.
+    ``None``; ``done_logit`` (B, T) or ``None``; ``state`` the LSTM state after the last step;
+    ``shared`` whether the weights are one row for every dimension (``shared_mixture``).
     """
 
     logpi: torch.Tensor
@@ -51,6 +54,7 @@ class MDNOutput(NamedTuple):
     reward: torch.Tensor | None
     done_logit: torch.Tensor | None
     state: LSTMState
+    shared: bool = False
 
 
 class MDNRNN(PretrainedMixin, nn.Module):
@@ -75,6 +79,7 @@ class MDNRNN(PretrainedMixin, nn.Module):
         reward_weight: float = 1.0,
         done_weight: float = 1.0,
         dropout: float = 0.0,
+        shared_mixture: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -102,6 +107,7 @@ class MDNRNN(PretrainedMixin, nn.Module):
             float(reward_weight),
             float(done_weight),
             float(dropout),
+            bool(shared_mixture),
         )
         self.latent_size = self.config.latent_size
         self.action_size = self.config.action_size
@@ -109,7 +115,9 @@ class MDNRNN(PretrainedMixin, nn.Module):
         self.num_gaussians = self.config.num_gaussians
         self.lstm = nn.LSTM(latent_size + action_size, hidden_size, batch_first=True)
         extra = int(reward_head) + int(done_head)
-        self.head = nn.Linear(hidden_size, latent_size * num_gaussians * 3 + extra)
+        k = num_gaussians
+        mixture = k + latent_size * k * 2 if shared_mixture else latent_size * k * 3
+        self.head = nn.Linear(hidden_size, mixture + extra)
 
     # ------------------------------------------------------------------ checks
     def _check_inputs(self, z: torch.Tensor, action: torch.Tensor, step: bool) -> None:
@@ -158,10 +166,17 @@ class MDNRNN(PretrainedMixin, nn.Module):
     def _split_head(self, out: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Split head outputs (..., Z*K*3 + extra) into the mixture and the optional heads."""
         z, k = self.latent_size, self.num_gaussians
-        n = z * k * 3
-        mix = out[..., :n].unflatten(-1, (3, z, k))  # (..., 3, Z, K)
-        logpi = F.log_softmax(mix[..., 0, :, :], dim=-1)  # (..., Z, K) normalised over K
-        mu, logsigma = mix[..., 1, :, :], mix[..., 2, :, :]  # (..., Z, K) each
+        if self.config.shared_mixture:
+            n = k + z * k * 2
+            logpi = F.log_softmax(out[..., :k], dim=-1).unsqueeze(-2)  # (..., 1, K)
+            logpi = logpi.expand(*logpi.shape[:-2], z, k)  # (..., Z, K): one row, Z views
+            mix = out[..., k:n].unflatten(-1, (2, z, k))  # (..., 2, Z, K)
+            mu, logsigma = mix[..., 0, :, :], mix[..., 1, :, :]
+        else:
+            n = z * k * 3
+            mix = out[..., :n].unflatten(-1, (3, z, k))  # (..., 3, Z, K)
+            logpi = F.log_softmax(mix[..., 0, :, :], dim=-1)  # (..., Z, K) normalised over K
+            mu, logsigma = mix[..., 1, :, :], mix[..., 2, :, :]  # (..., Z, K) each
         i = n
         reward = done = None
         if self.config.reward_head:
@@ -196,7 +211,7 @@ class MDNRNN(PretrainedMixin, nn.Module):
         if self.config.dropout > 0:
             h = F.dropout(h, self.config.dropout, self.training)
         logpi, mu, logsigma, reward, done = self._split_head(self.head(h))
-        return MDNOutput(logpi, mu, logsigma, reward, done, new_state)
+        return MDNOutput(logpi, mu, logsigma, reward, done, new_state, self.config.shared_mixture)
 
     def step(
         self,
@@ -235,7 +250,8 @@ class MDNRNN(PretrainedMixin, nn.Module):
         )  # (N, H) each
         h_head = h if head_mask is None else h * head_mask  # (N, H)
         logpi, mu, logsigma, reward, done = self._split_head(self.head(h_head))
-        return MDNOutput(logpi, mu, logsigma, reward, done, (h.unsqueeze(0), c.unsqueeze(0)))
+        state = (h.unsqueeze(0), c.unsqueeze(0))
+        return MDNOutput(logpi, mu, logsigma, reward, done, state, self.config.shared_mixture)
 
     def dropout_mask(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(n, hidden) fixed dropout masks for :meth:`step`, scaled by 1 / (1 - p)."""
@@ -256,7 +272,8 @@ class MDNRNN(PretrainedMixin, nn.Module):
         """The training loss as named parts, computed in float32 even under autocast.
 
         ``nll`` is ``-log sum_k pi_k N(z_next | mu_k, sigma_k)`` per latent dimension (via
-        logsumexp), averaged over batch, time and dimensions; ``reward`` the MSE and ``done``
+        logsumexp), averaged over batch, time and dimensions (with ``shared_mixture``, ``-log
+        sum_k pi_k prod_z N(...)`` divided by Z, so both read in nats per dimension); ``reward`` the MSE and ``done``
         the BCE-with-logits (positives weighted by ``done_pos_weight``), each averaged over
         steps; ``total = nll + reward_weight * reward + done_weight * done``. Parts of heads
         the model lacks are absent (a given ``reward`` / ``done`` is then ignored).
@@ -295,9 +312,13 @@ class MDNRNN(PretrainedMixin, nn.Module):
         log_normal = (
             -0.5 * ((target - mu) * torch.exp(-logsigma)).pow(2) - logsigma - _LOG_SQRT_2PI
         )  # (B, T, Z, K)
-        nll = -torch.logsumexp(logpi + log_normal, dim=-1)  # (B, T, Z)
+        if self.config.shared_mixture:  # one component for the whole z: sum dims, then mix
+            joint = logpi[..., 0, :] + log_normal.sum(dim=-2)  # (B, T, K)
+            nll = -torch.logsumexp(joint, dim=-1).unsqueeze(-1)  # (B, T, 1): Z dims' nats
+        else:
+            nll = -torch.logsumexp(logpi + log_normal, dim=-1)  # (B, T, Z)
         # Padded steps must hold finite values (loaders repeat a real frame); weight 0 drops them.
-        nll = nll * nll_w.unsqueeze(-1)  # (B, T, Z)
+        nll = nll * nll_w.unsqueeze(-1)  # (B, T, Z) or (B, T, 1)
         parts = {"nll": nll.sum() / (nll_w.sum() * self.latent_size).clamp(min=1.0)}
         total = parts["nll"]
         steps = step_w.sum().clamp(min=1.0)
@@ -326,10 +347,12 @@ class MDNRNN(PretrainedMixin, nn.Module):
         params: MDNOutput | tuple[torch.Tensor, torch.Tensor, torch.Tensor],
         tau: float = 1.0,
         generator: torch.Generator | None = None,
+        shared: bool | None = None,
     ) -> torch.Tensor:
         """Draw z_{t+1} from the mixture at temperature ``tau``, as the original does.
 
-        Per latent dimension, a component is drawn from ``softmax(logpi / tau)`` and its
+        Per latent dimension (with ``shared_mixture``: once for the whole z), a component
+        is drawn from ``softmax(logpi / tau)`` and its
         Gaussian is sampled with noise scaled by ``sqrt(tau)``. ``tau = 0`` gives the most
         likely component's mean (deterministic); larger tau makes the dream more uncertain.
 
@@ -337,6 +360,8 @@ class MDNRNN(PretrainedMixin, nn.Module):
             params: an :class:`MDNOutput` or ``(logpi, mu, logsigma)``, each (..., Z, K).
             tau: temperature >= 0.
             generator: optional ``torch.Generator`` for reproducible draws.
+            shared: one component for the whole z (None: an :class:`MDNOutput`'s own
+                ``shared``, else False).
         Returns:
             z: (..., Z).
         """
@@ -348,11 +373,13 @@ class MDNRNN(PretrainedMixin, nn.Module):
                 f"logpi, mu and logsigma must share a shape (..., Z, K), got "
                 f"{tuple(logpi.shape)}, {tuple(mu.shape)}, {tuple(logsigma.shape)}"
             )
+        if shared is None:
+            shared = bool(getattr(params, "shared", False))
         if tau == 0:
-            return sample_mixture(logpi, mu, logsigma, 0.0, None, None)
+            return sample_mixture(logpi, mu, logsigma, 0.0, None, None, shared)
         u = torch.rand(logpi.shape, device=logpi.device, generator=generator)
         eps = torch.randn(mu.shape[:-1], device=mu.device, generator=generator)
-        return sample_mixture(logpi, mu, logsigma, tau, u, eps)
+        return sample_mixture(logpi, mu, logsigma, tau, u, eps, shared)
 
 
 def sample_mixture(
@@ -362,12 +389,15 @@ def sample_mixture(
     tau: float,
     u: torch.Tensor | None,
     eps: torch.Tensor | None,
+    shared: bool = False,
 ) -> torch.Tensor:
     """Draw from per-dimension mixtures at temperature ``tau`` with the noise given.
 
     The component is ``argmax(logpi / tau + Gumbel(u))``, a draw from ``softmax(logpi /
     tau)`` (batched, no host sync); its Gaussian is sampled with noise ``eps * sqrt(tau)``.
     Taking the noise as arguments lets batched dreams share it across candidates.
+    ``shared``: the weights are one row for every dimension (``shared_mixture``); the draw
+    of dimension 0 picks the component of the whole z.
 
     Args:
         logpi, mu, logsigma: (..., Z, K).
@@ -376,12 +406,16 @@ def sample_mixture(
     Returns:
         z: (..., Z).
     """
+    if shared:  # decide on row 0, then read every dimension from that component
+        logpi = logpi[..., :1, :]  # (..., 1, K)
+        u = None if u is None else u[..., :1, :]
     if tau == 0:
-        k = logpi.argmax(dim=-1, keepdim=True)  # (..., Z, 1)
-        return mu.gather(-1, k).squeeze(-1)
+        k = logpi.argmax(dim=-1, keepdim=True)  # (..., Z or 1, 1)
+        return mu.gather(-1, k.expand(*mu.shape[:-1], 1)).squeeze(-1)
     assert u is not None and eps is not None
-    gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))  # (..., Z, K)
-    k = (logpi.float() / tau + gumbel).argmax(dim=-1, keepdim=True)  # (..., Z, 1)
+    gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))  # (..., Z or 1, K)
+    k = (logpi.float() / tau + gumbel).argmax(dim=-1, keepdim=True)  # (..., Z or 1, 1)
+    k = k.expand(*mu.shape[:-1], 1)  # (..., Z, 1)
     mean = mu.gather(-1, k).squeeze(-1)  # (..., Z)
     std = logsigma.gather(-1, k).squeeze(-1).exp()  # (..., Z)
     return mean + std * eps.to(mean.dtype) * math.sqrt(tau)
