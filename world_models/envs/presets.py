@@ -4,7 +4,8 @@ The preprocessing follows the original code: CarRacing keeps the top 84 rows of 
 frame (the dashboard is cut off) and resizes 84x96 -> 64x64; Doom resizes the whole screen,
 rendered at 160x120 (the 320x240 of VizDoom's config costs twice the time per frame and
 resizes to nearly the same 64x64 picture) with its damage flashes on (the original's game
-showed them; they are the one sign of a hit on screen, the HUD being off). The original called ``scipy.misc.imresize``, which is PIL's bilinear resize; modern
+showed them; they are the one sign of a hit on screen, the HUD being off). The original
+called ``scipy.misc.imresize``, which is PIL's bilinear resize; modern
 PIL's bilinear filter widens its support when downsampling, so it is antialiased. The
 resampling filter is configurable and recorded in every dataset's manifest.
 """

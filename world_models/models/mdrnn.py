@@ -273,10 +273,11 @@ class MDNRNN(PretrainedMixin, nn.Module):
 
         ``nll`` is ``-log sum_k pi_k N(z_next | mu_k, sigma_k)`` per latent dimension (via
         logsumexp), averaged over batch, time and dimensions (with ``shared_mixture``, ``-log
-        sum_k pi_k prod_z N(...)`` divided by Z, so both read in nats per dimension); ``reward`` the MSE and ``done``
-        the BCE-with-logits (positives weighted by ``done_pos_weight``), each averaged over
-        steps; ``total = nll + reward_weight * reward + done_weight * done``. Parts of heads
-        the model lacks are absent (a given ``reward`` / ``done`` is then ignored).
+        sum_k pi_k prod_z N(...)`` divided by Z, so both read in nats per dimension);
+        ``reward`` the MSE and ``done`` the BCE-with-logits (positives weighted by
+        ``done_pos_weight``), each averaged over steps;
+        ``total = nll + reward_weight * reward + done_weight * done``. Parts of heads the
+        model lacks are absent (a given ``reward`` / ``done`` is then ignored).
 
         Args:
             output: :meth:`forward`'s output (B, T, ...).
