@@ -301,3 +301,34 @@ def test_fidelity_calibrate_reports_and_uses_the_offset(tmp_path):
     cal = r["calibration"]
     assert cal["data_length"] == 30 and r["done_offset"] == cal["done_offset"] < 0
     assert abs(r["dream"]["random"]["mean_length"] - 30) < 12
+
+
+def test_fidelity_reports_the_diagnostics_on_held_out_and_controller_episodes(tmp_path):
+    from world_models.data.store import save_npz
+
+    _world(tmp_path, dream_kills=True)
+    rng = np.random.default_rng(1)
+    for i in range(3):  # whole series episodes, as encode writes them
+        mu = rng.normal(size=(30, 8)).astype(np.float16)
+        save_npz(
+            tmp_path / "s" / f"ep_{i:06d}.npz",
+            {
+                "mu": mu,
+                "logvar": 0 * mu - 3,
+                "action": np.eye(3, dtype=np.float32)[rng.integers(0, 3, 30)],
+                "reward": np.ones(30, np.float32),
+                "terminated": np.arange(30) == 29,
+                "truncated": np.zeros(30, bool),
+            },
+        )
+    args = _args(tmp_path, "--no-real", "--holdout-fraction", "0.9")
+    args += ["--controller-series-dir", str(tmp_path / "s")]
+    assert main(args) == 0
+    res = json.loads((tmp_path / "out" / "fidelity.json").read_text())
+    for name in ("held_out", "controller_episodes"):
+        done = res["diagnostics"][name]["done"]
+        assert done["deaths"] >= 1 and 0.0 <= done["recall"] <= 1.0
+        assert 0.0 <= done["false_alarm"] <= 1.0
+    assert res["diagnostics"]["controller_episodes"]["done"]["episodes"] == 3
+    text = (tmp_path / "out" / "fidelity.txt").read_text()
+    assert "controller_episodes: done head" in text

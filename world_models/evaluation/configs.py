@@ -121,6 +121,17 @@ class FidelityConfig:
     as the series' (random-policy) episodes lasted, then score everything with it."""
     real: bool = True
     """Also play the real game (false: the dream only, e.g. without vizdoom)."""
+    diagnostics: bool = True
+    """Also measure why a dream fails (evaluation/diagnostics.py): the done head's recall
+    and false alarms at the dream's death rule, and the open-loop latent error at 1, 5, 20
+    and 50 steps, on M's held-out episodes of series_dir (and of controller_series_dir)."""
+    diagnostic_episodes: int = 100
+    """Episodes per set for the diagnostics."""
+    holdout_fraction: float = 0.1
+    """M's held-out split of series_dir (train-mdrnn's --holdout-fraction)."""
+    controller_series_dir: Path | None = None
+    """Series of episodes played by a controller (`collect --controller`, then `encode`):
+    the diagnostics again on the states that C reaches."""
     strip_steps: int = 8
     """Columns of the picture strip."""
     strip_every: int = 10

@@ -32,6 +32,7 @@ from world_models.envs.dream import calibrate_done_offset
 from world_models.envs.pool import EnvFactory, make_pool
 from world_models.envs.presets import get_preset
 from world_models.evaluation.configs import FidelityConfig
+from world_models.evaluation.diagnostics import diagnose, diagnostics_table, load_episodes
 from world_models.evaluation.evaluate import (
     EvaluateConfig,
     baseline_policy,
@@ -179,6 +180,8 @@ def fidelity(config: FidelityConfig, log=print) -> Path:
             "z_distance_step": k,
         }
 
+    if config.diagnostics:
+        results["diagnostics"] = _diagnostics(config, mdrnn, dream.done_offset)
     if config.real:
         results["real"] = _real(config, names, controller is not None)
         results["rank_agreement"] = _rank_agreement(results["dream"], results["real"])
@@ -190,6 +193,21 @@ def fidelity(config: FidelityConfig, log=print) -> Path:
     atomic_write_text(out / "fidelity.txt", text + "\n")
     log(text)
     return out
+
+
+def _diagnostics(config: FidelityConfig, mdrnn, done_offset: float) -> dict:
+    """:func:`~world_models.evaluation.diagnostics.diagnose` on M's held-out episodes and,
+    when given, on a controller's episodes, at the dream's death rule and offset."""
+    sets = {}
+    if config.series_dir is not None and Path(config.series_dir).is_dir():
+        sets["held_out"] = (config.series_dir, config.holdout_fraction)
+    if config.controller_series_dir is not None:
+        sets["controller_episodes"] = (config.controller_series_dir, None)
+    n, mode = config.diagnostic_episodes, config.dream.done_mode
+    return {
+        name: diagnose(mdrnn, load_episodes(folder, n, frac), mode, done_offset, config.seed)
+        for name, (folder, frac) in sets.items()
+    }
 
 
 def data_mean_length(series_dir, max_steps: int) -> float:
@@ -277,6 +295,8 @@ def table(results: dict) -> str:
             f"differ in {100 * resp['lengths_differ']:.0f}% of dreams; mean |z| distance at "
             f"step {resp['z_distance_step']}: {resp['z_distance']:.3f}"
         )
+    for name, d in results.get("diagnostics", {}).items():
+        lines += diagnostics_table(name, d)
     lines.append(f"verdict: {results['verdict']}")
     return "\n".join(lines)
 
