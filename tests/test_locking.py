@@ -200,3 +200,15 @@ def test_every_trainer_locks_its_run_folder(tmp_path):
             with pytest.raises(FolderBusyError, match=f"run folder {run} is in use .*pid 424242"):
                 start()
     assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE]  # nothing else written
+
+
+def test_a_refused_contender_keeps_the_holders_pid(tmp_path):
+    """The reason core/locking.py is not filelock 3.x, which truncates the lock file on
+    every attempt: the second contender must still learn who holds the folder."""
+    folder = tmp_path / "run"
+    with held_elsewhere(folder):
+        for _ in range(2):
+            with pytest.raises(FolderBusyError, match="pid 424242"):
+                with lock_folder(folder, "run folder"):
+                    pass
+        assert (folder / LOCK_FILE).read_text().split()[0] == "424242"

@@ -12,6 +12,23 @@ first one's. The lock goes with the process: a killed holder leaves no stale loc
 kernel drops it), so the file itself can stay; it is hidden, and no listing (episodes,
 series, checkpoints) looks at it. Within one process the lock is re-entrant, so a
 pipeline that holds a folder may call a stage that locks it again.
+
+Why not the ``filelock`` package (installed with torch): it would lock the same way
+(``flock`` on a file), but it differs in three ways that matter here, and which of them a
+machine gets depends on the filelock that torch happened to bring (torch pins no version):
+
+* filelock 3.x opens the lock file with ``O_TRUNC`` *before* trying the lock, so every
+  refused contender erases the pid the holder wrote there, and the next one's error could
+  no longer say who holds the folder (``test_a_refused_contender_keeps_the_holders_pid``);
+* on a file system without ``flock`` (some network file systems) filelock 4.x falls back
+  to a marker file, which a killed holder leaves behind and which only a process on the
+  holder's own host can judge stale; 3.x raises ``NotImplementedError`` there instead.
+  This module warns and goes on unlocked, as before;
+* its re-entrancy is per lock object (or a per-path singleton in newer versions), this
+  module's per real path, whoever calls.
+
+The whole lock is the ``flock`` call, the pid note and a re-entrancy count (below), so
+there is little for a dependency to take over.
 """
 
 from __future__ import annotations
