@@ -88,6 +88,12 @@ def test_dream_training_checkpoints_and_resumes(tmp_path):
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert rows[:2] == [json.loads(r) for r in first_rows]
+    # every evaluated mean is kept for `select`, with its dream score
+    evals = {r["step"]: r["eval_mean"] for r in rows if "eval_mean" in r}
+    kept = sorted(p.name for p in (run / "checkpoints").glob("eval-gen*"))
+    assert kept == [f"eval-gen{g:05d}" for g in sorted(evals)]
+    meta = Controller.from_pretrained(run / "checkpoints" / kept[-1]).checkpoint_meta
+    assert meta["eval_mean"] == pytest.approx(evals[max(evals)])
     # the resumed run is the uninterrupted one
     straight = train_controller(dataclasses.replace(config, run_dir=tmp_path / "straight"))
     last = Controller.from_pretrained(run / "checkpoints/last").get_flat()

@@ -156,6 +156,12 @@ COMMANDS: dict[str, Command] = {
         "world_models.evaluation.configs:FidelityConfig",
         "world_models.evaluation.fidelity:fidelity",
     ),
+    "select": Command(
+        "choose among a run's controllers on a few real games (apart from the test seeds)",
+        "world_models.evaluation.configs:SelectConfig",
+        "world_models.evaluation.select:select_controller",
+        report="world_models.evaluation.select:summarize",
+    ),
     "reproduce": Command(
         "a paper recipe end to end (collect, V, encode, M, C, evaluate)",
         "world_models.recipes:ReproduceConfig",

@@ -152,6 +152,42 @@ class FidelityConfig:
 
 
 @dataclass(frozen=True)
+class SelectConfig:
+    """Options of ``world-models select``."""
+
+    run_dir: Path = Path("runs/controller-doom")
+    """A train-controller run folder: its kept means (checkpoints/eval-gen*), best and
+    best_candidate are the candidates."""
+    vae: Path = Path("runs/vae-doom/checkpoints/best")
+    """ConvVAE checkpoint folder (V)."""
+    mdrnn: Path = Path("runs/mdrnn-doom/checkpoints/best")
+    """MDNRNN checkpoint folder (M)."""
+    env: EnvName = "doom"
+    """Env preset of the validation games."""
+    candidates: int = 8
+    """At most this many candidates: best, best_candidate and kept means spread evenly
+    over the run (the last always among them)."""
+    games: int = 10
+    """Real validation games per candidate (the same seeds for every candidate)."""
+    seed: int = 500_000
+    """Validation game i uses seed + i: apart from evaluate's default seeds (0, 1, ...) and
+    the recipes' test seeds (1,000,000 + i), so the chosen C is scored on unseen games."""
+    max_steps: int | None = 2100
+    """Truncate validation games here (None: the env's own limit)."""
+    rollout: Annotated[RolloutSettings, Flat] = RolloutSettings()
+    """Where the games run (workers, envs_per_worker, backend, retries)."""
+    device: str | None = None
+    """cpu, cuda, ...; None picks CUDA when present."""
+    progress: bool = True
+    """Show a progress bar per candidate."""
+
+    def __post_init__(self) -> None:
+        for name in ("candidates", "games"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"select: {name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class DreamVideoConfig:
     """Options of ``world-models dream``."""
 

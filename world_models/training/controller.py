@@ -332,6 +332,14 @@ def _train_controller(config: TrainControllerConfig, hold: contextlib.ExitStack)
                     seed=config.seed * 10_000_019 + 7 * 10**8,
                 )[0]  # fixed seeds
                 row["eval_mean"], row["eval_std"] = float(ev.mean()), float(ev.std())
+                # every evaluated mean is kept: candidates to choose among on real games
+                _save_controller(
+                    scorer.controller,
+                    es.mean,
+                    run.checkpoints / f"eval-gen{gen + 1:05d}",
+                    gen + 1,
+                    {"eval_mean": float(ev.mean()), "eval_std": float(ev.std())},
+                )
                 if trainer["best_eval"] is None or ev.mean() > trainer["best_eval"]:
                     trainer["best_eval"] = float(ev.mean())
                     _save_controller(
