@@ -371,3 +371,27 @@ def test_m_records_its_vae_and_refuses_another(tmp_path):
     manifest.write_text(json.dumps({"vae_sha256": weights_digest(tmp_path / "vae_b")}))
     with pytest.raises(ConfigError, match="re-encoded by another VAE"):
         train_mdrnn(dataclasses.replace(config, epochs=2))
+
+
+def test_the_time_budget_is_checked_every_step_not_every_log_step(tmp_path, monkeypatch, capsys):
+    """Slow steps (a busy machine): 10 s each on a fake clock, a 25 s budget, log_every
+    50: the run stops after step 3 (at log steps only it ran to step 50, 4x over)."""
+    import types
+
+    import world_models.training.mdrnn as trainer
+
+    write_series(tmp_path / "series", episodes=10, length=200)  # ~13 batches per epoch
+    clock = [0.0]
+    real_step = trainer.train_step
+
+    def slow_step(*args, **kwargs):
+        clock[0] += 10.0
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", slow_step)
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    config = debug_config(tmp_path, epochs=2, log_every=50, time_budget_s=25.0)
+    train_mdrnn(config)
+    assert "time budget reached at step 3 (epoch 1)" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "run/checkpoints/last/meta.json").read_text())
+    assert (meta["step"], meta["epoch"], meta["batch_in_epoch"]) == (3, 0, 3)  # resumable

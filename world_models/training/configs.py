@@ -161,7 +161,7 @@ class TrainMDNRNNConfig:
     save_every: int = 0
     """Also save checkpoints/last every this many steps (0 = at epoch ends only)."""
     time_budget_s: float | None = None
-    """Stop after this many seconds of training in this invocation, checked at log steps
+    """Stop after this many seconds of training in this invocation, checked every step
     (checkpoints/last is saved there; a re-run continues). None: no limit."""
     log_every: int = 50
     """Steps between progress-bar updates and NaN checks (each costs a device sync)."""
