@@ -37,7 +37,7 @@ from world_models.core.atomic import atomic_open, atomic_write_json, clean_temp_
 from world_models.core.checkpoint import META_FILE, WEIGHTS_FILE
 from world_models.core.config import to_dict
 from world_models.core.errors import ConfigError, TrainingDivergedError
-from world_models.core.locking import check_output_dir, lock_folder
+from world_models.core.locking import LOCK_FILE, check_output_dir, lock_folder
 from world_models.core.media import plot_curves
 from world_models.training.distributed import DistContext
 
@@ -73,7 +73,9 @@ class RunDir:
         fails at once, naming this one's pid (see :mod:`world_models.core.locking`)."""
         return lock_folder(self.path, "run folder")
 
-    def open(self, config: Any, may_differ: frozenset[str] = frozenset()) -> bool:
+    def open(
+        self, config: Any, may_differ: frozenset[str] = frozenset(), *, write: bool = True
+    ) -> bool:
         """Create the folder, or accept it for resuming; return True when resuming.
 
         Fields in ``may_differ`` (epochs, device, speed switches; a nested config's fields
@@ -81,10 +83,10 @@ class RunDir:
         change on a re-run; any other difference is a :class:`ConfigError` naming the
         fields, because mixing two configs in one run would corrupt it silently.
         ``run_dir`` itself never counts: the folder may have been renamed, or be named by
-        another (e.g. absolute) path.
+        another (e.g. absolute) path. ``write=False`` only checks: :meth:`write_config`
+        then writes config.json once the run starts.
         """
         check_output_dir(self.path, "run folder")
-        self.images.mkdir(exist_ok=True)
         clean_temp_files(self.path)
         if self.checkpoints.exists():
             clean_temp_files(self.checkpoints)
@@ -101,10 +103,16 @@ class RunDir:
                     + "; ".join(diff[:4])
                     + "); use another run folder or the original settings"
                 )
-        atomic_write_json(self.config_file, new)
+        if write:
+            self.write_config(config)
         return (self.last / "model.safetensors").exists() or any(
             self.checkpoints.glob(".last.old-*")
         )
+
+    def write_config(self, config: Any) -> None:
+        """Record ``config`` as the run's (config.json) and make the pictures folder."""
+        atomic_write_json(self.config_file, to_dict(config))
+        self.images.mkdir(exist_ok=True)
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -231,7 +239,11 @@ class TrainingRun(RunDir):
     exit, lives; without ``hold`` it is not locked), checks the config against the stored
     one, allowing :data:`ALWAYS_RESUMABLE` and ``resumable`` to differ, and sets
     :attr:`resuming`: whether ``resume_file`` (relative to the folder; None: a
-    checkpoints/last checkpoint) exists. ``dist`` is torchrun's
+    checkpoints/last checkpoint) exists. It writes nothing: :meth:`start` (called by
+    :meth:`open_metrics`, once the trainer has loaded its data and models) writes the
+    config, so a run refused before it starts (a missing data folder, a typo) leaves no
+    config.json to refuse the corrected command with; a folder it had to create for the
+    lock is removed again when ``hold`` closes. ``dist`` is torchrun's
     :class:`~world_models.training.distributed.DistContext` (None: one process) and
     ``device`` the device its collectives use. ``watched`` names what a NaN or Inf is
     found in and ``advice`` says what to change then.
@@ -255,12 +267,15 @@ class TrainingRun(RunDir):
         self.dist = DistContext() if dist is None else dist
         self.device = torch.device("cpu") if device is None else device
         self.metrics: MetricsLogger | None = None
+        self.started = False
         resuming, refused = False, None
         if self.dist.is_main:
             try:
                 if hold is not None:  # rank 0 alone writes the folder, so it alone locks it
+                    missing = [p for p in (self.path, *self.path.parents) if not p.exists()]
                     hold.enter_context(self.lock())
-                resuming = self.open(config, ALWAYS_RESUMABLE | resumable)
+                    hold.callback(self._remove_if_unstarted, missing)  # before the unlock
+                resuming = self.open(config, ALWAYS_RESUMABLE | resumable, write=False)
                 if resume_file is not None:
                     resuming = (self.path / resume_file).exists()
             except Exception as exc:  # noqa: BLE001 - re-raised below, once the others know
@@ -275,6 +290,22 @@ class TrainingRun(RunDir):
         if refused is not None:
             raise refused
         self.resuming: bool = resuming
+
+    def start(self) -> None:
+        """The run starts: write its config (rank 0; once). See the class docstring."""
+        if self.dist.is_main and not self.started:
+            self.write_config(self.config)
+        self.started = True
+
+    def _remove_if_unstarted(self, created: list[Path]) -> None:
+        """Undo the folders (``created``: deepest first) that locking a run which then
+        never started made, with the lock file; nothing else is ever in them."""
+        if self.started or not created:
+            return
+        with contextlib.suppress(OSError):
+            (self.path / LOCK_FILE).unlink(missing_ok=True)  # still held: nobody else has it
+            for folder in created:
+                folder.rmdir()  # only if empty: stops at anything not ours
 
     def say(self, text: str) -> None:
         """Print a line, on rank 0 only."""
@@ -306,7 +337,9 @@ class TrainingRun(RunDir):
 
     def open_metrics(self, step: int) -> MetricsLogger | None:
         """Start logging at ``step``, the step training (re)starts from: the rows past it,
-        which this run will log again, are dropped. Rank 0 only (None elsewhere)."""
+        which this run will log again, are dropped. Rank 0 only (None elsewhere). The run
+        has started (:meth:`start`)."""
+        self.start()
         if self.dist.is_main:
             tensorboard = bool(getattr(self.config, "tensorboard", True))
             self.metrics = MetricsLogger(self, step, tensorboard)

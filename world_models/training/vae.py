@@ -119,6 +119,12 @@ class _Trainer:
         self.hold_src = FrameSource(
             config.data_dir, "holdout", config.holdout_fraction, self.device
         )
+        self.per_epoch = self.train_src.num_frames // (config.batch_size * self.dist.world_size)
+        if self.per_epoch == 0:
+            raise DataError(
+                f"{config.data_dir}: {self.train_src.num_frames} training frames are fewer than "
+                f"one batch of {config.batch_size * self.dist.world_size}; lower --batch-size"
+            )
         torch.manual_seed(config.seed)
         vae = config.model
         self.model = ConvVAE(
@@ -139,9 +145,9 @@ class _Trainer:
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None
             )
         self.step_fn = torch.compile(self._step) if config.compile else self._step
-        self.run.open_metrics(self.state.step)
         # Fixed pictures, so every epoch's grids show the same frames and the same z.
         self.fixed_frames = self.hold_src.sample(8, seed=config.seed)
+        self.run.open_metrics(self.state.step)  # the run starts: its config.json is written
 
     # ------------------------------------------------------------------ state
     def _adam(self) -> torch.optim.Adam:
@@ -265,12 +271,7 @@ class _Trainer:
     def fit(self) -> Path:
 
         cfg, st = self.config, self.state
-        per_epoch = self.train_src.num_frames // (cfg.batch_size * self.dist.world_size)
-        if per_epoch == 0:
-            raise DataError(
-                f"{cfg.data_dir}: {self.train_src.num_frames} training frames are fewer than "
-                f"one batch of {cfg.batch_size * self.dist.world_size}; lower --batch-size"
-            )
+        per_epoch = self.per_epoch
         total_steps = per_epoch * cfg.epochs
         if cfg.max_steps is not None:
             total_steps = min(total_steps, cfg.max_steps)
