@@ -141,7 +141,8 @@ class _Collector:
     def __call__(self, index: int) -> tuple[int, int, float]:
         seed = episode_seed(self.config.seed, index)
         ep = run_episode(self.env, self.policy, seed, self.one_hot)
-        store.write_episode(Path(self.config.out_dir) / store.episode_name(index), ep)
+        out = Path(self.config.out_dir) / store.episode_name(index)
+        store.write_episode(out, ep, self.config.compress_level)
         return index, len(ep), ep.total_reward
 
     def close(self) -> None:

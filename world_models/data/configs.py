@@ -52,6 +52,9 @@ class CollectConfig:
     """With --controller: the MDN-RNN checkpoint whose LSTM state C reads."""
     explore: float = 0.1
     """With --controller: chance per step of the random data policy's action instead."""
+    compress_level: int = 1
+    """Deflate level of the episode files, 0-9 (1: fast; 6 makes ~10% smaller files and a
+    Doom collection ~1.4x slower)."""
     progress: bool = True
     """Show a progress bar (episodes, steps/s)."""
     env_kwargs: Annotated[dict[str, Any], Hidden] = field(default_factory=dict)
@@ -60,6 +63,8 @@ class CollectConfig:
     def __post_init__(self) -> None:
         if self.out_dir is None:
             object.__setattr__(self, "out_dir", Path("data") / self.env)
+        if not 0 <= self.compress_level <= 9:
+            raise ConfigError(f"compress_level must be in 0..9, got {self.compress_level}")
 
     def env_preset(self) -> EnvPreset:
         return get_preset(self.env)

@@ -225,11 +225,12 @@ def check_episode(path: str | Path) -> int:
     return validate_episode(specs, path)  # type: ignore[arg-type]
 
 
-def write_episode(path: str | Path, episode: Episode) -> None:
+def write_episode(path: str | Path, episode: Episode, compresslevel: int = 1) -> None:
+    """Write one episode file; deflate level 1 is ~4x faster than 6 for ~10% more bytes
+    (at 6, deflate took 40% of a Doom collection's time)."""
     arrays = episode.arrays()
     validate_episode(arrays, path)
-    # level 1: 4x faster than 6 for 10% more bytes; at 6 deflate took 40% of collection
-    save_npz(path, arrays, compresslevel=1)
+    save_npz(path, arrays, compresslevel=compresslevel)
 
 
 def read_episode(path: str | Path) -> Episode:
