@@ -10,6 +10,13 @@
 
 Loading never executes code: safetensors holds raw tensors, JSON holds the rest, and the
 optional optimizer state is read by ``torch.load(weights_only=True)``.
+
+Damage is found on loading, not in what the model then computes: meta.json records the
+SHA-256 of model.safetensors (``weights_sha256``), checked when present (4 KiB of 0xFF
+inside the file is a clean header and NaN weights), and weights that hold NaN or Inf are
+refused either way. A full disk while saving is a one-line
+:class:`~world_models.core.errors.DiskFullError` naming the file being written and the
+checkpoint kept (the folder is replaced whole or not at all).
 """
 
 from __future__ import annotations
@@ -27,18 +34,21 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from world_models import __version__
-from world_models.core.atomic import atomic_dir, recover_dir
+from world_models.core.atomic import atomic_dir, disk_full_error, is_disk_full, recover_dir
 from world_models.core.config import from_dict, to_dict
-from world_models.core.errors import CheckpointError, ConfigError
+from world_models.core.errors import CheckpointError, ConfigError, DiskFullError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
 OPTIMIZER_FILE = "optimizer.pt"
+DIGEST_KEY = "weights_sha256"
+"""meta.json's record of model.safetensors' SHA-256 (checked on loading when present)."""
 
 M = TypeVar("M", bound="PretrainedMixin")
 
@@ -67,6 +77,7 @@ def save_checkpoint(
     """Write a checkpoint folder atomically (the old folder survives until the new is whole)."""
 
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    weights = save_safetensors(tensors, metadata={"class": kind})  # bytes: written by Python
     full_meta = {
         "class": kind,
         "library_version": __version__,
@@ -74,16 +85,44 @@ def save_checkpoint(
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "step": int(step),
         **(meta or {}),
+        DIGEST_KEY: hashlib.sha256(weights).hexdigest(),  # never a copied one
     }
-    with atomic_dir(path) as tmp:
-        (tmp / CONFIG_FILE).write_text(
-            json.dumps({"class": kind, "config": config}, indent=2, sort_keys=True) + "\n"
-        )
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"class": kind})
-        (tmp / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True) + "\n")
-        if optimizer_state is not None:
-            torch.save(optimizer_state, tmp / OPTIMIZER_FILE)
+    kept = _kept(Path(path))  # before the folder is replaced
+    member = CONFIG_FILE
+    try:
+        with atomic_dir(path) as tmp:
+            (tmp / CONFIG_FILE).write_text(
+                json.dumps({"class": kind, "config": config}, indent=2, sort_keys=True) + "\n"
+            )
+            member = WEIGHTS_FILE
+            with open(tmp / WEIGHTS_FILE, "wb") as fh:
+                fh.write(weights)
+            member = META_FILE
+            (tmp / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True) + "\n")
+            if optimizer_state is not None:
+                member = OPTIMIZER_FILE
+                # a Python file, not a path: torch's own writer reports a full disk only
+                # as "[enforce fail at inline_container.cc:672] . unexpected pos"
+                with open(tmp / OPTIMIZER_FILE, "wb") as fh:
+                    torch.save(optimizer_state, fh)
+            member = "the folder"
+    except BaseException as exc:
+        if isinstance(exc, DiskFullError) or is_disk_full(exc):
+            raise disk_full_error(Path(path) / member, kept) from None
+        raise
     return Path(path)
+
+
+def _kept(path: Path) -> str:
+    """What a failed save of checkpoint ``path`` leaves: the checkpoint there (and its step)."""
+    old = recover_dir(path)
+    if not (old / WEIGHTS_FILE).is_file():
+        return "no checkpoint was there before"
+    try:
+        step = json.loads((old / META_FILE).read_text()).get("step", "?")
+    except (OSError, ValueError, AttributeError):
+        step = "?"
+    return f"the last good checkpoint there (step {step}) is kept"
 
 
 def read_checkpoint(
@@ -104,16 +143,33 @@ def read_checkpoint(
         raise CheckpointError(f"checkpoint {path}: unreadable {CONFIG_FILE} ({exc})") from None
     if expected_kind is not None and kind != expected_kind:
         raise CheckpointError(f"checkpoint {path} holds a {kind}, not a {expected_kind}")
-    try:
-        tensors = load_file(str(path / WEIGHTS_FILE), device=str(device))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path}: corrupt {WEIGHTS_FILE} ({exc})") from None
     meta: dict[str, Any] = {}
     if (path / META_FILE).is_file():
         try:
             meta = json.loads((path / META_FILE).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"checkpoint {path}: unreadable {META_FILE} ({exc})") from None
+    try:
+        weights = (path / WEIGHTS_FILE).read_bytes()
+        digest = meta.get(DIGEST_KEY) if isinstance(meta, dict) else None
+        if isinstance(digest, str) and hashlib.sha256(weights).hexdigest() != digest:
+            raise CheckpointError(
+                f"checkpoint {path}: corrupt {WEIGHTS_FILE} (its SHA-256 is not the one "
+                f"{META_FILE} recorded when it was saved: the file was damaged since)"
+            )
+        tensors = load_safetensors(weights)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path}: corrupt {WEIGHTS_FILE} ({exc})") from None
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CheckpointError(
+            f"checkpoint {path}: {WEIGHTS_FILE} holds NaN or Inf weights "
+            f"({', '.join(bad[:3])}{more}): the file is damaged or was saved from a diverged "
+            f"model; use another checkpoint"
+        )
+    if torch.device(device).type != "cpu":
+        tensors = {k: t.to(device) for k, t in tensors.items()}
     return Checkpoint(path=path, kind=kind, config=config, tensors=tensors, meta=meta)
 
 

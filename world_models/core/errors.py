@@ -29,6 +29,11 @@ class MissingDependencyError(WorldModelsError, ImportError):
     """An optional dependency is needed for this feature but not installed."""
 
 
+class DiskFullError(WorldModelsError, OSError):
+    """No space left on the device (or the disk quota is spent) while writing a file; the
+    write was atomic, so the file's previous version is kept."""
+
+
 class TrainingDivergedError(WorldModelsError):
     """The loss became NaN or Inf; the last good checkpoint is kept."""
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from world_models.core.atomic import TMP_MARK, atomic_open
+from world_models.core.atomic import TMP_MARK, atomic_open, naming_disk_full
 from world_models.core.errors import ConfigError, MissingDependencyError
 
 
@@ -148,12 +148,13 @@ def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: i
     # A dot name with TMP_MARK, like atomic.py's, so clean_temp_files removes leftovers.
     tmp = path.with_name(f".{path.stem}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
     try:
-        if suffix == ".gif":
-            iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=1000 / fps, loop=0)
-        else:
-            iio.imwrite(tmp, np.stack(frames), extension=suffix, fps=fps)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        with naming_disk_full(path):
+            if suffix == ".gif":
+                iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=1000 / fps, loop=0)
+            else:
+                iio.imwrite(tmp, np.stack(frames), extension=suffix, fps=fps)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
         with contextlib.suppress(OSError):
             fd = os.open(path.parent, os.O_RDONLY)

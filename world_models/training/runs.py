@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from world_models.core.atomic import atomic_open, atomic_write_json, clean_temp_files, recover_dir
+from world_models.core.atomic import (
+    atomic_open,
+    atomic_write_json,
+    clean_temp_files,
+    naming_disk_full,
+    recover_dir,
+)
 from world_models.core.checkpoint import META_FILE, WEIGHTS_FILE
 from world_models.core.config import to_dict
 from world_models.core.errors import ConfigError, TrainingDivergedError
@@ -203,13 +209,15 @@ class MetricsLogger:
         row = {"step": step, **{k: _plain(v) for k, v in values.items()}}
         new_cols = [k for k in row if k not in self._columns()]
         self.rows.append(row)
-        with open(self.jsonl_path, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        if new_cols:
-            self._rewrite()  # the header changed
-        else:
-            with open(self.csv_path, "a", newline="") as fh:
-                csv.DictWriter(fh, fieldnames=self._columns()).writerow(row)
+        # appended, not atomic: a torn last line is skipped by read_rows and rewritten
+        with naming_disk_full(self.jsonl_path, "the rows logged before it are kept"):
+            with open(self.jsonl_path, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            if new_cols:
+                self._rewrite()  # the header changed
+            else:
+                with open(self.csv_path, "a", newline="") as fh:
+                    csv.DictWriter(fh, fieldnames=self._columns()).writerow(row)
         if self.tb is not None:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
