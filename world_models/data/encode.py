@@ -188,6 +188,19 @@ def _prefetch(
         yield future.result()
 
 
+def _check_finite(series: _Series, vae: Path) -> None:
+    """Refuse NaN or Inf latents (a damaged V, or values beyond float16's 65504) before
+    they are written: M would train on them, and a series file with them looks whole."""
+    finite = np.isfinite(series.out).all(axis=1)  # (T,)
+    if not finite.all():
+        t = int(np.flatnonzero(~finite)[0])
+        raise DataError(
+            f"{series.path}: V ({vae}) encodes frame {t} of {len(finite)} (and "
+            f"{int((~finite).sum()) - 1} more) to NaN or Inf latents; nothing is written for "
+            f"it. Check that checkpoint (damaged, or trained into a divergence)"
+        )
+
+
 def _write(out: Path, series: _Series) -> None:
     z = series.out.shape[1] // 2
     arrays = {"mu": series.out[:, :z], "logvar": series.out[:, z:], **series.rest}
@@ -279,6 +292,7 @@ def _encode_locked(
         batch = config.batch_size or (4096 if device.type == "cuda" else 128)
         with on_device:
             for series in _encode_stream(vae, loaded(), batch, amp):
+                _check_finite(series, config.vae)
                 writes.append((writers.submit(_write, out, series), len(series.out)))
                 while writes and (len(writes) > max_writes or writes[0][0].done()):
                     finish_oldest()
