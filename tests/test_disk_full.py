@@ -189,3 +189,24 @@ def test_train_vae_names_the_checkpoint_and_the_step_kept(tmp_path, full_disk, c
     assert f"writing {run / 'checkpoints'}" in err and "optimizer.pt" in err
     assert "the last good checkpoint there (step 2) is kept" in err
     assert ConvVAE.from_pretrained(run / "checkpoints" / "last").checkpoint_meta["step"] == 2
+
+
+def test_encode_stops_with_one_line_and_keeps_the_series_written(tmp_path, full_disk, capsys):
+    data = collect(
+        CollectConfig(
+            out_dir=tmp_path / "data",
+            env="fake",
+            episodes=3,
+            max_steps=20,
+            workers=1,
+            progress=False,
+        )
+    )
+    ConvVAE(latent_size=4).save_pretrained(tmp_path / "vae")
+    series = tmp_path / "series"
+    full_disk("ep_000002.npz")  # what the writer threads write, in the series folder
+    argv = ["encode", "--data-dir", str(data), "--vae", str(tmp_path / "vae")]
+    assert main([*argv, "--out-dir", str(series), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"writing {series / 'ep_000002.npz'}" in err, err
+    assert sorted(p.name for p in series.glob("ep_*.npz")) == ["ep_000000.npz", "ep_000001.npz"]
