@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -23,10 +24,14 @@ import torch
 import torch.distributed as dist
 
 from world_models.core.atomic import TMP_MARK, atomic_open, atomic_write_json
-from world_models.core.errors import DataError
+from world_models.core.errors import DataError, DiskFullError
 from world_models.data import store
 
 CACHE_DIR = ".cache"
+"""The frame cache's folder inside a dataset folder (the default place)."""
+USER_CACHE = Path("world_models") / "frames"
+"""Under ``$XDG_CACHE_HOME`` (default ``~/.cache``): where the caches of read-only datasets go."""
+_said: set[Path] = set()  # the fallback folders already announced by this process
 FRAME_SHAPE = (64, 64, 3)
 FRAME_BYTES = 64 * 64 * 3
 CACHE_WAIT_S = 4 * 3600.0
@@ -95,6 +100,9 @@ class FrameSource:
 
     The first use of a split consolidates its episodes into ``DIR/.cache/frames-<split>-
     <hash>.npy`` plus a ``.json`` listing the episodes it holds (both written atomically;
+    with ``cache_dir``, or when DIR cannot be written (a read-only mount, ``chattr +i``),
+    in a folder for this dataset under ``cache_dir`` or ``$XDG_CACHE_HOME/world_models/
+    frames``, which a warning names; a cache already in DIR is used where it is;
     the hash covers each episode's name, size, modification time (ns) and inode, and
     ``max_frames``, so a grown dataset or a rewritten episode gets a new cache and the old
     one of that split is deleted; a ``stat`` per episode, no reading). A cache that exists is used
@@ -118,13 +126,16 @@ class FrameSource:
         *,
         skip_bad: bool = False,
         resident: bool | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
         """``max_frames`` keeps the first frames of the split (in episode order);
         ``skip_bad`` decodes every episode (when building the cache) and skips bad ones
         with a warning instead of raising :class:`DataError`; ``resident`` (CUDA only):
         None decides by the rule above, False always uses the pinned path, True requires
-        the split on the GPU (DataError if it does not fit)."""
+        the split on the GPU (DataError if it does not fit); ``cache_dir``: where the
+        frame cache goes (None: see above)."""
         self.data_dir = Path(data_dir)
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.split = split
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
@@ -163,7 +174,7 @@ class FrameSource:
         # episode, and an episode rewritten since (even at the same size) gets a new cache
         key = "\n".join(_episode_key(p) for p in paths)
         digest = hashlib.sha1(f"{key}\nmax_frames={max_frames}".encode()).hexdigest()[:16]
-        cache = self.data_dir / CACHE_DIR / f"frames-{self.split}-{digest}.npy"
+        cache = self._cache_folder() / f"frames-{self.split}-{digest}.npy"
         meta_path = cache.with_suffix(".json")
         if not cache.exists():
             if _local_rank() == 0:
@@ -197,6 +208,24 @@ class FrameSource:
             raise DataError(f"{cache}: frame cache has shape {frames.shape}; delete it")
         return [self.data_dir / n for n in names], frames
 
+    def _cache_folder(self) -> Path:
+        """Where this dataset's frame caches live (see the class docstring)."""
+        own = self.data_dir / CACHE_DIR
+        if self.cache_dir is not None:
+            return _dataset_folder(self.cache_dir, self.data_dir)
+        if any(own.glob(f"frames-{self.split}-*.npy")) or _writable(own):
+            return own  # an existing cache is used (re-checked by its hash) even if read-only
+        home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        folder = _dataset_folder(Path(home) / USER_CACHE, self.data_dir)
+        if folder not in _said:
+            _said.add(folder)
+            warnings.warn(
+                f"{self.data_dir} cannot be written (read-only?): its frame cache goes to "
+                f"{folder} instead (set --cache-dir to choose the place)",
+                stacklevel=4,
+            )
+        return folder
+
     def _build_cache(
         self, cache: Path, paths: list[Path], max_frames: int | None, skip_bad: bool
     ) -> None:
@@ -225,7 +254,13 @@ class FrameSource:
             count += shape[0]
         total = sum(lengths) if max_frames is None else min(sum(lengths), max_frames)
         cache_dir = cache.parent
-        cache_dir.mkdir(exist_ok=True)
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(
+                f"{cache_dir}: cannot create the frame cache's folder ({exc.strerror}); "
+                f"set --cache-dir to a writable folder"
+            ) from None
         _clean_dead_temps(cache_dir)
         for old in cache_dir.glob(f"frames-{self.split}-*"):
             if old.stem != cache.stem:  # a stale cache of this split: free its space first
@@ -252,7 +287,9 @@ class FrameSource:
                         raise DataError(f"{p}: obs changed while caching; run again")
                     fh.write(np.ascontiguousarray(obs[:left]).tobytes())
                     left -= len(obs)
-        except OSError as exc:  # ENOSPC and the like, named with the cache's path
+        except DiskFullError:
+            raise  # names the cache and the space left already
+        except OSError as exc:  # EIO and the like, named with the cache's path
             raise DataError(f"{cache}: cannot write the frame cache ({exc})") from None
 
     def _maybe_to_gpu(self, resident: bool | None) -> torch.Tensor | None:
@@ -373,6 +410,28 @@ def _episode_key(path: Path) -> str:
     the inode (episodes are written by rename, so a rewrite always gets a new one)."""
     st = path.stat()
     return f"{path.name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+
+def _dataset_folder(root: Path, data_dir: Path) -> Path:
+    """One folder per dataset under a shared cache ``root`` (by name and resolved path), so
+    one dataset's stale-cache cleanup never deletes another's cache."""
+    tag = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:10]
+    return root / f"{data_dir.resolve().name or 'data'}-{tag}"
+
+
+def _writable(folder: Path) -> bool:
+    """Whether files can be created in ``folder`` (or, while it is missing, in its parent,
+    where it would be made): tried with a probe file, not inferred from permission bits,
+    which say nothing of ``chattr +i``, read-only mounts or root."""
+    where = folder if folder.is_dir() else folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".probe{TMP_MARK}{os.getpid()}-", dir=where)
+    except OSError:
+        return False
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return True
 
 
 def _failed_marker(cache: Path) -> Path:

@@ -43,6 +43,9 @@ class TrainVAEConfig:
     """Fraction of episodes held out (chosen by a hash of the file name, stable as data grow)."""
     max_frames: int | None = None
     """Use at most this many training frames (None: all)."""
+    cache_dir: Path | None = None
+    """Folder for the frames' uint8 cache (None: DATA_DIR/.cache, or, when the dataset
+    cannot be written, $XDG_CACHE_HOME/world_models/frames, which a warning names)."""
     device: str | None = None
     """cpu, cuda, cuda:1 ...; None picks CUDA when present."""
     amp: bool | None = None

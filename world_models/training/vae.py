@@ -60,6 +60,7 @@ RESUMABLE_FIELDS = ALWAYS_RESUMABLE | {
     "checkpoint_every_s",
     "max_steps",
     "image_every",
+    "cache_dir",
 }
 
 
@@ -108,7 +109,12 @@ class _Trainer:
         self.amp = _auto_amp(self.device) if config.amp is None else config.amp
         self.channels_last = config.channels_last
         self.train_src = FrameSource(
-            config.data_dir, "train", config.holdout_fraction, self.device, config.max_frames
+            config.data_dir,
+            "train",
+            config.holdout_fraction,
+            self.device,
+            config.max_frames,
+            cache_dir=config.cache_dir,
         )
         episodes = store.list_episodes(config.data_dir)
         if episodes and not store.split_episodes(episodes, "holdout", config.holdout_fraction):
@@ -117,7 +123,11 @@ class _Trainer:
                 f"{config.holdout_fraction}; collect more episodes or raise --holdout-fraction"
             )
         self.hold_src = FrameSource(
-            config.data_dir, "holdout", config.holdout_fraction, self.device
+            config.data_dir,
+            "holdout",
+            config.holdout_fraction,
+            self.device,
+            cache_dir=config.cache_dir,
         )
         self.per_epoch = self.train_src.num_frames // (config.batch_size * self.dist.world_size)
         if self.per_epoch == 0:
