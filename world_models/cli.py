@@ -291,9 +291,33 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"warning: {message}", file=sys.stderr)  # no Python source-line decoration
 
 
+def _groups() -> dict[str, list[str]]:
+    """Command groups (``data``) and their subcommands, from the two-word names."""
+    groups: dict[str, list[str]] = {}
+    for name in COMMANDS:
+        if " " in name:
+            group, sub = name.split(" ", 1)
+            groups.setdefault(group, []).append(sub)
+    return groups
+
+
+def _group_help(group: str) -> str:
+    subs = _groups()[group]
+    width = max(len(s) for s in subs) + 2
+    lines = [
+        f"usage: world-models {group} <command> [OPTIONS]",
+        "",
+        "commands:",
+        *(f"  {s:<{width}}{COMMANDS[f'{group} {s}'].help}" for s in subs),
+        "",
+        f"`world-models {group} <command> --help` lists a command's options.",
+    ]
+    return "\n".join(lines)
+
+
 def _command_name(argv: list[str]) -> tuple[str | None, list[str]]:
-    if argv and argv[0] == "data" and len(argv) > 1 and f"data {argv[1]}" in COMMANDS:
-        return f"data {argv[1]}", argv[2:]
+    if argv and argv[0] in _groups() and len(argv) > 1 and f"{argv[0]} {argv[1]}" in COMMANDS:
+        return f"{argv[0]} {argv[1]}", argv[2:]
     return (argv[0], argv[1:]) if argv else (None, [])
 
 
@@ -307,10 +331,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"world_models {__version__}")
         return 0
     name, args = _command_name(argv)
+    if name in _groups():  # a group alone, or its --help: its subcommands
+        if not args or args[0] in ("-h", "--help"):
+            with contextlib.suppress(BrokenPipeError):
+                print(_group_help(name))
+            return 0 if args else 2
+        subs = ", ".join(_groups()[name])
+        print(
+            f"error: unknown command '{name} {args[0]}' ({name} commands: {subs}); "
+            f"see world-models {name} --help",
+            file=sys.stderr,
+        )
+        return 2
     command = COMMANDS.get(name or "")
     if command is None:
-        hint = " (data info DIR, data import SRC DIR)" if name == "data" else ""
-        print(f"error: unknown command {name!r}{hint}; see world-models --help", file=sys.stderr)
+        print(f"error: unknown command {name!r}; see world-models --help", file=sys.stderr)
         return 2
     try:
         try:
