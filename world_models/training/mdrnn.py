@@ -54,10 +54,21 @@ from world_models.core.errors import ConfigError
 from world_models.data.series import SeriesBatch, SeriesSet, load_series, series_vae_digest
 from world_models.models.mdrnn import MDNRNN, MDNRNNConfig
 from world_models.training.configs import TRAIN_MDNRNN_PRESETS, TrainMDNRNNConfig
-from world_models.training.runs import ALWAYS_RESUMABLE, TrainingRun, at_step, summarize_run
+from world_models.training.runs import (
+    ALWAYS_RESUMABLE,
+    RNG_KEY,
+    TrainingRun,
+    at_step,
+    rng_state,
+    set_rng_state,
+    summarize_run,
+)
 
 CARRY_KEY = "world_models_carry_state"
 """Key of the lanes' LSTM (h, c) in a mid-epoch checkpoint's optimizer state (TBPTT runs)."""
+SUMS_KEY = "world_models_epoch_sums"
+"""Key of the epoch's loss sums so far in a mid-epoch checkpoint's optimizer state: the
+resumed epoch's train_* metrics average all its steps, as an uninterrupted run's do."""
 RESUMABLE_FIELDS = ALWAYS_RESUMABLE | {"series_dir", "epochs", "bf16", "save_every", "log_every"}
 """Fields a re-run may change without starting a new run."""
 
@@ -137,6 +148,17 @@ class _Sums:
             self.sums[k] = self.sums.get(k, 0) + v.detach().float() * w
             self.weights[k] = self.weights.get(k, 0) + w
 
+    def state(self) -> dict:
+        return {"sums": self.sums, "weights": self.weights}
+
+    @classmethod
+    def from_state(cls, state, device: torch.device) -> _Sums:
+        out = cls()
+        if isinstance(state, dict):
+            for name in ("sums", "weights"):
+                getattr(out, name).update({k: v.to(device) for k, v in state[name].items()})
+        return out
+
     def means(self) -> dict[str, float]:
         return {k: float(self.sums[k] / self.weights[k].clamp(min=1)) for k in self.sums}
 
@@ -209,6 +231,8 @@ def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     step, epoch, skip, best = 0, 0, 0, math.inf
     carry = None  # the lanes' LSTM state when resuming mid-epoch with carry_state
+    carry_sums = None  # the epoch's loss sums so far, when resuming mid-epoch
+    metrics_rows = None  # rows logged when the checkpoint resumed from was saved
     last_dir, best_dir = run.last, run.best
     if run.resuming:
         ckpt = read_checkpoint(last_dir, expected_kind="MDNRNN", device=device)
@@ -218,6 +242,8 @@ def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
         opt_state = read_optimizer_state(last_dir)
         if opt_state is not None:
             carry = opt_state.pop(CARRY_KEY, None)
+            carry_sums = opt_state.pop(SUMS_KEY, None)
+            set_rng_state(opt_state.pop(RNG_KEY, None), device)  # dropout's masks go on
             optimizer.load_state_dict(opt_state)
         if vae_sha256 and ckpt.meta.get("vae_sha256") not in (None, vae_sha256):
             raise ConfigError(
@@ -226,22 +252,30 @@ def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
             )
         step, epoch = int(ckpt.meta["step"]), int(ckpt.meta["epoch"])
         skip, best = int(ckpt.meta["batch_in_epoch"]), float(ckpt.meta["best"])
+        metrics_rows = ckpt.meta.get("metrics_rows")
     if not run.resume_verdict(
         step=step, epoch=epoch, epochs=config.epochs, finished=epoch >= config.epochs
     ):
         return run.path
-    run.open_metrics(step)
+    run.open_metrics(step, metrics_rows)
 
     def save(target: Path) -> None:
-        opt_state = optimizer.state_dict()
+        opt_state = {**optimizer.state_dict(), RNG_KEY: rng_state(device)}
         if config.carry_state and skip and state is not None:
             # mid-epoch: the lanes' LSTM state too, so a resumed run continues exactly
             opt_state = {**opt_state, CARRY_KEY: [s.detach().float().cpu() for s in state]}
+        if skip:  # mid-epoch: the epoch's loss sums so far
+            sums_now = sums.state()
+            opt_state[SUMS_KEY] = {
+                part: {k: torch.as_tensor(v).detach().cpu() for k, v in d.items()}
+                for part, d in sums_now.items()
+            }
         meta = {
             "epoch": epoch,
             "batch_in_epoch": skip,
             "best": best,
             "train_config": to_dict(config),
+            "metrics_rows": run.rows_logged,
             **({"vae_sha256": vae_sha256} if vae_sha256 else {}),
         }
         model.save_pretrained(target, step=step, meta=meta, optimizer_state=opt_state)
@@ -258,6 +292,9 @@ def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
 
     while epoch < config.epochs and not out_of_time:
         sums, started, steps0 = _Sums(), time.perf_counter(), step
+        if skip and carry_sums is not None:
+            sums = _Sums.from_state(carry_sums, device)
+        carry_sums = None
         state = None
         if config.carry_state and skip and carry is not None:
             state = tuple(x.to(device) for x in carry)  # (1, B, H) each

@@ -54,6 +54,10 @@ ALWAYS_RESUMABLE = frozenset({"device", "progress", "tensorboard", "time_budget_
 """Fields any trainer's re-run may change: hardware, display and this invocation's time.
 Each trainer adds its own (length, speed switches, ...) in its ``RESUMABLE_FIELDS``."""
 
+RNG_KEY = "world_models_rng"
+"""Key of torch's global RNG state in a checkpoint's optimizer state. V's sampled z and M's
+dropout draw from it: restored, a resumed run draws what an uninterrupted one would."""
+
 RUN_OUTPUTS: tuple[tuple[str, str], ...] = (
     ("best checkpoint:", "checkpoints/best"),
     ("last checkpoint:", "checkpoints/last"),
@@ -171,15 +175,24 @@ def read_rows(path: Path, up_to_step: int | None = None) -> list[dict[str, Any]]
 class MetricsLogger:
     """Metrics as CSV and JSON lines always, TensorBoard when it is installed.
 
-    On resume, rows past the resumed step are dropped so a killed run leaves no duplicates.
+    On resume, rows past the resumed step are dropped so a killed run leaves no duplicates;
+    with ``keep_rows`` (how many there were when the checkpoint resumed from was saved),
+    also a row of that very step logged after it (an epoch's end, at the step of a
+    mid-epoch checkpoint).
     """
 
     def __init__(
-        self, run_dir: RunDir, resume_step: int | None = None, tensorboard: bool = True
+        self,
+        run_dir: RunDir,
+        resume_step: int | None = None,
+        tensorboard: bool = True,
+        keep_rows: int | None = None,
     ) -> None:
         self.csv_path = run_dir.path / "metrics.csv"
         self.jsonl_path = run_dir.path / "metrics.jsonl"
         self.rows = read_rows(self.jsonl_path, resume_step)
+        if keep_rows is not None:
+            self.rows = self.rows[:keep_rows]
         self._rewrite()
         self.tb = None
         if tensorboard:
@@ -343,15 +356,22 @@ class TrainingRun(RunDir):
             self.say(f"resumed from step {step:,} ({unit} {epoch + 1:,} of {epochs:,})")
         return True
 
-    def open_metrics(self, step: int) -> MetricsLogger | None:
+    def open_metrics(self, step: int, rows: Any = None) -> MetricsLogger | None:
         """Start logging at ``step``, the step training (re)starts from: the rows past it,
-        which this run will log again, are dropped. Rank 0 only (None elsewhere). The run
-        has started (:meth:`start`)."""
+        which this run will log again, are dropped, and with ``rows`` (the checkpoint's
+        :attr:`rows_logged`) any past the first ``rows``. Rank 0 only (None elsewhere).
+        The run has started (:meth:`start`)."""
         self.start()
         if self.dist.is_main:
             tensorboard = bool(getattr(self.config, "tensorboard", True))
-            self.metrics = MetricsLogger(self, step, tensorboard)
+            keep = rows if isinstance(rows, int) and not isinstance(rows, bool) else None
+            self.metrics = MetricsLogger(self, step, tensorboard, keep)
         return self.metrics
+
+    @property
+    def rows_logged(self) -> int | None:
+        """How many metrics rows are logged so far (for a checkpoint's meta; rank 0)."""
+        return None if self.metrics is None else len(self.metrics.rows)
 
     def log(self, step: int, **values: float | int | str) -> None:
         """One metrics row (rank 0; a no-op elsewhere)."""
@@ -403,6 +423,25 @@ class TrainingRun(RunDir):
         """Flush and close the metrics (the lock goes with ``hold``)."""
         if self.metrics is not None:
             self.metrics.close()
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """torch's global RNG state: the CPU's, and ``device``'s when it is a GPU."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: Any, device: torch.device) -> None:
+    """Restore :func:`rng_state`'s ``state`` (nothing when a checkpoint has none: older
+    runs resume as before, with the seed's stream)."""
+    if not isinstance(state, dict):
+        return
+    if torch.is_tensor(state.get("cpu")):
+        torch.set_rng_state(state["cpu"].to("cpu", torch.uint8))
+    if device.type == "cuda" and torch.is_tensor(state.get("cuda")):
+        torch.cuda.set_rng_state(state["cuda"].to("cpu", torch.uint8), device)
 
 
 def at_step(step: int, epoch: int | None = None, unit: str = "epoch") -> str:

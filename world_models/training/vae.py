@@ -38,9 +38,12 @@ from world_models.training import distributed
 from world_models.training.configs import TrainVAEConfig
 from world_models.training.runs import (
     ALWAYS_RESUMABLE,
+    RNG_KEY,
     RUN_OUTPUTS,
     TrainingRun,
     at_step,
+    rng_state,
+    set_rng_state,
     summarize_run,
 )
 
@@ -62,6 +65,9 @@ RESUMABLE_FIELDS = ALWAYS_RESUMABLE | {
     "image_every",
     "cache_dir",
 }
+WINDOW_KEY = "world_models_log_window"
+"""Key, in a mid-epoch checkpoint's optimizer state, of the loss sums since the last metrics
+row: the resumed run's next row averages the same steps as an uninterrupted run's."""
 
 
 @dataclass
@@ -147,6 +153,9 @@ class _Trainer:
         self.lr = effective_lr(config, self.dist.world_size)
         self.opt = self._adam()
         self.state = TrainerState()
+        self._window: dict | None = None  # loss sums since the last row, while saving
+        self._resumed_window: dict | None = None
+        self._metrics_rows = None  # rows logged when the checkpoint resumed from was saved
         if self.run.resuming:
             self._resume()
         self.net: torch.nn.Module = self.model
@@ -157,7 +166,8 @@ class _Trainer:
         self.step_fn = torch.compile(self._step) if config.compile else self._step
         # Fixed pictures, so every epoch's grids show the same frames and the same z.
         self.fixed_frames = self.hold_src.sample(8, seed=config.seed)
-        self.run.open_metrics(self.state.step)  # the run starts: its config.json is written
+        # the run starts: its config.json is written
+        self.run.open_metrics(self.state.step, self._metrics_rows)
 
     # ------------------------------------------------------------------ state
     def _adam(self) -> torch.optim.Adam:
@@ -203,8 +213,14 @@ class _Trainer:
         load_state_strict(self.model, ckpt.tensors, f"checkpoint {ckpt.path}")
         opt_state = read_optimizer_state(ckpt.path)
         if opt_state is not None:
+            rng = opt_state.pop(RNG_KEY, None)
+            window = opt_state.pop(WINDOW_KEY, None)
+            if isinstance(window, dict) and not self.dist.enabled:  # rank 0's sums only
+                self._resumed_window = window
             self._load_optimizer(opt_state, f"checkpoint {ckpt.path}")
+            set_rng_state(rng, self.device)  # z's noise goes on where it stopped
         trainer = ckpt.meta.get("trainer", {})
+        self._metrics_rows = ckpt.meta.get("metrics_rows")
         self.state = TrainerState(
             **{k: trainer[k] for k in trainer if k in TrainerState.__dataclass_fields__}
         )
@@ -218,8 +234,16 @@ class _Trainer:
         self.model.save_pretrained(
             where,
             step=self.state.step,
-            optimizer_state=self.opt.state_dict(),
-            meta={"trainer": state, "run_dir": str(self.run.path)},
+            optimizer_state={
+                **self.opt.state_dict(),
+                RNG_KEY: rng_state(self.device),
+                **({WINDOW_KEY: self._window} if self._window else {}),
+            },
+            meta={
+                "trainer": state,
+                "run_dir": str(self.run.path),
+                "metrics_rows": self.run.rows_logged,
+            },
         )
 
     # ------------------------------------------------------------------ steps
@@ -308,6 +332,9 @@ class _Trainer:
             sums = torch.zeros(3, device=self.device)
             bad = torch.zeros((), dtype=torch.bool, device=self.device)
             since, t_log = 0, time.perf_counter()
+            if self._resumed_window is not None:  # mid-epoch: the steps since the last row
+                sums += self._resumed_window["sums"].to(self.device)
+                since, self._resumed_window = int(self._resumed_window["since"]), None
             for x in self._train_batches(st.epoch, st.batch_in_epoch):
                 for group in self.opt.param_groups:
                     group["lr"] = self._lr_at(st.step)
@@ -342,7 +369,10 @@ class _Trainer:
                 bar.update(1)
                 if ckpt_due and not stop:
                     self.run.stop_if_diverged(bad, f"before the checkpoint {at_step(st.step)}")
+                    if since:
+                        self._window = {"sums": sums.detach().cpu(), "since": since}
                     self._save(self.run.last)
+                    self._window = None
                     last_ckpt = time.perf_counter()
                 if stop:
                     break
