@@ -352,3 +352,23 @@ def test_a_corrupt_held_out_episode_is_named(dataset, tmp_path):
 def test_no_held_out_episode_is_a_clear_error(dataset, tmp_path):
     with pytest.raises(DataError, match="no held-out episodes at holdout_fraction=0.0"):
         train_vae(config(dataset, tmp_path / "run", holdout_fraction=0.0))
+
+
+def test_the_time_budget_is_read_every_step(dataset, tmp_path, monkeypatch):
+    """Slow steps (10 s each on a fake clock), a 25 s budget, log_every 50: V stops after
+    step 3 (train-mdrnn read its clock at log steps only and ran 4x over; V must not)."""
+    import types
+
+    clock = [0.0]
+    real_step = vae_module._Trainer._step
+
+    def slow_step(self, x):
+        clock[0] += 10.0
+        return real_step(self, x)
+
+    monkeypatch.setattr(vae_module._Trainer, "_step", slow_step)
+    monkeypatch.setattr(vae_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    run = train_vae(
+        config(dataset, tmp_path / "run", batch_size=4, log_every=50, time_budget_s=25.0)
+    )
+    assert read_checkpoint(run / "checkpoints/last").meta["step"] == 3
