@@ -42,7 +42,8 @@ def test_debug_recipe_runs_end_to_end_and_resumes(tmp_path):
     heads = [line[:5] for line in lines if line.startswith("[")]
     assert heads[:6] == [f"[{i}/6]" for i in range(1, 7)]
     timed = [line.split(":")[0].strip() for line in lines if line.endswith(" s")]
-    assert timed == ["collect", "vae", "encode", "mdrnn", "controller"]  # wall time per stage
+    stages = ["collect", "vae", "encode", "mdrnn", "controller", "evaluate_dream", "evaluate"]
+    assert timed == stages  # wall time per stage, the evaluations included
     assert set(json.loads((tmp_path / "stages.json").read_text())) == set(timed)
     results = json.loads((tmp_path / "evaluation/results.json").read_text())
     assert results["trials"] == 4 and results["env"] == "fake-discrete"
@@ -54,7 +55,7 @@ def test_debug_recipe_runs_end_to_end_and_resumes(tmp_path):
     lines.clear()
     reproduce(config, log=lines.append)  # every stage finds its work done
     assert (tmp_path / "controller/metrics.jsonl").read_text().splitlines() == rows
-    assert sum("skipped" in line for line in lines) == 5
+    assert sum("skipped" in line for line in lines) == len(stages)
 
 
 def test_cpu_budget_is_a_named_recipe_with_per_generation_overrides():
@@ -108,3 +109,31 @@ def test_cpu_budget_calibrates_the_dream_before_evolving(tmp_path):
     used = json.loads((tmp_path / "controller/config.json").read_text())
     assert used["dream"]["done_offset"] == cal["done_offset"]
     assert cal["data_length"] > 0 and any("done offset" in line for line in lines)
+
+
+def test_session_budget_chooses_on_real_games_and_measures_random_alike(tmp_path):
+    from world_models.recipes import SESSION_BUDGET
+
+    doom = stage_configs(ReproduceConfig(game="doom", budget="session"))
+    c = doom["controller"]
+    assert (c.popsize, c.rollouts, c.dream.dream_max_steps) == (64, 8, 1000)
+    assert doom["mdrnn"].model.shared_mixture and doom["mdrnn"].model.dropout == 0.1
+    assert doom["select"].games == SESSION_BUDGET["select"]["games"]
+    rand = doom["evaluate_random"]
+    assert rand.policy == "random" and rand.seed == doom["evaluate"].seed
+    assert rand.trials == doom["evaluate"].trials == 100
+    minutes = sum(SESSION_BUDGET[k].get("time_budget_s", 0) for k in SESSION_BUDGET) / 60
+    assert minutes <= 95  # collect, encode, calibration, selection and 200 games in the rest
+
+    config = ReproduceConfig(
+        game="debug", budget="session", root=tmp_path, workers=2, progress=False
+    )
+    lines: list[str] = []
+    reproduce(config, log=lines.append)
+    done = json.loads((tmp_path / "stages.json").read_text())
+    assert {"calibrate", "select", "evaluate", "evaluate_random"} <= set(done)
+    chosen = json.loads((tmp_path / "controller/selection.json").read_text())
+    real = json.loads((tmp_path / "evaluation/results.json").read_text())
+    assert real["controller"].endswith("checkpoints/selected") and chosen
+    random = json.loads((tmp_path / "eval-random/results.json").read_text())
+    assert random["policy"] == "random" and random["seeds"] == real["seeds"]

@@ -53,9 +53,11 @@ class ReproduceConfig:
     """Worker processes for collection and real-env evaluation (0: all cores)."""
     seed: int = 0
     """Base seed of every stage."""
-    budget: Literal["paper", "cpu"] = "paper"
-    """paper: the original's settings times scale; cpu: the 2-core recipe (~90 minutes,
-    time budgets per stage; scale is ignored)."""
+    budget: Literal["paper", "cpu", "session"] = "paper"
+    """paper: the original's settings times scale; cpu: the 2-core recipe of 2026-12-02
+    (~90 minutes); session: the 2-core recipe of 2026-12-03 (<= 150 minutes: 4x the data, a
+    shared-mixture M, CMA-ES 64 x 8, candidates chosen on real games). Both stop stages on
+    time budgets; scale is ignored."""
     popsize: int | None = None
     """CMA-ES candidates per generation (None: the budget's: 64 paper, 32 cpu)."""
     rollouts: int | None = None
@@ -104,6 +106,54 @@ CPU_BUDGET: dict[str, dict[str, Any]] = {
 }
 """The named 2-core CPU recipe of ``reproduce doom --budget cpu`` (a stage's fields)."""
 
+SESSION_BUDGET: dict[str, dict[str, Any]] = {
+    # ~9 min at ~2,300 frames/s on 2 workers (1.29M frames): M's epochs see 4x the
+    # episodes of the cpu recipe, so it overfits later
+    "collect": {"episodes": 4000},
+    # 35 min (~250 img/s on an AVX2-only 2-core CPU, ~500 with native bf16): held-out recon
+    # 5.8 after 6.3k steps; the frame cache holds 800k frames (~10 GB)
+    "vae": {
+        "batch_size": 64,
+        "lr": 6e-4,
+        "lr_scaling": "none",
+        "epochs": 20,
+        "max_frames": 800_000,
+        "time_budget_s": 35 * 60,
+    },
+    # 35 min: one mixture choice per step keeps a dreamed frame one coherent scene
+    # (docs/results-doom.md, session 4)
+    "mdrnn": {
+        "batch_size": 16,
+        "seq_len": 200,
+        "epochs": 200,
+        "dropout": 0.1,
+        "shared_mixture": True,
+        "time_budget_s": 35 * 60,
+    },
+    # 20 min: the original's 64 candidates; 8 dreams each and a 1,000-step cap because 64 x
+    # 16 x 2,100 steps is ~100 s per generation at this CPU's ~20k dream steps/s; the
+    # mean is kept every 5 generations for the select stage
+    "controller": {
+        "popsize": 64,
+        "rollouts": 8,
+        "generations": 1000,
+        "eval_every": 5,
+        "eval_rollouts": 128,
+        "dream_max_steps": 1000,
+        "done_mode": "sample",
+        "tau": 1.15,
+        "dream_dropout": True,
+        "time_budget_s": 20 * 60,
+    },
+    # ~5 min: 8 candidates x 8 real games (seeds 500,000 + i, apart from the test seeds)
+    "select": {"candidates": 8, "games": 8},
+    "evaluate": {"trials": 100},
+}
+"""The named 2-core recipe of ``reproduce doom --budget session`` (<= 150 min)."""
+
+BUDGETS = {"cpu": CPU_BUDGET, "session": SESSION_BUDGET}
+"""The time-budgeted recipes by name."""
+
 
 def _amounts(
     scale: float, episodes: int, generations: int, eval_rollouts: int, trials: int
@@ -135,21 +185,22 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
     from world_models.training.configs import TRAIN_VAE_PRESETS as VAE
 
     root = config.root or Path(f"runs/reproduce-{config.game}")
-    cpu = config.budget == "cpu"
-    if config.budget not in ("paper", "cpu"):
-        raise ConfigError(f"unknown budget {config.budget!r}; choose paper or cpu")
+    cpu = config.budget in BUDGETS  # time-budgeted
+    if config.budget not in ("paper", *BUDGETS):
+        raise ConfigError(f"unknown budget {config.budget!r}; choose paper, {', '.join(BUDGETS)}")
     if config.game == "doom" and cpu:
+        budget = BUDGETS[config.budget]
         n = {
-            "episodes": CPU_BUDGET["collect"]["episodes"],
-            "generations": CPU_BUDGET["controller"]["generations"],
-            "eval_rollouts": CPU_BUDGET["controller"]["eval_rollouts"],
-            "trials": CPU_BUDGET["evaluate"]["trials"],
+            "episodes": budget["collect"]["episodes"],
+            "generations": budget["controller"]["generations"],
+            "eval_rollouts": budget["controller"]["eval_rollouts"],
+            "trials": budget["evaluate"]["trials"],
         }
         env = "doom"
         collect = override(COLLECT["doom"], episodes=n["episodes"])
-        vae = override(VAE["doom"], **CPU_BUDGET["vae"])
-        mdrnn = override(MDRNN["doom"], **CPU_BUDGET["mdrnn"])
-        controller = override(CONTROLLER["doom"], **CPU_BUDGET["controller"])
+        vae = override(VAE["doom"], **budget["vae"])
+        mdrnn = override(MDRNN["doom"], **budget["mdrnn"])
+        controller = override(CONTROLLER["doom"], **budget["controller"])
         max_steps = None
     elif config.game == "doom":
         n = _amounts(config.scale, 10_000, 2_000, 1_024, 100)
@@ -249,6 +300,27 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
         out_dir=root / "evaluation",
         **common,
     )
+    if config.budget == "session":  # the candidates are chosen on real games
+        from world_models.evaluation.configs import SelectConfig
+
+        games = SESSION_BUDGET["select"] if config.game == "doom" else {"games": 2}
+        # no best/worst videos: 100 recorded Doom games cost minutes the budget lacks
+        stages["evaluate"] = override(stages["evaluate"], video="none")
+        stages["select"] = override(
+            SelectConfig(),
+            run_dir=root / "controller",
+            vae=vae_ckpt,
+            mdrnn=root / "mdrnn" / "checkpoints" / "best",
+            env=env,
+            max_steps=max_steps or 2100,
+            workers=config.workers,
+            device=config.device,
+            progress=config.progress,
+            **games,
+        )
+        stages["evaluate_random"] = override(
+            stages["evaluate"], policy="random", controller=None, out_dir=root / "eval-random"
+        )
     # the paper reports both: the score in the dream C was trained in, and the real one
     stages["evaluate_dream"] = override(
         stages["evaluate"],
@@ -340,7 +412,7 @@ def reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -> Pa
     done.run("mdrnn", lambda: train_mdrnn(stages["mdrnn"]), log)
     m_ckpt = _best_or_last(stages["mdrnn"].run_dir)
     ctrl = override(stages["controller"], mdrnn=m_ckpt, vae=vae_ckpt)
-    if config.budget == "cpu":  # the dream's death rate matched to the data's (envs/dream.py)
+    if config.budget in BUDGETS:  # the dream's death rate matched to the data's (envs/dream.py)
         path = root / "calibration.json"
         done.run("calibrate", lambda: _calibrate(ctrl, path, log), log)
         offset = json.loads(path.read_text())["done_offset"]
@@ -348,6 +420,13 @@ def reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -> Pa
     log(f"[5/6] evolve C in the dream for {ctrl.generations} generations -> {ctrl.run_dir}")
     done.run("controller", lambda: train_controller(ctrl), log)
     c_ckpt = _best_or_last(ctrl.run_dir)
+    if "select" in stages:
+        from world_models.evaluation.select import select_controller
+
+        sel = override(stages["select"], vae=vae_ckpt, mdrnn=m_ckpt)
+        log(f"      choose among the kept means on {sel.games} real games each")
+        done.run("select", lambda: select_controller(sel), log)
+        c_ckpt = ctrl.run_dir / "checkpoints" / "selected"
     ev = override(stages["evaluate"], controller=c_ckpt, vae=vae_ckpt, mdrnn=m_ckpt)
     log(f"[6/6] evaluate in the dream and the real env, {ev.trials} trials each")
     dream_ev = override(
@@ -357,6 +436,9 @@ def reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -> Pa
         mdrnn=m_ckpt,
         dream=ctrl.dream,
     )
-    log(summarize(evaluate(dream_ev)))
-    log(summarize(evaluate(ev)))
+    done.run("evaluate_dream", lambda: log(summarize(evaluate(dream_ev))), log)
+    done.run("evaluate", lambda: log(summarize(evaluate(ev))), log)
+    if "evaluate_random" in stages:  # the baseline, same command and seeds
+        rand = override(stages["evaluate_random"], vae=vae_ckpt, mdrnn=m_ckpt)
+        done.run("evaluate_random", lambda: log(summarize(evaluate(rand))), log)
     return ctrl.run_dir.parent

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
@@ -43,6 +44,42 @@ Positional = tyro.conf.Positional
 Hidden = tyro.conf.Suppress
 """Marks a field the command line does not show (``Annotated[T, Hidden]``): set from
 Python only (the fake envs' knobs in tests)."""
+
+
+def check_finite(
+    name: str,
+    value: float | None,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    where: str = "",
+) -> None:
+    """A :class:`ConfigError` unless ``value`` is a finite number in the range ``lo``..``hi``
+    (either end None: unbounded; ``lo_open``/``hi_open``: that end excluded). None passes
+    (an optional setting left unset). For a config's float fields in ``__post_init__``:
+    tyro reads ``nan`` and ``inf`` as floats, which fail far from the flag otherwise.
+    ``where`` (a command name) starts the message."""
+    if value is None:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and lo is not None:
+        ok = value > lo if lo_open else value >= lo
+    if ok and hi is not None:
+        ok = value < hi if hi_open else value <= hi
+    if ok:
+        return
+    if lo is not None and hi is not None:
+        span = f" in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    elif lo is not None:
+        span = f" {'>' if lo_open else '>='} {lo:g}"
+    elif hi is not None:
+        span = f" {'<' if hi_open else '<='} {hi:g}"
+    else:
+        span = ""
+    prefix = f"{where}: " if where else ""
+    raise ConfigError(f"{prefix}{name} must be a finite number{span}, got {value!r}")
 
 
 def override(config: C, **changes: Any) -> C:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from world_models.core.config import Hidden, Positional
+from world_models.core.config import Hidden, Positional, check_finite
 from world_models.core.errors import ConfigError
 from world_models.envs.presets import EnvName, EnvPreset, Preprocess, Resample, get_preset
 
@@ -69,6 +69,8 @@ class CollectConfig:
             object.__setattr__(self, "out_dir", Path("data") / self.env)
         if not 0 <= self.compress_level <= 9:
             raise ConfigError(f"compress_level must be in 0..9, got {self.compress_level}")
+        check_finite("dt", self.dt, 0, lo_open=True, where="collect")
+        check_finite("explore", self.explore, 0, 1, where="collect")
 
     def env_preset(self) -> EnvPreset:
         return get_preset(self.env)

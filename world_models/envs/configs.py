@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
+from world_models.core.config import check_finite
 from world_models.core.errors import ConfigError
 
 
@@ -30,8 +31,8 @@ class DreamSettings:
     """Keep M's dropout on, one mask per dream (M trained with --dropout)."""
 
     def __post_init__(self) -> None:
-        if not self.tau >= 0:
-            raise ConfigError(f"tau must be >= 0, got {self.tau}")
+        check_finite("tau", self.tau, 0)  # inf: every sample is noise (every fitness equal)
+        check_finite("done_offset", self.done_offset)
         if self.dream_max_steps < 1:
             raise ConfigError(f"dream_max_steps must be >= 1, got {self.dream_max_steps}")
 

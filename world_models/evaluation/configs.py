@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from world_models.core.config import Flat, Target
+from world_models.core.config import Flat, Target, check_finite
 from world_models.core.errors import ConfigError
 from world_models.envs.configs import DreamSettings, RolloutSettings
 from world_models.envs.presets import EnvName
@@ -66,6 +66,8 @@ class EvaluateConfig:
             raise ConfigError(f"trials must be >= 1, got {self.trials}")
         if self.video != "none" and not self.fps >= 1:
             raise ConfigError(f"fps must be >= 1, got {self.fps}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"evaluate: max_steps must be >= 1, got {self.max_steps}")
 
 
 EVALUATE_PRESETS: dict[str, EvaluateConfig] = {
@@ -149,6 +151,7 @@ class FidelityConfig:
         for name in ("trials", "strip_steps", "strip_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"fidelity: {name} must be >= 1, got {getattr(self, name)}")
+        check_finite("holdout_fraction", self.holdout_fraction, 0, 1, hi_open=True, where="fidelity")
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,8 @@ class SelectConfig:
         for name in ("candidates", "games"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"select: {name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"select: max_steps must be >= 1, got {self.max_steps}")
 
 
 @dataclass(frozen=True)

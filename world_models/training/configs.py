@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
-from world_models.core.config import Flat, Target
+from world_models.core.config import Flat, Target, check_finite
 from world_models.core.errors import ConfigError
 from world_models.envs.configs import DreamSettings, RolloutSettings
 from world_models.envs.presets import EnvName
@@ -95,6 +95,14 @@ class TrainVAEConfig:
         bad = [f"{name}={values[name]!r}" for name, ok in checks if not ok]
         if bad:
             raise ConfigError(f"invalid train-vae settings: {', '.join(bad)}")
+        for name, value, lo, lo_open in [  # nan fails the checks above; inf does not
+            ("lr", self.lr, 0, True),
+            ("beta", self.beta, 0, False),
+            ("kl_tolerance", self.model.kl_tolerance, 0, False),
+            ("checkpoint_every_s", self.checkpoint_every_s, 0, False),
+            ("time_budget_s", self.time_budget_s, 0, True),
+        ]:
+            check_finite(name, value, lo, lo_open=lo_open, where="train-vae")
 
 
 TRAIN_VAE_PRESETS: dict[str, TrainVAEConfig] = {
@@ -194,6 +202,18 @@ class TrainMDNRNNConfig:
         for ok, message in rules:
             if not ok:
                 raise ConfigError(f"train-mdrnn: {message}")
+        m = self.model
+        for name, value, lo, hi in [  # nan fails the rules above; inf does not
+            ("lr", self.lr, 0, None),
+            ("min_lr", self.min_lr, 0, None),
+            ("grad_clip", self.grad_clip, 0, None),
+            ("time_budget_s", self.time_budget_s, 0, None),
+            ("done_pos_weight", m.done_pos_weight, 0, None),
+            ("reward_weight", m.reward_weight, 0, None),
+            ("done_weight", m.done_weight, 0, None),
+        ]:
+            check_finite(name, value, lo, hi, where="train-mdrnn")
+        check_finite("dropout", m.dropout, 0, 1, hi_open=True, where="train-mdrnn")
 
 
 TRAIN_MDNRNN_PRESETS: dict[str, TrainMDNRNNConfig] = {
@@ -286,6 +306,10 @@ class TrainControllerConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.popsize < 2:
             raise ConfigError("CMA-ES needs popsize >= 2")
+        check_finite("sigma0", self.sigma0, 0, lo_open=True, where="train-controller")
+        check_finite("time_budget_s", self.time_budget_s, 0, lo_open=True, where="train-controller")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"train-controller: max_steps must be >= 1, got {self.max_steps}")
 
 
 TRAIN_CONTROLLER_PRESETS: dict[str, TrainControllerConfig] = {
