@@ -17,6 +17,7 @@ import contextlib
 import importlib
 import io
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -48,6 +49,9 @@ class Command:
     """A field (``env``) whose value, when it names a preset, picks that preset."""
     description: str = ""
     """More text for the command's ``--help``."""
+    resumes: bool = False
+    """Whether re-running the same command after an interruption picks up where it stopped
+    (what Ctrl-C's message says)."""
 
 
 # The order is the pipeline's, and is the order of ``--help``.
@@ -59,6 +63,7 @@ COMMANDS: dict[str, Command] = {
         report="world_models.demo:format_outputs",
         presets="world_models.demo:PRESETS",
         default_preset="default",
+        resumes=True,
     ),
     "validate": Command(
         "check the ConvVAE against its specification (layers, loss, examples)",
@@ -79,6 +84,7 @@ COMMANDS: dict[str, Command] = {
             "dataset up to --episodes. Without --preset, the preset named after --env applies "
             "(carracing, doom), else the defaults with --out-dir data/ENV."
         ),
+        resumes=True,
     ),
     "data info": Command(
         "summarise and verify an episode store",
@@ -102,6 +108,7 @@ COMMANDS: dict[str, Command] = {
             "curve); re-running the same command resumes it. Several GPUs: torchrun "
             "--nproc_per_node N -m world_models.cli train-vae ... (same flags)."
         ),
+        resumes=True,
     ),
     "encode": Command(
         "encode a dataset with V into latent series (mu, logvar) for M",
@@ -110,6 +117,7 @@ COMMANDS: dict[str, Command] = {
         report="world_models.data.encode:describe",
         presets="world_models.data.configs:ENCODE_PRESETS",
         default_preset="carracing",
+        resumes=True,
     ),
     "train-mdrnn": Command(
         "train the MDN-RNN (M) on latent series; re-running resumes",
@@ -118,6 +126,7 @@ COMMANDS: dict[str, Command] = {
         report="world_models.training.mdrnn:summarize",
         presets="world_models.training.configs:TRAIN_MDNRNN_PRESETS",
         default_preset="carracing",
+        resumes=True,
     ),
     "dream": Command(
         "M's open-loop dream from a real frame, beside the real episode",
@@ -137,6 +146,7 @@ COMMANDS: dict[str, Command] = {
         report="world_models.training.controller:summarize",
         presets="world_models.training.configs:TRAIN_CONTROLLER_PRESETS",
         default_preset="doom",
+        resumes=True,
     ),
     "evaluate": Command(
         "score V+M+C or a baseline policy over N episodes, real or dreamed",
@@ -166,6 +176,7 @@ COMMANDS: dict[str, Command] = {
         "a paper recipe end to end (collect, V, encode, M, C, evaluate)",
         "world_models.recipes:ReproduceConfig",
         "world_models.recipes:reproduce",
+        resumes=True,
     ),
     "play": Command(
         "play the game yourself, real or inside M's dream (needs pygame)",
@@ -277,10 +288,17 @@ def _parse(name: str, command: Command, args: list[str]) -> Any:
 
 def _one_line(box: str, name: str) -> str:
     """tyro's framed error message as one line: what is wrong, and the likely flag."""
-    lines = [line.strip(" \u2502\u256d\u256e\u2570\u256f") for line in box.splitlines()]
+    # rich draws the frame in ASCII (| + -) where the output is not a UTF-8 terminal
+    lines = [line.strip(" |+\u2502\u256d\u256e\u2570\u256f") for line in box.splitlines()]
     lines = [line for line in lines if line]
-    rule = next((i for i, line in enumerate(lines) if set(line) <= {"\u2500"}), len(lines))
-    what = " ".join(" ".join(lines[1:rule]).split()).split(" Got errors:")[0] or "bad arguments"
+
+    def is_rule(line: str) -> bool:
+        return set(line) <= {"\u2500", "-"}
+
+    start = next((i for i in range(1, len(lines)) if not is_rule(lines[i])), len(lines))
+    end = next((i for i in range(start, len(lines)) if is_rule(lines[i])), len(lines))
+    what = " ".join(" ".join(lines[start:end]).split()).split(" Got errors:")[0] or "bad arguments"
+    what = re.sub(r"^Error parsing \w+: ", "", what)  # a config's own check: its message
     hint = ""
     if "Perhaps you meant:" in lines:
         hint = "; did you mean " + lines[lines.index("Perhaps you meant:") + 1].split()[0] + "?"
@@ -364,7 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head`
         return 0
     except KeyboardInterrupt:
-        print("interrupted: re-run the same command to resume", file=sys.stderr)
+        then = ": re-run the same command to resume" if command.resumes else ""
+        print(f"interrupted{then}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into one line
         if os.environ.get("WM_DEBUG"):

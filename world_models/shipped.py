@@ -59,6 +59,11 @@ def available() -> list[str]:
 
 def pretrained_dir(name: str) -> Path:
     """The shipped folder of ``name``; a one-line :class:`ConfigError` when there is none."""
+    if not isinstance(name, str) or not name:
+        have = ", ".join(available()) or "none"
+        raise ConfigError(
+            f"a pretrained model is named by a string, not {name!r} (shipped: {have})"
+        )
     root = ASSETS / name
     if not (root / "settings.json").is_file() or not all((root / p).is_dir() for p in PARTS):
         have = ", ".join(available()) or "none"

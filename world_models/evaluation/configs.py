@@ -151,7 +151,9 @@ class FidelityConfig:
         for name in ("trials", "strip_steps", "strip_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"fidelity: {name} must be >= 1, got {getattr(self, name)}")
-        check_finite("holdout_fraction", self.holdout_fraction, 0, 1, hi_open=True, where="fidelity")
+        check_finite(
+            "holdout_fraction", self.holdout_fraction, 0, 1, hi_open=True, where="fidelity"
+        )
 
 
 @dataclass(frozen=True)
