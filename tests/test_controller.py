@@ -157,3 +157,17 @@ def test_policy_population_and_active_mask():
     h1 = pol._state[0]
     assert torch.equal(h1[0, 1], h0[0, 1]) and not torch.equal(h1[0, 0], h0[0, 0])
     assert out[1] == 0
+
+
+def test_a_z_only_controller_reads_z_alone():
+    """The paper's "V model only" row: C on z, 32 x 3 + 3 = 99 weights."""
+    c = Controller(32, 256, 3, "carracing", hidden_input=False)
+    assert c.num_params == 99 and c.input_size == 32
+    z, h = torch.randn(5, 32), torch.randn(5, 256)
+    torch.testing.assert_close(c(z, h), c(z, torch.zeros_like(h)))  # h is not read
+    params = torch.randn(4, c.num_params)
+    zs, hs = torch.randn(4, 5, 32), torch.randn(4, 5, 256)
+    got = batched_actions(c, params, zs, hs)  # (P, N, A)
+    for p in range(4):
+        torch.testing.assert_close(got[p], c.set_flat(params[p]).act(zs[p], hs[p]))
+    assert Controller.from_config(c.config).input_size == 32  # the config keeps the choice

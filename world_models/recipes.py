@@ -1,23 +1,29 @@
 """Whole-pipeline recipes: ``reproduce(config) -> root folder``.
 
-``doom`` follows the paper's DoomTakeCover experiment: collect random-policy episodes
-(a uniform random action held 1-10 frames) -> train V (z = 64) -> encode the series ->
-train M (LSTM 512, done head with positives x10, seq len 500, truncated BPTT, lr decay)
--> evolve C only inside the dream (tau 1.15, 2100-step limit, popsize 64 x 16 rollouts,
-the mean scored every 25 generations) -> score C in the dream and in the real game,
-100 trials each.
-``debug`` is the same pipeline on the tiny fake env with tiny sizes (tests, smoke runs).
+A recipe is data: :func:`recipe` returns its :class:`Stage` records in order (name, config,
+what it reads and writes), and :func:`reproduce` runs them, numbering them ``[k/N]`` and
+recording each one's wall time in ``root/stages.json`` once it has finished, so a re-run
+skips the finished stages and resumes the one a kill interrupted (every stage resumes).
 
-One knob, ``scale``, shrinks the amounts (episodes, generations, evaluation rollouts and,
-below 0.1, trials and training epochs) and never the architecture or the per-generation
-settings. Every stage writes under ``root`` and resumes on a re-run (finished stages return
-quickly), so the same command continues a killed recipe.
+* ``doom`` follows the paper's DoomTakeCover experiment: collect random-policy episodes
+  (a uniform random action held 1-10 frames) -> train V (z = 64) -> encode the series ->
+  train M (LSTM 512, done head with positives x10, seq len 500, truncated BPTT, lr decay)
+  -> evolve C only inside the dream (tau 1.15, 2100-step limit, popsize 64 x 16 rollouts,
+  the mean scored every 25 generations) -> score C in the dream and in the real game,
+  100 trials each.
+* ``carracing`` follows the paper's CarRacing experiment: Brownian random-policy episodes
+  -> V (z = 32) -> encode -> M (LSTM 256, 5 Gaussians) -> C on [z, h] (867 weights)
+  evolved by CMA-ES in the real env (envpool's when installed) -> scored on Gymnasium's
+  CarRacing-v3, 100 tracks; ``--z-only`` evolves the paper's "V model only" C on z alone
+  beside it (same data, V and M).
+* ``debug`` is the Doom pipeline on the tiny fake env with tiny sizes (tests, smoke runs).
 
-``budget="cpu"`` is a named recipe for a 2-core CPU: the whole Doom pipeline in about 90
-minutes (:data:`CPU_BUDGET` gives every number and the README why). V, M and C then stop on
-time budgets, so each stage's completion is recorded in ``root/stages.json``: a re-run skips
-the finished stages instead of training them for another budget. ``popsize``, ``rollouts``
-and ``dream_max_steps`` override the per-generation work of either budget.
+``budget``: ``paper`` takes the original's amounts times ``scale`` (which never shrinks the
+architecture or the per-generation settings); ``cpu`` and ``session`` are named recipes
+for a 2-core CPU (:data:`CPU_BUDGET`, :data:`SESSION_BUDGET`,
+:data:`CARRACING_CPU_BUDGET` give every number and why), whose V, M and C stop on time
+budgets. ``popsize``, ``rollouts`` and ``dream_max_steps`` override the per-generation
+work of any budget.
 
 Imports of the stages sit inside the functions: this module holds ``ReproduceConfig``,
 which ``world-models reproduce --help`` reads without loading torch.
@@ -27,7 +33,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,14 +45,14 @@ from world_models.core.errors import ConfigError
 class ReproduceConfig:
     """Options of ``world-models reproduce``."""
 
-    game: Annotated[Literal["doom", "debug"], Positional] = "doom"
+    game: Annotated[Literal["doom", "carracing", "debug"], Positional] = "doom"
     """Which recipe (the command's positional argument)."""
     root: Path | None = None
     """Folder for every stage's output (None: runs/reproduce-<game>)."""
     scale: float = 1.0
-    """Multiplies the amounts: episodes (10,000), generations (2,000), evaluation rollouts
-    (1,024); trials (100) and V's and M's epochs shrink only below 0.1. 1.0 = the
-    original's amounts."""
+    """Multiplies the amounts: episodes (10,000), generations (2,000; CarRacing 1,800),
+    evaluation rollouts (1,024); trials (100) and V's and M's epochs shrink only below 0.1.
+    1.0 = the original's amounts."""
     device: str | None = None
     """cpu, cuda, ...; None picks CUDA when present."""
     workers: int = 0
@@ -54,16 +60,20 @@ class ReproduceConfig:
     seed: int = 0
     """Base seed of every stage."""
     budget: Literal["paper", "cpu", "session"] = "paper"
-    """paper: the original's settings times scale; cpu: the 2-core recipe of 2026-12-02
-    (~90 minutes); session: the 2-core recipe of 2026-12-03 (<= 150 minutes: 4x the data, a
-    shared-mixture M, CMA-ES 64 x 8, candidates chosen on real games). Both stop stages on
-    time budgets; scale is ignored."""
+    """paper: the original's settings times scale; cpu: the 2-core recipe (Doom: that of
+    2026-12-02, ~90 minutes; CarRacing: <= 150 minutes, C in the real env); session: the
+    2-core Doom recipe of 2026-12-03 (<= 150 minutes: 4x the data, a shared-mixture M,
+    CMA-ES 64 x 8, candidates chosen on real games). These stop stages on time budgets;
+    scale is ignored."""
+    z_only: bool = False
+    """Evolve C on z alone (the paper's "V model only" row) into controller-z/ and score it
+    into evaluation-z/, reusing the data, V and M of the same root."""
     popsize: int | None = None
-    """CMA-ES candidates per generation (None: the budget's: 64 paper, 32 cpu)."""
+    """CMA-ES candidates per generation (None: the budget's)."""
     rollouts: int | None = None
-    """Dreams per candidate (None: the budget's: 16 paper, 8 cpu)."""
+    """Episodes (dreams or real) per candidate (None: the budget's)."""
     dream_max_steps: int | None = None
-    """Dream step cap while evolving (None: 2100, the original's)."""
+    """Dream step cap while evolving (None: the budget's; 2100, the original's)."""
     progress: bool = True
     """Show progress bars."""
 
@@ -151,8 +161,85 @@ SESSION_BUDGET: dict[str, dict[str, Any]] = {
 }
 """The named 2-core recipe of ``reproduce doom --budget session`` (<= 150 min)."""
 
+
+CARRACING_CPU_BUDGET: dict[str, dict[str, Any]] = {
+    # ~3 min with envpool (~2,750 frames/s on 2 threads): 400 Brownian-policy tracks,
+    # 400k frames (the original: 10,000 tracks, beyond this CPU's V budget anyway)
+    "collect": {"episodes": 400, "backend": "auto"},
+    # 25 min (~250 img/s on an AVX2-only 2-core CPU): about one pass over the frames
+    "vae": {
+        "batch_size": 64,
+        "lr": 6e-4,
+        "lr_scaling": "none",
+        "epochs": 20,
+        "time_budget_s": 25 * 60,
+    },
+    # 15 min at ~32,750 seq-steps/s: windows of 200 and batches of 16 give ~9k steps
+    "mdrnn": {"batch_size": 16, "seq_len": 200, "epochs": 500, "time_budget_s": 15 * 60},
+    # 65 min in the real env: 16 candidates x 2 tracks (the same two for all candidates of
+    # a generation), episodes cut after 100 steps without a new tile, the mean scored on
+    # 16 fixed tracks every 10 generations
+    "controller": {
+        "popsize": 16,
+        "rollouts": 2,
+        "generations": 1000,
+        "eval_every": 10,
+        "eval_rollouts": 16,
+        "stall_steps": 100,
+        "env_backend": "auto",
+        "time_budget_s": 65 * 60,
+    },
+    "evaluate": {"trials": 100},
+}
+"""The named 2-core recipe of ``reproduce carracing --budget cpu`` (<= 150 min)."""
+
 BUDGETS = {"cpu": CPU_BUDGET, "session": SESSION_BUDGET}
-"""The time-budgeted recipes by name."""
+"""The time-budgeted Doom recipes by name."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a recipe: what :func:`reproduce` runs, logs and times."""
+
+    name: str
+    """Its key in stages.json (its wall seconds, once finished)."""
+    says: str
+    """What the log line that starts it says."""
+    config: Any
+    """Its config, every path under the recipe's root."""
+    run: Callable[[Any, Callable[[str], None]], Any]
+    """``run(config, log)``: does the stage's work (each resumes on a re-run)."""
+    inputs: tuple[Path, ...] = ()
+    """What it reads (earlier stages' outputs)."""
+    outputs: tuple[Path, ...] = ()
+    """What it writes."""
+    prepare: Callable[[Any], Any] | None = None
+    """Fills in, when the stage starts, what earlier stages decided (the checkpoint that
+    exists, the calibrated done offset)."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a recipe's stages keep their outputs, under one root."""
+
+    root: Path
+    suffix: str = ""
+    """Appended to C's and its evaluation's folders (``-z``: the z-only controller)."""
+
+    data = property(lambda self: self.root / "data")
+    vae_run = property(lambda self: self.root / "vae")
+    series = property(lambda self: self.root / "series")
+    mdrnn_run = property(lambda self: self.root / "mdrnn")
+    controller_run = property(lambda self: self.root / f"controller{self.suffix}")
+    calibration = property(lambda self: self.root / "calibration.json")
+    evaluation = property(lambda self: self.root / f"evaluation{self.suffix}")
+    evaluation_dream = property(lambda self: self.root / f"evaluation-dream{self.suffix}")
+    evaluation_random = property(lambda self: self.root / "eval-random")
+    stages = property(lambda self: self.root / "stages.json")
+
+    @staticmethod
+    def best(run: Path) -> Path:
+        return run / "checkpoints" / "best"
 
 
 def _amounts(
@@ -174,64 +261,190 @@ def _epochs(scale: float, epochs: int) -> int:
     return epochs if scale >= 0.1 else max(1 if scale < 0.01 else 2, round(epochs * scale * 10))
 
 
-def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
-    """The config of every stage, in order: collect, vae, encode, mdrnn, controller,
-    evaluate (real env), evaluate_dream."""
+@dataclass
+class _Game:
+    """One game's stage settings before the paths: presets with the budget applied."""
+
+    env: str
+    collect: Any
+    vae: Any
+    encode: Any
+    mdrnn: Any
+    controller: Any
+    n: dict[str, int]
+    max_steps: int | None = None
+    timed: bool = False  # stages stop on time budgets (scale is ignored)
+    extra: dict[str, Any] = field(default_factory=dict)  # the budget's select / evaluate
+
+
+def _game(config: ReproduceConfig) -> _Game:
     from world_models.data.configs import COLLECT_PRESETS as COLLECT
     from world_models.data.configs import ENCODE_PRESETS as ENCODE
-    from world_models.evaluation.evaluate import EvaluateConfig
     from world_models.training.configs import TRAIN_CONTROLLER_PRESETS as CONTROLLER
     from world_models.training.configs import TRAIN_MDNRNN_PRESETS as MDRNN
     from world_models.training.configs import TRAIN_VAE_PRESETS as VAE
 
-    root = config.root or Path(f"runs/reproduce-{config.game}")
-    cpu = config.budget in BUDGETS  # time-budgeted
     if config.budget not in ("paper", *BUDGETS):
         raise ConfigError(f"unknown budget {config.budget!r}; choose paper, {', '.join(BUDGETS)}")
-    if config.game == "doom" and cpu:
-        budget = BUDGETS[config.budget]
+    game = config.game
+    if game not in ("doom", "carracing", "debug"):
+        raise ConfigError(f"unknown recipe {game!r}; choose doom, carracing or debug")
+    budget: dict[str, dict[str, Any]] | None = None
+    if config.budget != "paper" and game != "debug":
+        if game == "carracing" and config.budget != "cpu":
+            raise ConfigError("the carracing recipe has budgets paper and cpu")
+        budget = CARRACING_CPU_BUDGET if game == "carracing" else BUDGETS[config.budget]
+    preset = "doom" if game == "debug" else game
+    if budget is not None:
         n = {
             "episodes": budget["collect"]["episodes"],
             "generations": budget["controller"]["generations"],
             "eval_rollouts": budget["controller"]["eval_rollouts"],
             "trials": budget["evaluate"]["trials"],
         }
-        env = "doom"
-        collect = override(COLLECT["doom"], episodes=n["episodes"])
-        vae = override(VAE["doom"], **budget["vae"])
-        mdrnn = override(MDRNN["doom"], **budget["mdrnn"])
-        controller = override(CONTROLLER["doom"], **budget["controller"])
-        max_steps = None
-    elif config.game == "doom":
-        n = _amounts(config.scale, 10_000, 2_000, 1_024, 100)
-        env = "doom"
-        collect = override(COLLECT["doom"], episodes=n["episodes"])
-        vae = VAE["doom"]
-        mdrnn = MDRNN["doom"]
-        controller = CONTROLLER["doom"]
-        max_steps = None
-    elif config.game == "debug":
-        n = _amounts(config.scale, 8, 3, 8, 4)
-        env = "fake-discrete"
-        collect = override(COLLECT["debug"], env=env, episodes=n["episodes"], max_steps=30)
-        vae = override(VAE["debug"], latent_size=8, holdout_fraction=0.25)
-        mdrnn = override(
-            MDRNN["debug"],
-            latent_size=8,
-            hidden_size=16,
-            done_head=True,
-            holdout_fraction=0.25,
-            tensorboard=False,
+        return _Game(
+            env=game,
+            collect=override(COLLECT[game], **budget["collect"]),
+            vae=override(VAE[game], **budget["vae"]),
+            encode=ENCODE[preset],
+            mdrnn=override(MDRNN[game], **budget["mdrnn"]),
+            controller=override(CONTROLLER[game], **budget["controller"]),
+            n=n,
+            timed=True,
+            extra={k: budget[k] for k in ("select",) if k in budget},
         )
-        controller = override(CONTROLLER["debug"], dream_max_steps=30)
-        max_steps = 30
-    else:
-        raise ConfigError(f"unknown recipe {config.game!r}; choose doom or debug")
-    common = {"progress": config.progress}
-    stages: dict[str, Any] = {}
-    stages["collect"] = override(
-        collect, out_dir=root / "data", seed=config.seed, workers=config.workers, **common
+    if game == "debug":
+        env = "fake-discrete"
+        return _Game(
+            env=env,
+            collect=override(COLLECT["debug"], env=env, max_steps=30),
+            vae=override(VAE["debug"], latent_size=8, holdout_fraction=0.25),
+            encode=ENCODE["doom"],
+            mdrnn=override(
+                MDRNN["debug"],
+                latent_size=8,
+                hidden_size=16,
+                done_head=True,
+                holdout_fraction=0.25,
+                tensorboard=False,
+            ),
+            controller=override(CONTROLLER["debug"], dream_max_steps=30),
+            n=_amounts(config.scale, 8, 3, 8, 4),
+            max_steps=30,
+            timed=config.budget != "paper",
+            extra={"select": {"games": 2}} if config.budget == "session" else {},
+        )
+    generations = 1800 if game == "carracing" else 2000
+    return _Game(
+        env=game,
+        collect=COLLECT[game],
+        vae=VAE[game],
+        encode=ENCODE[preset],
+        mdrnn=MDRNN[game],
+        controller=CONTROLLER[game],
+        n=_amounts(config.scale, 10_000, generations, 1_024, 100),
     )
+
+
+def _checkpoints_that_exist(config: Any) -> Any:
+    """A ``.../checkpoints/best`` that a run did not write (no evaluation improved, or a
+    run without held-out data) is replaced by its ``last``."""
+    changes = {}
+    for name in ("vae", "mdrnn", "controller"):
+        path = getattr(config, name, None)
+        if isinstance(path, Path) and path.name == "best" and not path.exists():
+            changes[name] = path.with_name("last")
+    return override(config, **changes) if changes else config
+
+
+def _calibrated(layout: Layout) -> Callable[[Any], Any]:
+    """Checkpoints that exist and the done offset of ``calibration.json``."""
+
+    def prepare(config: Any) -> Any:
+        config = _checkpoints_that_exist(config)
+        offset = json.loads(layout.calibration.read_text())["done_offset"]
+        return override(config, done_offset=offset)
+
+    return prepare
+
+
+def recipe(config: ReproduceConfig) -> list[Stage]:
+    """The stages of ``config``'s recipe, in order (see the module docstring)."""
+    from world_models.evaluation.configs import SelectConfig
+    from world_models.evaluation.evaluate import EvaluateConfig
+
+    g = _game(config)
+    at = Layout(config.root or Path(f"runs/reproduce-{config.game}"))
+    if config.z_only:
+        at = Layout(at.root, "-z")
+    common = {"progress": config.progress}
+    scale = 1.0 if g.timed else config.scale
+    vae_ckpt, m_ckpt = at.best(at.vae_run), at.best(at.mdrnn_run)
+    real_c = g.controller.target == "real"
+    stages = [
+        Stage(
+            "collect",
+            f"collect {g.n['episodes']} episodes -> {at.data}",
+            override(
+                g.collect,
+                episodes=g.n["episodes"],
+                out_dir=at.data,
+                seed=config.seed,
+                workers=config.workers,
+                **common,
+            ),
+            _collect,
+            outputs=(at.data,),
+        ),
+        Stage(
+            "vae",
+            f"train V -> {at.vae_run}",
+            override(
+                g.vae,
+                epochs=_epochs(scale, g.vae.epochs),
+                data_dir=at.data,
+                run_dir=at.vae_run,
+                device=config.device,
+                seed=config.seed,
+                **common,
+            ),
+            _train_vae,
+            (at.data,),
+            (at.vae_run,),
+        ),
+        Stage(
+            "encode",
+            f"encode -> {at.series}",
+            override(
+                g.encode,
+                data_dir=at.data,
+                vae=vae_ckpt,
+                out_dir=at.series,
+                device=config.device,
+                **common,
+            ),
+            _encode,
+            (at.data, vae_ckpt),
+            (at.series,),
+            _checkpoints_that_exist,
+        ),
+        Stage(
+            "mdrnn",
+            f"train M -> {at.mdrnn_run}",
+            override(
+                g.mdrnn,
+                epochs=_epochs(scale, g.mdrnn.epochs),
+                series_dir=at.series,
+                run_dir=at.mdrnn_run,
+                device=config.device or "auto",
+                seed=config.seed,
+                **common,
+            ),
+            _train_mdrnn,
+            (at.series,),
+            (at.mdrnn_run,),
+        ),
+    ]
     per_gen = {
         k: v
         for k, v in (
@@ -241,126 +454,192 @@ def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
         )
         if v is not None
     }
-    controller = override(controller, **per_gen)
-    scale = 1.0 if cpu else config.scale
-    stages["vae"] = override(
-        vae,
-        epochs=_epochs(scale, vae.epochs),
-        data_dir=root / "data",
-        run_dir=root / "vae",
-        device=config.device,
-        seed=config.seed,
-        **common,
-    )
-    vae_ckpt = root / "vae" / "checkpoints" / "best"
-    stages["encode"] = override(
-        ENCODE["doom"],
-        data_dir=root / "data",
+    ctrl = override(
+        g.controller,
+        target="real" if real_c else "dream",
+        env=g.env,
+        mdrnn=m_ckpt,
         vae=vae_ckpt,
-        out_dir=root / "series",
-        device=config.device,
-        **common,
-    )
-    stages["mdrnn"] = override(
-        mdrnn,
-        epochs=_epochs(scale, mdrnn.epochs),
-        series_dir=root / "series",
-        run_dir=root / "mdrnn",
-        device=config.device or "auto",
-        seed=config.seed,
-        **common,
-    )
-    stages["controller"] = override(
-        controller,
-        target="dream",
-        env=env,
-        mdrnn=root / "mdrnn" / "checkpoints" / "best",
-        vae=vae_ckpt,
-        series_dir=root / "series",
+        series_dir=None if real_c else at.series,
         data_dir=None,
-        run_dir=root / "controller",
-        generations=n["generations"],
-        eval_rollouts=n["eval_rollouts"],
-        eval_every=min(controller.eval_every, n["generations"]),
+        run_dir=at.controller_run,
+        generations=g.n["generations"],
+        eval_rollouts=g.n["eval_rollouts"],
+        eval_every=min(g.controller.eval_every, g.n["generations"]),
         device=config.device,
         seed=config.seed,
+        **per_gen,
         **common,
     )
-    stages["evaluate"] = override(
-        EvaluateConfig(),
-        controller=root / "controller" / "checkpoints" / "best",
-        vae=vae_ckpt,
-        mdrnn=root / "mdrnn" / "checkpoints" / "best",
-        env=env,
-        trials=n["trials"],
-        seed=10**6 + config.seed,
-        max_steps=max_steps,
-        workers=config.workers,
-        device=config.device,
-        out_dir=root / "evaluation",
-        **common,
+    if config.z_only:
+        ctrl = override(ctrl, hidden_input=False)
+    calibrate = g.timed and not real_c  # the dream's death rate matched to the data's
+    prepare_c = _calibrated(at) if calibrate else _checkpoints_that_exist
+    if calibrate:
+        stages.append(
+            Stage(
+                "calibrate",
+                "calibrate the dream's done offset on the random policy",
+                ctrl,
+                _calibrate,
+                (vae_ckpt, m_ckpt, at.series),
+                (at.calibration,),
+                _checkpoints_that_exist,
+            )
+        )
+    where = "the real env" if real_c else "the dream"
+    stages.append(
+        Stage(
+            f"controller{at.suffix}",
+            f"evolve C in {where} for {ctrl.generations} generations -> {at.controller_run}",
+            ctrl,
+            _train_controller,
+            (vae_ckpt, m_ckpt) + (() if real_c else (at.series,)),
+            (at.controller_run,),
+            prepare_c,
+        )
     )
-    if config.budget == "session":  # the candidates are chosen on real games
-        from world_models.evaluation.configs import SelectConfig
-
-        games = SESSION_BUDGET["select"] if config.game == "doom" else {"games": 2}
-        # no best/worst videos: 100 recorded Doom games cost minutes the budget lacks
-        stages["evaluate"] = override(stages["evaluate"], video="none")
-        stages["select"] = override(
+    c_ckpt = at.best(at.controller_run)
+    if "select" in g.extra:  # the candidates are chosen on real games
+        c_ckpt = at.controller_run / "checkpoints" / "selected"
+        sel = override(
             SelectConfig(),
-            run_dir=root / "controller",
+            run_dir=at.controller_run,
             vae=vae_ckpt,
-            mdrnn=root / "mdrnn" / "checkpoints" / "best",
-            env=env,
-            max_steps=max_steps or 2100,
+            mdrnn=m_ckpt,
+            env=g.env,
+            max_steps=g.max_steps or 2100,
             workers=config.workers,
             device=config.device,
-            progress=config.progress,
-            **games,
+            **g.extra["select"],
+            **common,
         )
-        stages["evaluate_random"] = override(
-            stages["evaluate"], policy="random", controller=None, out_dir=root / "eval-random"
+        stages.append(
+            Stage(
+                f"select{at.suffix}",
+                f"choose among the kept means on {sel.games} real games each",
+                sel,
+                _select,
+                (at.controller_run,),
+                (c_ckpt,),
+                _checkpoints_that_exist,
+            )
         )
-    # the paper reports both: the score in the dream C was trained in, and the real one
-    stages["evaluate_dream"] = override(
-        stages["evaluate"],
-        target="dream",
-        series_dir=root / "series",
-        dream=stages["controller"].dream,
-        out_dir=root / "evaluation-dream",
+    evaluate = override(
+        EvaluateConfig(),
+        controller=c_ckpt,
+        vae=vae_ckpt,
+        mdrnn=m_ckpt,
+        env=g.env,
+        trials=g.n["trials"],
+        seed=10**6 + config.seed,
+        max_steps=g.max_steps,
+        workers=config.workers,
+        device=config.device,
+        out_dir=at.evaluation,
+        **common,
     )
+    if "select" in g.extra:  # no best/worst videos: minutes the session budget lacks
+        evaluate = override(evaluate, video="none")
+    models = (vae_ckpt, m_ckpt, c_ckpt)
+    if not real_c:  # the paper reports both: the score in the dream C was trained in
+        stages.append(
+            Stage(
+                f"evaluate_dream{at.suffix}",
+                f"evaluate C in the dream, {evaluate.trials} trials",
+                override(
+                    evaluate,
+                    target="dream",
+                    series_dir=at.series,
+                    dream=ctrl.dream,
+                    out_dir=at.evaluation_dream,
+                ),
+                _evaluate,
+                models + (at.series,),
+                (at.evaluation_dream,),
+                prepare_c,
+            )
+        )
+    stages.append(
+        Stage(
+            f"evaluate{at.suffix}",
+            f"evaluate C in the real env, {evaluate.trials} trials",
+            evaluate,
+            _evaluate,
+            models,
+            (at.evaluation,),
+            _checkpoints_that_exist,
+        )
+    )
+    if g.timed and not config.z_only:  # the baseline, same command and seeds
+        stages.append(
+            Stage(
+                "evaluate_random",
+                f"evaluate the random data policy in the real env, {evaluate.trials} trials",
+                override(evaluate, policy="random", controller=None, out_dir=at.evaluation_random),
+                _evaluate,
+                (vae_ckpt, m_ckpt),
+                (at.evaluation_random,),
+                _checkpoints_that_exist,
+            )
+        )
     return stages
 
 
-class _Stages:
-    """Which stages have finished (``stages.json``: name -> seconds it took), so a re-run
-    of a time-budgeted recipe skips them rather than training another budget."""
-
-    def __init__(self, path: Path) -> None:
-        import json
-
-        self.path = path
-        self.done: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
-
-    def run(self, name: str, work: Callable[[], Any], log: Callable[[str], None]) -> None:
-        import time
-
-        from world_models.core.atomic import atomic_write_json
-
-        if name in self.done:
-            log(f"      {name}: finished earlier ({self.done[name]:.0f} s), skipped")
-            return
-        t0 = time.perf_counter()
-        work()
-        self.done[name] = round(time.perf_counter() - t0, 1)
-        log(f"      {name}: {self.done[name]:.0f} s")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.path, self.done)
+def stage_configs(config: ReproduceConfig) -> dict[str, Any]:
+    """Each stage's config by name, in order (before :attr:`Stage.prepare`)."""
+    return {s.name: s.config for s in recipe(config)}
 
 
-def _calibrate(ctrl, path: Path, log: Callable[[str], None]) -> None:
-    """Write ``path``: the done offset at which the random policy survives in M's dream as
-    long as in the collected data (see :func:`world_models.envs.dream.calibrate_done_offset`)."""
+# ------------------------------------------------------------------------------ stages
+
+
+def _collect(config: Any, log: Callable[[str], None]) -> None:
+    from world_models.data.collect import collect
+
+    collect(config)
+
+
+def _train_vae(config: Any, log: Callable[[str], None]) -> None:
+    from world_models.training.vae import train_vae
+
+    train_vae(config)
+
+
+def _encode(config: Any, log: Callable[[str], None]) -> None:
+    from world_models.data.encode import encode
+
+    encode(config)
+
+
+def _train_mdrnn(config: Any, log: Callable[[str], None]) -> None:
+    from world_models.training.mdrnn import train_mdrnn
+
+    train_mdrnn(config)
+
+
+def _train_controller(config: Any, log: Callable[[str], None]) -> None:
+    from world_models.training.controller import train_controller
+
+    train_controller(config)
+
+
+def _select(config: Any, log: Callable[[str], None]) -> None:
+    from world_models.evaluation.select import select_controller, summarize
+
+    log(summarize(select_controller(config)))
+
+
+def _evaluate(config: Any, log: Callable[[str], None]) -> None:
+    from world_models.evaluation.evaluate import evaluate, summarize
+
+    log(summarize(evaluate(config)))
+
+
+def _calibrate(ctrl: Any, log: Callable[[str], None]) -> None:
+    """Write ``calibration.json`` beside C's run: the done offset at which the random
+    policy survives in M's dream as long as in the collected data (see
+    :func:`world_models.envs.dream.calibrate_done_offset`)."""
     from world_models.core.atomic import atomic_write_json
     from world_models.evaluation.fidelity import FidelityConfig, calibrate
     from world_models.evaluation.fidelity import dream_for as make_dream
@@ -381,64 +660,44 @@ def _calibrate(ctrl, path: Path, log: Callable[[str], None]) -> None:
         f"      done offset {result['done_offset']:+.3f}: random survives "
         f"{result['dream_length']:.0f} dream steps, {result['data_length']:.0f} in the data"
     )
-    atomic_write_json(path, result)
+    atomic_write_json(ctrl.run_dir.parent / "calibration.json", result)
 
 
-def _best_or_last(run: Path) -> Path:
-    best = run / "checkpoints" / "best"
-    return best if best.exists() else run / "checkpoints" / "last"
+class _Stages:
+    """Which stages have finished (``stages.json``: name -> seconds it took), so a re-run
+    skips them rather than training another budget."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+
+    def run(self, name: str, work: Callable[[], Any], log: Callable[[str], None]) -> None:
+        import time
+
+        from world_models.core.atomic import atomic_write_json
+
+        if name in self.done:
+            log(f"      {name}: finished earlier ({self.done[name]:.0f} s), skipped")
+            return
+        t0 = time.perf_counter()
+        work()
+        self.done[name] = round(time.perf_counter() - t0, 1)
+        log(f"      {name}: {self.done[name]:.0f} s")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path, self.done)
 
 
 def reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -> Path:
-    """Run every stage in order (each resumes); return the root folder."""
-    from world_models.data.collect import collect
-    from world_models.data.encode import encode
-    from world_models.evaluation.evaluate import evaluate, summarize
-    from world_models.training.controller import train_controller
-    from world_models.training.mdrnn import train_mdrnn
-    from world_models.training.vae import train_vae
-
-    stages = stage_configs(config)
-    root = stages["collect"].out_dir.parent
+    """Run every stage of the recipe in order (each resumes); return the root folder."""
+    stages = recipe(config)
+    root = stages[0].config.out_dir.parent
     done = _Stages(root / "stages.json")
-    log(f"[1/6] collect {stages['collect'].episodes} episodes -> {stages['collect'].out_dir}")
-    done.run("collect", lambda: collect(stages["collect"]), log)
-    log(f"[2/6] train V -> {stages['vae'].run_dir}")
-    done.run("vae", lambda: train_vae(stages["vae"]), log)
-    vae_ckpt = _best_or_last(stages["vae"].run_dir)
-    log(f"[3/6] encode -> {stages['encode'].out_dir}")
-    done.run("encode", lambda: encode(override(stages["encode"], vae=vae_ckpt)), log)
-    log(f"[4/6] train M -> {stages['mdrnn'].run_dir}")
-    done.run("mdrnn", lambda: train_mdrnn(stages["mdrnn"]), log)
-    m_ckpt = _best_or_last(stages["mdrnn"].run_dir)
-    ctrl = override(stages["controller"], mdrnn=m_ckpt, vae=vae_ckpt)
-    if config.budget in BUDGETS:  # the dream's death rate matched to the data's (envs/dream.py)
-        path = root / "calibration.json"
-        done.run("calibrate", lambda: _calibrate(ctrl, path, log), log)
-        offset = json.loads(path.read_text())["done_offset"]
-        ctrl = override(ctrl, done_offset=offset)
-    log(f"[5/6] evolve C in the dream for {ctrl.generations} generations -> {ctrl.run_dir}")
-    done.run("controller", lambda: train_controller(ctrl), log)
-    c_ckpt = _best_or_last(ctrl.run_dir)
-    if "select" in stages:
-        from world_models.evaluation.select import select_controller
+    for k, stage in enumerate(stages, 1):
+        log(f"[{k}/{len(stages)}] {stage.says}")
 
-        sel = override(stages["select"], vae=vae_ckpt, mdrnn=m_ckpt)
-        log(f"      choose among the kept means on {sel.games} real games each")
-        done.run("select", lambda: select_controller(sel), log)
-        c_ckpt = ctrl.run_dir / "checkpoints" / "selected"
-    ev = override(stages["evaluate"], controller=c_ckpt, vae=vae_ckpt, mdrnn=m_ckpt)
-    log(f"[6/6] evaluate in the dream and the real env, {ev.trials} trials each")
-    dream_ev = override(
-        stages["evaluate_dream"],
-        controller=c_ckpt,
-        vae=vae_ckpt,
-        mdrnn=m_ckpt,
-        dream=ctrl.dream,
-    )
-    done.run("evaluate_dream", lambda: log(summarize(evaluate(dream_ev))), log)
-    done.run("evaluate", lambda: log(summarize(evaluate(ev))), log)
-    if "evaluate_random" in stages:  # the baseline, same command and seeds
-        rand = override(stages["evaluate_random"], vae=vae_ckpt, mdrnn=m_ckpt)
-        done.run("evaluate_random", lambda: log(summarize(evaluate(rand))), log)
-    return ctrl.run_dir.parent
+        def work(stage: Stage = stage) -> Any:
+            prepared = stage.prepare(stage.config) if stage.prepare else stage.config
+            return stage.run(prepared, log)
+
+        done.run(stage.name, work, log)
+    return root

@@ -31,8 +31,9 @@ class CollectConfig:
     """Base seed (>= 0): episode i seeds its env and policy from SeedSequence([seed, i])."""
     workers: int = 0
     """Worker processes (0: all cores; 1: collect in this process)."""
-    backend: Literal["gymnasium", "envpool"] = "gymnasium"
-    """Environment backend (envpool: optional, CarRacing only)."""
+    backend: Literal["gymnasium", "envpool", "auto"] = "gymnasium"
+    """Environment backend (envpool: optional, CarRacing only, other tracks for a seed;
+    auto: envpool where it is installed and has the env)."""
     crop: tuple[int, ...] | None = None
     """Raw-frame crop top,bottom,left,right (None: the env's, CarRacing 0,84,0,96)."""
     frame_size: int = 64

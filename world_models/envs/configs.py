@@ -51,6 +51,11 @@ class RolloutSettings:
     retries: int = 1
     """Restart a worker that dies or hangs and re-run its episodes this many times before
     stopping with an error (0: stop at once)."""
+    env_backend: Literal["gymnasium", "envpool", "auto"] = "gymnasium"
+    """Which implementation of the env each worker steps: Gymnasium's, envpool's (optional
+    extra; CarRacing only, ~7x faster there, but other tracks for a seed), or auto (envpool
+    where it is installed and has the env). Scores to compare with the paper use
+    Gymnasium's."""
 
     def layout(self, episodes: int) -> tuple[int, int]:
         """``(workers, envs per worker)`` for waves of ``episodes`` episodes: no more

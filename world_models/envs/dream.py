@@ -577,7 +577,7 @@ class _Loop:
         self.dream, self.p, self.r = dream, p, r
         self.graph: _GraphedSteps | None = None
         self.mode, self.a_size = controller.action_mode, m.action_size
-        self.cell_input = controller.cell_input
+        self.cell_input, self.inputs = controller.cell_input, controller.inputs
         a, i = controller.output_size, controller.input_size
         self.w = torch.zeros(p, a, i, device=dev)  # (P, A, I)
         self.b = torch.zeros(p, a, device=dev)  # (P, A)
@@ -611,7 +611,7 @@ class _Loop:
         u, eps, u_done = self.dream.noise(r, self.gen)
         z, h = self.z.view(p, r, -1), self.h[0].view(p, r, -1)  # (P, R, Z), (P, R, H)
         c = self.c[0].view(p, r, -1) if self.cell_input else None  # (P, R, H)
-        x = controller_inputs(z, h, c, self.cell_input)  # (P, R, I)
+        x = self.inputs(z, h, c)  # (P, R, I)
         action = map_actions(batched_raw(self.w, self.b, x), self.mode)  # (P, R[, A])
         a_m = actions_for_model(action, self.mode, self.a_size).reshape(p * r, self.a_size)
         z_next, (h_next, c_next), reward, done = self.dream.transition(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -44,6 +45,16 @@ def check_available(preset: EnvPreset, backend: Backend = "gymnasium") -> None:
         require(preset.module, preset.extra or preset.name, f"the {preset.name} env")
 
 
+def resolve_backend(backend: str, preset: EnvPreset) -> Backend:
+    """``backend`` itself, or for ``auto``: envpool where it is installed and has the env
+    (CarRacing), else Gymnasium."""
+    if backend != "auto":
+        return backend  # type: ignore[return-value]
+    if preset.name != "carracing" or importlib.util.find_spec("envpool") is None:
+        return "gymnasium"
+    return "envpool"
+
+
 def make_env(
     preset: EnvPreset,
     *,
@@ -51,12 +62,15 @@ def make_env(
     max_steps: int | None = None,
     backend: Backend = "gymnasium",
     env_kwargs: dict[str, Any] | None = None,
+    stall_steps: int | None = None,
 ) -> gym.Env:
     """A Gymnasium env for ``preset`` emitting preprocessed frames.
 
     ``max_steps`` truncates episodes (Gymnasium's TimeLimit: ``truncated=True``); None keeps
     the env's own limit (CarRacing-v3: 1000 steps). ``env_kwargs`` go to the env's
-    constructor (for the fake env: ``step_delay``, ``min_len``, ...).
+    constructor (for the fake env: ``step_delay``, ``min_len``, ...). ``stall_steps`` ends
+    an episode (truncated) after that many steps in a row without a positive reward
+    (:class:`StallLimit`).
     """
     check_available(preset, backend)
     preprocess = preprocess or preset.preprocess
@@ -77,7 +91,34 @@ def make_env(
         env = gym.make(preset.env_id, **limit, **kwargs)
         if preset.name == "doom":
             env = DoomActions(InTempDir(env))
+    if stall_steps is not None:
+        env = StallLimit(env, stall_steps)
     return FrameObservation(env, preprocess)
+
+
+class StallLimit(gym.Wrapper):
+    """Truncate an episode after ``steps`` steps in a row with no positive reward.
+
+    For training C in the real CarRacing: a car lost off the track earns nothing but the
+    -0.1 a step until step 1,000, so its remaining steps cost env time without telling
+    candidates apart (a new track tile is the only positive reward). Scores to report are
+    full episodes: evaluate does not use it.
+    """
+
+    def __init__(self, env: gym.Env, steps: int) -> None:
+        if steps < 1:
+            raise ConfigError(f"stall_steps must be >= 1, got {steps}")
+        super().__init__(env)
+        self.steps, self._since = int(steps), 0
+
+    def reset(self, **kwargs):
+        self._since = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, rew, term, trunc, info = self.env.step(action)
+        self._since = 0 if rew > 0 else self._since + 1
+        return obs, rew, term, trunc or self._since >= self.steps, info
 
 
 class DoomActions(gym.ActionWrapper):

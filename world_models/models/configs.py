@@ -97,6 +97,9 @@ class ControllerConfig:
     [z, h]."""
     bias: bool = True
     """Add a bias (the original Doom controller has none)."""
+    hidden_input: bool = True
+    """Read M's state (h, and c with cell_input); --no-hidden-input: C on z alone, the
+    paper's "V model only" ablation (CarRacing: 99 weights instead of 867)."""
 
 
 CONTROLLER_PRESETS: dict[str, ControllerConfig] = {

@@ -36,9 +36,16 @@ DOOM_STAY, DOOM_LEFT, DOOM_RIGHT = 0, 1, 2
 
 
 def controller_inputs(
-    z: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, cell_input: bool
+    z: torch.Tensor,
+    h: torch.Tensor,
+    c: torch.Tensor | None,
+    cell_input: bool,
+    hidden_input: bool = True,
 ) -> torch.Tensor:
-    """What C reads: [z, h], or [z, c, h] with ``cell_input``: (..., Z), (..., H) -> (..., I)."""
+    """What C reads: [z, h], or [z, c, h] with ``cell_input``, or z alone without
+    ``hidden_input``: (..., Z), (..., H) -> (..., I)."""
+    if not hidden_input:
+        return z  # (..., Z)
     if not cell_input:
         return torch.cat([z, h], dim=-1)  # (..., Z + H)
     if c is None:
@@ -103,6 +110,7 @@ class Controller(PretrainedMixin, nn.Module):
         action_mode: ActionMode = "carracing",
         cell_input: bool = False,
         bias: bool = True,
+        hidden_input: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -125,11 +133,14 @@ class Controller(PretrainedMixin, nn.Module):
             action_mode,
             bool(cell_input),
             bool(bias),
+            bool(hidden_input),
         )
         self.latent_size, self.hidden_size = int(latent_size), int(hidden_size)
         self.output_size, self.action_mode = int(output_size), action_mode
         self.cell_input, self.has_bias = bool(cell_input), bool(bias)
-        self.input_size = self.latent_size + self.hidden_size * (2 if cell_input else 1)
+        self.hidden_input = bool(hidden_input)
+        state = self.hidden_size * (2 if cell_input else 1) if hidden_input else 0
+        self.input_size = self.latent_size + state
         self.fc = nn.Linear(self.input_size, self.output_size, bias=self.has_bias)
 
     @property
@@ -140,7 +151,13 @@ class Controller(PretrainedMixin, nn.Module):
         self, z: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Raw outputs tanh(W [z, (c,) h] + b): (N, Z), (N, H)[, (N, H)] -> (N, A)."""
-        return torch.tanh(self.fc(controller_inputs(z, h, c, self.cell_input)))
+        return torch.tanh(self.fc(self.inputs(z, h, c)))
+
+    def inputs(
+        self, z: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """What this C reads (:func:`controller_inputs`): (..., Z), (..., H) -> (..., I)."""
+        return controller_inputs(z, h, c, self.cell_input, self.hidden_input)
 
     def act(self, z: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """Env actions: (N, A) floats, or (N,) int64 for thirds."""
@@ -196,5 +213,5 @@ def batched_actions(
     """Env actions of P candidate parameter vectors ``params`` (P, D) on z (P, N, Z), h and
     c (P, N, H): (P, N, A) floats or (P, N) int64 for thirds."""
     w, b = controller.unflatten(params.to(z.dtype))
-    x = controller_inputs(z, h, c, controller.cell_input)  # (P, N, I)
+    x = controller.inputs(z, h, c)  # (P, N, I)
     return map_actions(batched_raw(w, b, x), controller.action_mode)

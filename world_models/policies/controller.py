@@ -10,7 +10,6 @@ from world_models.models.controller import (
     Controller,
     actions_for_model,
     batched_raw,
-    controller_inputs,
     map_actions,
 )
 from world_models.policies.random import Policy, SeedLike, _rngs
@@ -31,7 +30,8 @@ class LatentPolicy(Policy):
 
     def __init__(self, controller: Controller) -> None:
         self.controller = controller.eval()
-        self._size = controller.input_size
+        c = controller  # the dream's observation holds M's state even for a z-only C
+        self._size = c.latent_size + c.hidden_size * (2 if c.cell_input else 1)
 
     def reset(self, n: int = 1, seed: SeedLike = None) -> None:
         """Nothing to reset: C has no state (M's state is the env's)."""
@@ -39,6 +39,8 @@ class LatentPolicy(Policy):
     @torch.no_grad()
     def act(self, obs) -> np.ndarray:
         x = torch.as_tensor(np.asarray(obs, np.float32)).reshape(-1, self._size)  # (n, Z+H)
+        if not self.controller.hidden_input:
+            x = x[:, : self.controller.latent_size]  # (n, Z)
         w = self.controller.fc.weight
         x = x.to(w.device, w.dtype)
         raw = torch.tanh(self.controller.fc(x))  # (n, A): fc reads x laid out as C expects
@@ -148,7 +150,7 @@ class ControllerPolicy(Policy):
             action = c.act(z, h, cell)  # (k, A) or (k,)
         else:
             cand = self._cand[ti]  # (k,)
-            x = controller_inputs(z, h, cell, c.cell_input)[:, None]  # (k, 1, I)
+            x = c.inputs(z, h, cell)[:, None]  # (k, 1, I)
             raw = batched_raw(self._w[cand], self._b[cand], x)  # (k, 1, A)
             action = map_actions(raw[:, 0], c.action_mode)
         a_m = actions_for_model(action, c.action_mode, self.mdrnn.action_size)

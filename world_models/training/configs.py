@@ -282,6 +282,10 @@ class TrainControllerConfig:
     code) and --bias; its sizes and action mode come from M and the env (None)."""
     max_steps: int | None = None
     """Real episodes are truncated here (None: the env's own limit)."""
+    stall_steps: int | None = None
+    """Real env: end an episode after this many steps in a row without a positive reward
+    (CarRacing: no new track tile), to spend no env time on a car lost off the track
+    (None: never; evaluate always plays whole episodes)."""
     z_mode: Literal["sample", "mu"] = "sample"
     """Real env: feed C and M sampled z (as the original) or V's mean."""
     max_initial_states: int = 10_000
@@ -308,8 +312,10 @@ class TrainControllerConfig:
             raise ConfigError("CMA-ES needs popsize >= 2")
         check_finite("sigma0", self.sigma0, 0, lo_open=True, where="train-controller")
         check_finite("time_budget_s", self.time_budget_s, 0, lo_open=True, where="train-controller")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"train-controller: max_steps must be >= 1, got {self.max_steps}")
+        for name in ("max_steps", "stall_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"train-controller: {name} must be >= 1, got {value}")
 
 
 TRAIN_CONTROLLER_PRESETS: dict[str, TrainControllerConfig] = {
