@@ -333,6 +333,7 @@ TRAIN_CONTROLLER_PRESETS: dict[str, TrainControllerConfig] = {
         run_dir=Path("runs/controller"),
         generations=1800,
         dream=DreamSettings(tau=1.0),
+        rollout=RolloutSettings(env_backend="auto"),  # envpool's env, ~7x faster, if installed
     ),
     "debug": TrainControllerConfig(
         target="dream",
