@@ -18,14 +18,17 @@ import importlib
 import io
 import os
 import re
+import signal
 import sys
+import threading
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from world_models import __version__
-from world_models.core.errors import ConfigError, WorldModelsError
+from world_models.core.errors import ConfigError, Terminated, WorldModelsError
 
 
 @dataclass(frozen=True)
@@ -339,6 +342,37 @@ def _command_name(argv: list[str]) -> tuple[str | None, list[str]]:
     return (argv[0], argv[1:]) if argv else (None, [])
 
 
+def _raise_on_termination():
+    """Make SIGTERM and SIGHUP raise :class:`Terminated` in the main thread, so a killed
+    command closes its pools, workers and games as Ctrl-C does; return what undoes it.
+
+    A repeat within 2 s is ignored: ``timeout`` signals the command, then its process group,
+    and the second must not cut the cleanup short. A signal ignored already (``nohup``)
+    stays ignored; off the main thread (an embedding program) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    first: list[float] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if first and now - first[0] < 2.0:
+            return
+        first[:] = [now]
+        raise Terminated(signum)
+
+    old = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
+            old[sig] = signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+
+    return restore
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -365,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is None:
         print(f"error: unknown command {name!r}; see world-models --help", file=sys.stderr)
         return 2
+    restore_signals = _raise_on_termination()
     try:
         try:
             config = _parse(name, command, args)
@@ -381,6 +416,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # output piped into `head`
         return 0
+    except Terminated as exc:  # before KeyboardInterrupt, its base class
+        then = ": re-run the same command to resume" if command.resumes else ""
+        with contextlib.suppress(OSError):  # SIGHUP: the terminal may be gone
+            print(f"terminated by {exc.name}{then}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         then = ": re-run the same command to resume" if command.resumes else ""
         print(f"interrupted{then}", file=sys.stderr)
@@ -393,6 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"error: {type(exc).__name__}: {msg} (WM_DEBUG=1 shows the traceback)", file=sys.stderr
         )
         return 1
+    finally:
+        restore_signals()
 
 
 if __name__ == "__main__":

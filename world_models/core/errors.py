@@ -56,3 +56,23 @@ class WorkerDiedError(WorldModelsError):
     Two pools raise it, for two shapes of work: collection sends whole episodes to a
     ``ProcessPoolExecutor`` (each worker runs its own policy), rollouts step envs in lock
     step over pipes while one batched policy runs in the main process (envs/pool.py)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (``kill``, ``timeout``, a closed terminal), raised in the main
+    thread by the command line's handler: a KeyboardInterrupt, so the process stops as on
+    Ctrl-C, through every ``with`` and ``finally`` (pools closed, their workers closing
+    their envs and VizDoom's games), and nothing that catches ``Exception`` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
+
+    @property
+    def name(self) -> str:
+        import signal  # late: most of this module's users never need it
+
+        try:
+            return signal.Signals(self.signum).name
+        except ValueError:
+            return f"signal {self.signum}"

@@ -23,6 +23,7 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -34,6 +35,7 @@ from tqdm import tqdm
 from world_models.core.atomic import clean_temp_files
 from world_models.core.errors import ConfigError, DataError, WorkerDiedError
 from world_models.core.locking import lock_folder
+from world_models.core.processes import bind_to_parent, start_resource_tracker
 from world_models.data import store
 from world_models.data.configs import CollectConfig
 from world_models.envs.make import check_available, make_env
@@ -183,7 +185,8 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def _exit_with_parent(parent: int) -> None:
     """Workers exit within a second of the main process dying (even by SIGKILL), instead of
-    finishing queued episodes or waiting forever on the task queue."""
+    finishing queued episodes or waiting forever on the task queue: a fallback where
+    :func:`bind_to_parent` cannot have the kernel SIGKILL them at once (not Linux)."""
     while os.getppid() == parent:
         time.sleep(1.0)
     os.kill(os.getpid(), signal.SIGTERM)  # the main thread closes the env: _on_sigterm
@@ -204,8 +207,10 @@ def _keep_fds_from_children() -> None:
                     pass  # the listing's own, already closed
 
 
-def _init_worker(config: CollectConfig) -> None:
+def _init_worker(config: CollectConfig, parent: int | None = None) -> None:
     global _WORKER
+    # it dies with the main process, and its env's game with it, whatever ends either
+    bind_to_parent(parent)
     _keep_fds_from_children()
     signal.signal(signal.SIGTERM, _on_sigterm)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
@@ -227,18 +232,22 @@ def _work(index: int) -> tuple[int, int, float]:
 # ---------------------------------------------------------------------------- collect
 
 
-def _todo(config: CollectConfig) -> tuple[list[int], int]:
-    """Indices still to collect (missing or damaged files) and frames already there.
+def _todo(config: CollectConfig) -> tuple[Iterator[int], int, int]:
+    """Indices still to collect (missing or damaged files), in order and lazily, how many,
+    and the frames already there.
 
-    Writes are atomic, so a file is whole or absent unless something damaged it later;
-    with ``verify`` every kept file is inflated and CRC-checked (:func:`store.verify_episode`,
-    in threads: zlib releases the GIL), else only its headers are read
-    (:func:`store.check_episode`), which misses damage inside the compressed data."""
+    Only the files in the folder are read, never ``range(episodes)`` up front: a huge
+    ``--episodes`` starts at once. Writes are atomic, so a file is whole or absent unless
+    something damaged it later; with ``verify`` every kept file is inflated and CRC-checked
+    (:func:`store.verify_episode`, in threads: zlib releases the GIL), else only its
+    headers are read (:func:`store.check_episode`), which misses damage inside the
+    compressed data."""
     out = Path(config.out_dir)
-    todo, kept = [], []
-    for i in range(config.episodes):
-        path = out / store.episode_name(i)
-        (kept if path.exists() else todo).append(i)
+    kept = []
+    for path in store.list_episodes(out) if out.is_dir() else []:
+        i = store.episode_index(path.name)
+        if i is not None and i < config.episodes and path.name == store.episode_name(i):
+            kept.append(i)
     check = store.verify_episode if config.verify else store.check_episode
 
     def checked(i: int) -> int | DataError:
@@ -250,14 +259,15 @@ def _todo(config: CollectConfig) -> tuple[list[int], int]:
     threads = min(32, _default_workers(), max(1, len(kept)))
     with ThreadPoolExecutor(threads, thread_name_prefix="collect-verify") as pool:
         results = list(pool.map(checked, kept))
-    frames = 0
+    frames, good = 0, set()
     for i, result in zip(kept, results):
         if isinstance(result, DataError):
             warnings.warn(f"re-collecting a bad episode: {result}", stacklevel=3)
-            todo.append(i)
         else:
+            good.add(i)
             frames += result
-    return sorted(todo), frames
+    todo = (i for i in range(config.episodes) if i not in good)
+    return todo, config.episodes - len(good), frames
 
 
 def _check_manifest(out: Path, signature: dict[str, Any]) -> None:
@@ -317,23 +327,40 @@ def collect(config: CollectConfig) -> Path:
 def _collect_locked(config: CollectConfig, out: Path, signature: dict[str, Any]) -> Path:
     clean_temp_files(out)  # leftovers of a killed run
     _check_manifest(out, signature)
-    todo, frames = _todo(config)
+    todo, missing, frames = _todo(config)
     store.write_manifest(
         out,
         {
             **signature,
-            "episodes": config.episodes - len(todo),
+            "episodes": config.episodes - missing,
             "frames": frames,
-            "complete": not todo,
+            "complete": not missing,
         },
     )
-    if todo:
-        frames += _run(config, todo)
+    if missing:
+        frames += _run(config, todo, missing)
     # counts of episodes 0..episodes-1 (files beyond, from a larger earlier run, are kept)
     store.write_manifest(
         out, {**signature, "episodes": config.episodes, "frames": frames, "complete": True}
     )
     return out
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """End the workers now (Ctrl-C, SIGTERM, an error), not after their episodes: they lead
+    process groups of their own, so the terminal's Ctrl-C reaches this process only. Each
+    closes its env on SIGTERM (:func:`_on_sigterm`); one stuck in C code is SIGKILLed."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    deadline = time.monotonic() + 5.0
+    for proc in procs:
+        proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()  # its group's watchdog ends the game it leaves
+            proc.join(timeout=1.0)
 
 
 def _progress(config: CollectConfig, total: int):
@@ -347,12 +374,12 @@ def _progress(config: CollectConfig, total: int):
     )
 
 
-def _run(config: CollectConfig, todo: list[int]) -> int:
-    """Collect the episodes ``todo``; return their frame count."""
+def _run(config: CollectConfig, todo: Iterable[int], count: int) -> int:
+    """Collect the ``count`` episodes ``todo``; return their frame count."""
     workers = config.workers or _default_workers()
-    workers = max(1, min(workers, len(todo)))
+    workers = max(1, min(workers, count))
     steps, t0 = 0, time.perf_counter()
-    bar = _progress(config, len(todo))
+    bar = _progress(config, count)
 
     def done(n: int) -> None:
         nonlocal steps
@@ -361,7 +388,9 @@ def _run(config: CollectConfig, todo: list[int]) -> int:
         bar.set_postfix(steps=steps, steps_per_s=f"{steps / (time.perf_counter() - t0):.0f}")
 
     try:
-        if workers == 1:
+        # an env whose game is a process of its own runs in a worker even alone: the game
+        # then dies with the command even by SIGKILL (core/processes.py)
+        if workers == 1 and config.env_preset().module != "vizdoom":
             collector = _Collector(config)
             try:
                 for i in todo:
@@ -370,8 +399,9 @@ def _run(config: CollectConfig, todo: list[int]) -> int:
                 collector.close()
             return steps
         ctx = mp.get_context("spawn")  # no fork: envs and threads do not survive it well
+        start_resource_tracker()  # one that a SIGHUP to this process group spares
         pool = ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_worker, initargs=(config,)
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(config, os.getpid())
         )
         # A few tasks in flight per worker: a crash loses little work, Ctrl-C stops soon.
         pending: dict[Any, int] = {}
@@ -398,7 +428,7 @@ def _run(config: CollectConfig, todo: list[int]) -> int:
                             f"finished episodes are kept: re-run the same command to resume"
                         ) from None
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+            _stop(pool)
             raise
         pool.shutdown(wait=True)
         return steps

@@ -11,6 +11,9 @@ EOFError or ``is_alive()`` is false. With ``retries > 0`` the dead workers are r
 and the whole wave is re-run from its seeds (same results, since episodes are functions
 of their seeds); otherwise, or when retries run out, :class:`WorkerDiedError` stops the
 run. A worker alive but silent for ``step_timeout_s`` is treated as dead. Never a hang.
+Workers die with this process, however it ends, and take what their envs started
+(VizDoom's games) with them (:mod:`world_models.core.processes`); :meth:`EnvPool.close`
+(also on Ctrl-C or the CLI's SIGTERM) has them close their envs first.
 
 :class:`RayEnvPool` (optional ``ray`` extra) puts the envs in Ray actors behind the same
 interface, for rollouts across machines; :func:`make_pool` picks the backend.
@@ -27,6 +30,8 @@ raise :class:`~world_models.core.errors.WorkerDiedError`.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import signal
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -36,6 +41,11 @@ from typing import Any
 import numpy as np
 
 from world_models.core.errors import WorkerDiedError, require
+from world_models.core.processes import (
+    bind_to_parent,
+    kill_group_on_exit,
+    start_resource_tracker,
+)
 from world_models.envs.make import FrameObservation, make_env
 from world_models.envs.presets import get_preset
 from world_models.policies import Policy
@@ -87,10 +97,19 @@ def _raw_frame(raw):
     return raw["screen"] if isinstance(raw, dict) else raw
 
 
-def _worker(conn, factory: Callable[[], Any], n_envs: int) -> None:
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM (EnvPool.close of a worker that did not close): close envs
+
+
+def _worker(conn, factory: Callable[[], Any], n_envs: int, parent: int | None = None) -> None:
     """Serve ``("reset", [(slot, seed)], record)``, ``("step", [(slot, action)], record)``
     and ``("close",)`` over ``conn`` until told to close or the pipe breaks. An exception
-    (making or stepping an env) is sent back as ``("__error__", text)`` and ends the worker."""
+    (making or stepping an env) is sent back as ``("__error__", text)`` and ends the worker.
+
+    It dies with ``parent`` and takes what its envs started (VizDoom's games) with it,
+    whatever ends it (:func:`~world_models.core.processes.bind_to_parent`)."""
+    bind_to_parent(parent)
+    signal.signal(signal.SIGTERM, _interrupt)
     envs: list[Any] = []
     try:
         envs = [factory() for _ in range(n_envs)]
@@ -171,10 +190,12 @@ class EnvPool:
         return self.workers * self.per_worker
 
     def _start(self, w: int) -> None:
+        if self._ctx.get_start_method() != "fork":
+            start_resource_tracker()  # one that a SIGHUP to this process group spares
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=_worker,
-            args=(child, self.factory, self.per_worker),
+            args=(child, self.factory, self.per_worker, os.getpid()),
             daemon=True,
             name=f"world-models-env-{w}",
         )
@@ -332,18 +353,35 @@ class EnvPool:
         return returns, lengths, [np.stack(f) for f in raw] if record else None
 
     def close(self) -> None:
-        for w, (proc, conn) in enumerate(zip(self._procs, self._conns)):
-            if proc is None:
-                continue
+        """Ask every worker to close its envs; one still there after 2 s is SIGTERMed (it
+        closes its envs then), one still there 2 s later SIGKILLed (its group's watchdog
+        then ends what its envs started). Replies nobody will read (an interrupted wave)
+        are drained meanwhile: a worker blocked sending one would not read the request."""
+        procs = zip(self._procs, self._conns)
+        live = [(w, p, c) for w, (p, c) in enumerate(procs) if p is not None]
+        for _, proc, conn in live:
             try:
                 if proc.is_alive():
                     conn.send(("close",))
             except (BrokenPipeError, OSError):
                 pass
-            proc.join(timeout=2)
-            if proc.is_alive():
-                proc.terminate()
+        deadline = time.monotonic() + 2.0
+        for _, proc, conn in live:
+            while proc.is_alive() and time.monotonic() < deadline:
+                try:
+                    if conn.poll(0.05):
+                        conn.recv()
+                except (EOFError, OSError):
+                    proc.join(timeout=max(0.0, deadline - time.monotonic()))
+                    break
+        for end in ("terminate", "kill"):
+            stuck = [proc for _, proc, _ in live if proc.is_alive()]
+            for proc in stuck:
+                getattr(proc, end)()
+            for proc in stuck:
                 proc.join(timeout=2)
+        for w, proc, conn in live:
+            proc.join(timeout=0)  # reap
             conn.close()
             self._procs[w] = None
 
@@ -358,6 +396,7 @@ class _EnvServer:
     """The envs of one Ray actor; ``serve`` answers the same messages as :func:`_worker`."""
 
     def __init__(self, factory: Callable[[], Any], n_envs: int) -> None:
+        kill_group_on_exit()  # what the envs start (VizDoom's games) ends with the actor
         self.envs = [factory() for _ in range(n_envs)]
 
     def serve(self, msg: tuple) -> list:
