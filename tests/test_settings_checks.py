@@ -124,6 +124,7 @@ def test_a_window_longer_than_every_episode_is_cut_with_a_warning(tmp_path, caps
     argv = ["train-mdrnn", "--preset", "debug", "--series-dir", str(series)]
     argv += ["--run-dir", str(tmp_path / "run"), "--epochs", "1", "--no-progress"]
     argv += ["--no-tensorboard", "--seq-len", "100000"]
+    argv += ["--batch-size", "4"]  # the 4 episodes' one window each (more are refused)
     assert main(argv) == 0
     err = capsys.readouterr().err.strip().splitlines()
     warning = [line for line in err if line.startswith("warning:")]

@@ -275,8 +275,8 @@ def _parse(name: str, command: Command, args: list[str]) -> Any:
     default = _default(name, command, cls, presets, preset, rest)
     errors = io.StringIO()
     try:
-        with contextlib.redirect_stderr(errors):
-            return tyro.cli(
+        with contextlib.redirect_stderr(errors), _one_paragraph_helps():
+            config = tyro.cli(
                 cls,
                 default=default,
                 args=rest,
@@ -287,6 +287,69 @@ def _parse(name: str, command: Command, args: list[str]) -> Any:
         if exc.code in (0, None):
             raise  # --help
         raise ConfigError(_one_line(errors.getvalue(), name)) from None
+    _check_pretrained_env(name, config, rest)
+    return config
+
+
+def _check_pretrained_env(name: str, config: Any, args: list[str]) -> None:
+    """``evaluate --pretrained NAME`` plays the shipped model's env: an ``--env`` given
+    beside it must name that env, not be dropped without a word. (Its config cannot tell
+    an ``--env`` given from the preset's; play and watch, whose --env defaults to none,
+    check it themselves.)"""
+    given = _option_value(args, "--env")
+    model = getattr(config, "pretrained", None)
+    if name != "evaluate" or model is None or given is None:
+        return
+    from world_models.shipped import settings  # late: only when both are given
+
+    env = settings(model)["env"]
+    if given != env:
+        raise ConfigError(
+            f"--pretrained {model} is a world model of {env}, not --env {given}: drop --env "
+            f"(or evaluate your own V, M and C with --vae, --mdrnn and --controller)"
+        )
+
+
+def _one_paragraph(text: str) -> str:
+    """A field's help with its docstring's line breaks joined: one paragraph, as many as
+    blank lines make ("- " and "* " list items keep their own lines)."""
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        out = ""
+        for line in (part.strip() for part in block.splitlines()):
+            if not line:
+                continue
+            item = re.match(r"[-*] ", line) is not None
+            out += ("\n" if item else " ") + line if out else line
+        paragraphs.append(out)
+    return "\n\n".join(paragraphs)
+
+
+@contextlib.contextmanager
+def _one_paragraph_helps():
+    """While tyro parses, each flag's help is one paragraph: tyro (1.0) keeps a field
+    docstring's line break wherever the next line is indented, which every continuation
+    line in a class body is, so ``--help`` wrapped mid-sentence. Its reader of field
+    docstrings (a private function: without it, the helps keep the breaks) is wrapped
+    to rejoin them."""
+    try:
+        from tyro import _docstrings
+    except ImportError:  # another tyro layout
+        _docstrings = None
+    original = getattr(_docstrings, "get_field_docstring", None)
+    if original is None:
+        yield
+        return
+
+    def joined(*args: Any, **kwargs: Any) -> str | None:
+        text = original(*args, **kwargs)
+        return _one_paragraph(text) if isinstance(text, str) else text
+
+    _docstrings.get_field_docstring = joined
+    try:
+        yield
+    finally:
+        _docstrings.get_field_docstring = original
 
 
 def _one_line(box: str, name: str) -> str:

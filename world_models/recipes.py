@@ -261,6 +261,13 @@ def _epochs(scale: float, epochs: int) -> int:
     return epochs if scale >= 0.1 else max(1 if scale < 0.01 else 2, round(epochs * scale * 10))
 
 
+def _mdrnn_batch(scale: float, batch: int, episodes: int) -> int:
+    """M's batch: the preset's from scale 0.1 up; below, at most a quarter of the episodes
+    (train-mdrnn refuses a batch of more windows than its series hold, and an episode
+    shorter than a window is one: 100 lanes of 500 steps do not fit 10 Doom episodes)."""
+    return batch if scale >= 0.1 else max(1, min(batch, episodes // 4))
+
+
 @dataclass
 class _Game:
     """One game's stage settings before the paths: presets with the budget applied."""
@@ -434,6 +441,7 @@ def recipe(config: ReproduceConfig) -> list[Stage]:
             override(
                 g.mdrnn,
                 epochs=_epochs(scale, g.mdrnn.epochs),
+                batch_size=_mdrnn_batch(scale, g.mdrnn.batch_size, g.n["episodes"]),
                 series_dir=at.series,
                 run_dir=at.mdrnn_run,
                 device=config.device or "auto",

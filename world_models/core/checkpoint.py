@@ -173,6 +173,19 @@ def read_checkpoint(
     return Checkpoint(path=path, kind=kind, config=config, tensors=tensors, meta=meta)
 
 
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint folder's meta.json alone (no weights read): {} where there is none, or
+    no folder (a command's own loading says so); unreadable is a :class:`CheckpointError`."""
+    file = recover_dir(path) / META_FILE
+    if not file.is_file():
+        return {}
+    try:
+        meta = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {path}: unreadable {META_FILE} ({exc})") from None
+    return meta if isinstance(meta, dict) else {}
+
+
 def read_optimizer_state(path: str | os.PathLike) -> dict[str, Any] | None:
     """The optimizer state saved beside the weights, or ``None``; never unpickles code."""
     file = recover_dir(path) / OPTIMIZER_FILE

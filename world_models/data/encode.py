@@ -47,6 +47,7 @@ from world_models.core.locking import lock_folder
 from world_models.data import store
 from world_models.data.configs import EncodeConfig
 from world_models.models.vae import IMAGE_SIZE, ConvVAE
+from world_models.models.world_model import check_env_matches
 
 SERIES_MANIFEST = "series.json"
 T = TypeVar("T")
@@ -217,16 +218,36 @@ def encode(config: EncodeConfig) -> Path:
     device = pick_device(config.device)
     amp = device.type == "cuda" if config.amp is None else config.amp
     vae = ConvVAE.from_pretrained(config.vae, map_location=device).eval()
+    env = _dataset_env(config.data_dir)
+    check_env_matches(
+        env,
+        getattr(vae, "checkpoint_meta", None),
+        "V",
+        config.vae,
+        advice=f"{config.data_dir} holds {env} episodes; encode them with a V trained on {env}",
+    )
     vae.uint8_input = True
     vae.check_inputs = False  # uint8 frames are valid by construction
     if device.type == "cuda":
         vae.to(memory_format=torch.channels_last)
     with lock_folder(config.out_dir, "series folder") as out:  # one writer per folder
-        return _encode_locked(config, episodes, vae, device, amp, out)
+        return _encode_locked(config, episodes, vae, device, amp, out, env)
+
+
+def _dataset_env(data_dir: Path) -> str | None:
+    """The env preset a dataset's manifest names (None: no manifest, or it names none)."""
+    env = (store.read_manifest(data_dir) or {}).get("env")
+    return env if isinstance(env, str) else None
 
 
 def _encode_locked(
-    config: EncodeConfig, episodes: list[Path], vae, device: torch.device, amp: bool, out: Path
+    config: EncodeConfig,
+    episodes: list[Path],
+    vae,
+    device: torch.device,
+    amp: bool,
+    out: Path,
+    env: str | None,
 ) -> Path:
 
     clean_temp_files(out)
@@ -237,6 +258,7 @@ def _encode_locked(
             "vae_sha256": weights_digest(config.vae),
             "latent_size": vae.latent_size,
             "data_dir": str(Path(config.data_dir).resolve()),
+            "env": env,  # recorded in M by train-mdrnn: later commands refuse another env
             "dtype": "float16",
             "library_version": __version__,
             "config": to_dict(config),

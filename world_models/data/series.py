@@ -229,6 +229,11 @@ class SeriesSet:
         start = self.starts[ep] + offset
         return self.gather(start, self.starts[ep] + self.lengths[ep], seq_len)
 
+    def num_windows(self, seq_len: int) -> int:
+        """Distinct windows of ``seq_len`` transitions (start positions :meth:`sample` draws
+        from; an episode shorter than ``seq_len`` gives one)."""
+        return int(((self.lengths - seq_len).clamp(min=0) + 1).sum())
+
     def batches_per_epoch(self, batch: int, seq_len: int) -> int:
         """Batches of random windows that hold as many transitions as the set: an epoch."""
         return max(1, -(-self.num_steps // (batch * seq_len)))
@@ -271,17 +276,39 @@ class SeriesSet:
             yield self.gather(start, end, seq_len, active)
 
 
-def series_vae_digest(folder: str | os.PathLike) -> str | None:
-    """SHA-256 of the VAE weights that made a series folder (``encode``'s series.json), or
-    None for a folder without one (e.g. series written by other code)."""
-
+def _series_manifest(folder: str | os.PathLike) -> dict | None:
     path = Path(folder) / SERIES_MANIFEST
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text()).get("vae_sha256")
-    except (OSError, ValueError, AttributeError):
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
         raise DataError(f"{path} is not a readable series manifest") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path} is not a readable series manifest")
+    return manifest
+
+
+def series_vae_digest(folder: str | os.PathLike) -> str | None:
+    """SHA-256 of the VAE weights that made a series folder (``encode``'s series.json), or
+    None for a folder without one (e.g. series written by other code)."""
+
+    return (_series_manifest(folder) or {}).get("vae_sha256")
+
+
+def series_env(folder: str | os.PathLike) -> str | None:
+    """The env preset whose episodes a series folder encodes: ``encode``'s series.json
+    records it; for one written before it did, the manifest of the dataset it names. None
+    when neither says (series written by other code, a dataset without a manifest)."""
+
+    manifest = _series_manifest(folder) or {}
+    env = manifest.get("env")
+    if env is None and isinstance(manifest.get("data_dir"), str):
+        try:
+            env = (store.read_manifest(manifest["data_dir"]) or {}).get("env")
+        except DataError:  # a moved or damaged dataset: the env is not known
+            env = None
+    return env if isinstance(env, str) else None
 
 
 def load_series(

@@ -13,6 +13,10 @@ from world_models.core.errors import ConfigError
 from world_models.envs.configs import DreamSettings, RolloutSettings
 from world_models.envs.presets import EnvName
 
+MAX_TRIALS = 1_000_000
+"""Most trials one ``evaluate`` plays: results.json and returns.csv list every return (a
+million is ~20 MB each, and days of real play); more are one line naming the limit."""
+
 
 @dataclass(frozen=True)
 class EvaluateConfig:
@@ -35,7 +39,7 @@ class EvaluateConfig:
     """controller (V+M+C), the env's random data policy, or (Doom) one constant action:
     the baselines."""
     trials: int = 100
-    """Episodes to play (the paper: 100)."""
+    """Episodes to play (the paper: 100; at most 1,000,000)."""
     seed: int = 0
     """Trial i resets the env with seed + i."""
     max_steps: int | None = None
@@ -64,6 +68,13 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         if self.trials < 1:
             raise ConfigError(f"trials must be >= 1, got {self.trials}")
+        if self.trials > MAX_TRIALS:
+            raise ConfigError(
+                f"evaluate: trials={self.trials} is over the limit of {MAX_TRIALS:,} "
+                f"(results.json and returns.csv list every return); play more as several "
+                f"evaluations (trial i plays seed + i: --seed {self.seed + MAX_TRIALS} "
+                f"continues after {MAX_TRIALS:,} trials)"
+            )
         if self.video != "none" and not self.fps >= 1:
             raise ConfigError(f"fps must be >= 1, got {self.fps}")
         if self.max_steps is not None and self.max_steps < 1:

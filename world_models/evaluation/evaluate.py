@@ -9,8 +9,13 @@ the two are replayed with recording on rather than storing every frame of every 
 ``results.json`` says whether the replays scored the same.
 
 ``target="dream"`` scores the controller inside M's dream instead (the paper's "dream
-score" beside the real one): all trials as one :class:`~world_models.envs.dream.BatchedDream`
-batch at temperature ``tau``, and the best and worst dreams decoded by V as animations.
+score" beside the real one): the trials as :class:`~world_models.envs.dream.BatchedDream`
+batches at temperature ``tau`` (up to 16,384 dreams a batch for C, 1,024 for a baseline
+policy, whose batch is recorded whole for the video; batch k > 0 is seeded from
+``(seed, k)``, so up to one batch of trials is the one batch it always was), and the best
+and worst dreams decoded by V as animations. Memory stays that of one batch however many
+trials are asked for (at most :data:`~world_models.evaluation.configs.MAX_TRIALS`: the
+results list every return).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from world_models.envs.dream import CARRACING_HIGH, CARRACING_LOW, BatchedDream
 from world_models.envs.pool import EnvFactory, make_pool
 from world_models.envs.presets import get_preset
 from world_models.evaluation.configs import EvaluateConfig
-from world_models.models.world_model import load_world_model
+from world_models.models.world_model import check_trained_env, load_world_model
 from world_models.policies import DOOM_FIXED_ACTIONS, ConstantPolicy, make_random_policy
 from world_models.policies.controller import ControllerPolicy
 from world_models.shipped import pretrained_dir, settings
@@ -73,7 +78,12 @@ def build_policy(config: EvaluateConfig):
         raise ConfigError("policy controller needs --controller, --vae, --mdrnn")
     device = pick_device(config.device)
     wm = load_world_model(
-        config.vae, config.mdrnn, config.controller, action_mode=preset.action_mode, device=device
+        config.vae,
+        config.mdrnn,
+        config.controller,
+        action_mode=preset.action_mode,
+        env=config.env,
+        device=device,
     )
     return ControllerPolicy(wm.vae, wm.mdrnn, wm.controller, device, config.z_mode)
 
@@ -105,6 +115,7 @@ def evaluate(config: EvaluateConfig) -> Path:
 
     check_output_dir(config.out_dir, "output folder", create=False)  # before hours of play
     config = with_pretrained(config)
+    _check_env(config)
     out = Path(config.out_dir)
     if config.video != "none":  # before the trials, not after them
         check_animation_path(out / f"best.{config.video}")
@@ -129,13 +140,14 @@ def evaluate(config: EvaluateConfig) -> Path:
         "controller": str(config.controller),
         "z_mode": config.z_mode,
     }
-    if config.target == "dream":  # one generator seeds all dreams: trials have no own seed
+    if config.target == "dream":  # one generator seeds a batch of dreams: no own seeds
         results.update(
             tau=config.dream.tau,
             done_mode=config.dream.done_mode,
             dream_dropout=config.dream.dream_dropout,
             done_offset=config.dream.done_offset,
             seed=config.seed,
+            dreams_per_batch=_dreams_per_batch(config),
             best_trial=best,
             worst_trial=worst,
         )
@@ -169,6 +181,16 @@ def evaluate(config: EvaluateConfig) -> Path:
     return out
 
 
+def _check_env(config: EvaluateConfig) -> None:
+    """Refuse V and M trained on another env's episodes than ``env``, from their meta.json,
+    before anything is written (only those the run loads: a baseline in the real env none)."""
+    if config.target == "real" and config.policy != "controller":
+        return
+    check_trained_env(config.env, config.mdrnn, "M")
+    if config.target == "real" or _dream_needs_vae(config):
+        check_trained_env(config.env, config.vae, "V")
+
+
 def _real_trials(config: EvaluateConfig, seeds: np.ndarray):
     """Returns, lengths, raw frames of the best and worst episode, and their replays' returns."""
 
@@ -188,44 +210,96 @@ def _real_trials(config: EvaluateConfig, seeds: np.ndarray):
     return res.returns, res.lengths, replay.frames, replay.returns
 
 
+DREAMS_PER_BATCH = 16_384
+"""Dreams of C run at once (``--in dream``); more trials run batch after batch."""
+BASELINE_DREAMS_PER_BATCH = 1_024
+"""Dreams of a baseline policy run at once: with a video the whole batch's z are recorded
+(1,024 x 2,101 steps x 64 floats: ~550 MB), so its batches are smaller."""
+
+
+def _dreams_per_batch(config: EvaluateConfig) -> int:
+    return DREAMS_PER_BATCH if config.policy == "controller" else BASELINE_DREAMS_PER_BATCH
+
+
+def _batch_seed(seed: int, k: int) -> int:
+    """The seed of dream batch ``k``: ``seed`` itself for the first, one drawn from
+    ``(seed, k)`` for the others (not ``seed + k``, which another --seed's batch reuses)."""
+    if k == 0:
+        return seed
+    state = np.random.SeedSequence([seed % 2**63, k]).generate_state(1, np.uint64)[0]
+    return int(state >> np.uint64(1))  # < 2**63: torch's and numpy's seeds take it
+
+
+def _dream_needs_vae(config: EvaluateConfig) -> bool:
+    return config.vae is not None and (config.video != "none" or config.series_dir is None)
+
+
 def _dream_trials(config: EvaluateConfig):
-    """All trials as one BatchedDream batch; the best and worst dreams decoded by V."""
+    """The trials in BatchedDream batches; the best and worst dreams decoded by V."""
 
     if config.policy == "controller" and config.controller is None:
         raise ConfigError("evaluating a controller in the dream needs --controller")
     if config.mdrnn is None:
         raise ConfigError("evaluating in the dream needs --mdrnn")
     device = pick_device(config.device)
-    need_vae = config.vae is not None and (config.video != "none" or config.series_dir is None)
     wm = load_world_model(  # no action_mode: in the dream C maps actions its own way
-        config.vae if need_vae else None,
+        config.vae if _dream_needs_vae(config) else None,
         config.mdrnn,
         config.controller if config.policy == "controller" else None,
+        env=config.env,
         device=device,
     )
     vae = wm.vae
     dream = batched_dream(config, wm.mdrnn, vae, device, config.dream.dream_max_steps)
+    record = config.video != "none" and vae is not None
+    n, per = config.trials, _dreams_per_batch(config)
+    batches = [(k, start, min(per, n - start)) for k, start in enumerate(range(0, n, per))]
+    returns, lengths = np.zeros(n), np.zeros(n, np.int64)
+    bar = tqdm(total=n, unit="dream", disable=not config.progress, dynamic_ncols=True)
     if config.policy != "controller":
-        preset = get_preset(config.env)
-        mode = preset.action_mode
+        mode = get_preset(config.env).action_mode
         policy = baseline_policy(config.policy, config.env)
-        record = config.video != "none" and vae is not None
-        returns, lengths = dream.play(policy, config.trials, config.seed, mode, record=record)
+        kept: dict[str, tuple[float, torch.Tensor]] = {}  # best/worst so far: (return, z)
+        for k, start, size in batches:
+            seed = _batch_seed(config.seed, k)
+            ret, ln = dream.play(policy, size, seed, mode, record=record)
+            returns[start : start + size], lengths[start : start + size] = ret, ln
+            if record:  # keep two of the batch's recordings, drop the rest
+                for name, i, better in (
+                    ("best", int(np.argmax(ret)), np.greater),
+                    ("worst", int(np.argmin(ret)), np.less),
+                ):
+                    if name not in kept or better(ret[i], kept[name][0]):  # first one on ties
+                        kept[name] = (float(ret[i]), dream.last_recording[: ln[i] + 1, i].clone())
+                dream.last_recording = None
+            bar.update(size)
+        bar.close()
         if not record:
             return returns, lengths, [], None
-        pick = [int(np.argmax(returns)), int(np.argmin(returns))]
-        zs = [dream.last_recording[: lengths[i] + 1, i] for i in pick]  # (T + 1, Z) each
+        zs = [kept["best"][1], kept["worst"][1]]  # (T + 1, Z) each
     else:
         controller = wm.controller
         params = torch.as_tensor(controller.get_flat()[None], dtype=torch.float32)
-        ret = dream.evaluate(controller, params, config.trials, seed=config.seed)[0]  # (R,)
-        returns = ret.double().cpu().numpy()
-        lengths = dream.last_lengths[0].cpu().numpy()
-        if config.video == "none" or vae is None:
+        for k, start, size in batches:
+            seed = _batch_seed(config.seed, k)
+            ret = dream.evaluate(controller, params, size, seed=seed)[0]  # (size,)
+            returns[start : start + size] = ret.double().cpu().numpy()
+            lengths[start : start + size] = dream.last_lengths[0].cpu().numpy()
+            bar.update(size)
+        bar.close()
+        if not record:
             return returns, lengths, [], None
         pick = [int(np.argmax(returns)), int(np.argmin(returns))]
-        dream.evaluate(controller, params, config.trials, seed=config.seed, record=pick)
-        zs = dream.last_recording
+        found: dict[int, torch.Tensor] = {}
+        for k, start, size in batches:  # replay the batches that hold them, recording
+            inside = [i for i in pick if start <= i < start + size]
+            if inside:
+                seed = _batch_seed(config.seed, k)
+                dream.evaluate(
+                    controller, params, size, seed=seed, record=[i - start for i in inside]
+                )
+                found.update(zip(inside, dream.last_recording))
+        zs = [found[i] for i in pick]
     videos = []
     with torch.no_grad():
         for z in zs:  # (T + 1, Z) each

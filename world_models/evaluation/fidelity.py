@@ -112,7 +112,7 @@ def dream_for(config: FidelityConfig):
 
     mode = get_preset(config.env).action_mode
     device = pick_device(config.device)
-    wm = load_world_model(config.vae, config.mdrnn, device=device)
+    wm = load_world_model(config.vae, config.mdrnn, env=config.env, device=device)
     dream = batched_dream(config, wm.mdrnn, wm.vae, device, config.dream.dream_max_steps)
     dream.vae = wm.vae
     return dream, mode

@@ -24,6 +24,7 @@ from world_models.core.errors import ConfigError
 from world_models.envs.pool import EnvFactory, make_pool
 from world_models.evaluation.configs import EvaluateConfig, SelectConfig
 from world_models.evaluation.evaluate import build_policy
+from world_models.models.world_model import check_trained_env
 
 
 def candidates(run_dir: Path, n: int) -> list[Path]:
@@ -43,6 +44,8 @@ def candidates(run_dir: Path, n: int) -> list[Path]:
 
 def select_controller(config: SelectConfig) -> Path:
     """Score each candidate on ``games`` real games; copy the best to checkpoints/selected."""
+    check_trained_env(config.env, config.mdrnn, "M")  # before any game is played
+    check_trained_env(config.env, config.vae, "V")
     cands = candidates(config.run_dir, config.candidates)
     seeds = np.arange(config.games) + config.seed
     workers, per = config.rollout.layout(config.games)

@@ -2,8 +2,10 @@
 
 Every command that needs more than one of the three loads them here, so the checks are
 the same everywhere: M was trained on this V's latents (M records the digest of the V
-weights that ``encode`` used), C reads M's latent and hidden sizes, and C maps its outputs
-the way the env needs (``action_mode``). A mismatch is a one-line :class:`ConfigError`.
+weights that ``encode`` used), V and M were trained on data of the env they are used in
+(each records it: ``env`` in meta.json), C reads M's latent and hidden sizes, and C maps
+its outputs the way the env needs (``action_mode``). A mismatch is a one-line
+:class:`ConfigError`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from world_models.core.checkpoint import weights_digest
+from world_models.core.checkpoint import read_meta, weights_digest
 from world_models.core.errors import ConfigError
 from world_models.models.controller import Controller
 from world_models.models.mdrnn import MDNRNN
@@ -46,6 +48,31 @@ def check_vae_matches(vae_dir: PathLike, mdrnn, mdrnn_dir: PathLike) -> None:
         )
 
 
+ENV_KEY = "env"
+"""meta.json's record (V, M) of the env preset whose episodes the model was trained on."""
+
+
+def check_env_matches(
+    env: str | None, meta: dict | None, what: str, where: PathLike, advice: str | None = None
+) -> None:
+    """Refuse ``env`` where a checkpoint's ``meta`` records training data of another env:
+    an M of the fake env knows nothing of Doom's frames or actions, whatever the sizes say.
+    A checkpoint without the record (older, or data of unknown origin) passes. ``advice``
+    ends the message (default: pass that env's --env, or a model trained on ``env``)."""
+    trained = (meta or {}).get(ENV_KEY)
+    if env is None or not isinstance(trained, str) or trained == env:
+        return
+    advice = advice or f"pass --env {trained} (or a {what} trained on {env})"
+    raise ConfigError(f"{what} ({where}) was trained on {trained} data, not {env}: {advice}")
+
+
+def check_trained_env(env: str | None, checkpoint: PathLike | None, what: str) -> None:
+    """:func:`check_env_matches` from a checkpoint folder's meta.json alone (before any
+    weights are read or anything is written); no folder passes (loading it says why)."""
+    if env is not None and checkpoint is not None:
+        check_env_matches(env, read_meta(checkpoint), what, checkpoint)
+
+
 def check_controller_fits(
     controller: Controller, mdrnn: MDNRNN | None, action_mode: str | None, where: PathLike
 ) -> None:
@@ -74,14 +101,19 @@ def load_world_model(
     controller: PathLike | None = None,
     *,
     action_mode: str | None = None,
+    env: str | None = None,
     device: torch.device | str | None = None,
 ) -> WorldModel:
     """Load the given checkpoints onto ``device`` and check they fit (module docstring).
 
-    ``action_mode`` (the env preset's, e.g. ``"thirds"`` for Doom) is checked against C's.
+    ``action_mode`` (the env preset's, e.g. ``"thirds"`` for Doom) is checked against C's;
+    ``env`` (a preset name) against the env V's and M's training data came from.
     """
     v = ConvVAE.from_pretrained(vae, map_location=device).eval() if vae is not None else None
     m = MDNRNN.from_pretrained(mdrnn, map_location=device).eval() if mdrnn is not None else None
+    for what, model, where in (("M", m, mdrnn), ("V", v, vae)):
+        if model is not None:
+            check_env_matches(env, getattr(model, "checkpoint_meta", None), what, where)
     if v is not None and m is not None:
         check_vae_matches(vae, m, mdrnn)  # type: ignore[arg-type]
         if v.latent_size != m.latent_size:

@@ -52,7 +52,7 @@ from world_models.envs.presets import get_preset
 from world_models.models.controller import Controller
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
-from world_models.models.world_model import check_vae_matches
+from world_models.models.world_model import check_trained_env, check_vae_matches
 from world_models.policies.controller import ControllerPolicy
 from world_models.training.configs import TrainControllerConfig
 from world_models.training.runs import ALWAYS_RESUMABLE, TrainingRun, summarize_run
@@ -284,10 +284,18 @@ def _check_vae(config: TrainControllerConfig) -> None:
     check_vae_matches(config.vae, SimpleNamespace(checkpoint_meta=meta), config.mdrnn)
 
 
+def _check_env(config: TrainControllerConfig) -> None:
+    """Refuse an ``env`` other than the one whose episodes M (and V) learned, before the
+    run folder is written: a C evolved in a fake env's dream with Doom's actions is noise."""
+    check_trained_env(config.env, config.mdrnn, "M")
+    check_trained_env(config.env, config.vae, "V")
+
+
 def _train_controller(config: TrainControllerConfig, hold: contextlib.ExitStack) -> Path:
 
     device = pick_device(config.device)
     _check_vae(config)
+    _check_env(config)
     run = TrainingRun(
         config,
         RESUMABLE_FIELDS,

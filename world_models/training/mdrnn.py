@@ -23,7 +23,8 @@ logs the metrics, stops on NaN or Inf, plots the curve and writes the summary)::
 
     run_dir/config.json            this TrainMDNRNNConfig (a re-run must match it)
     run_dir/checkpoints/last/      MDNRNN checkpoint + optimizer.pt; meta: epoch, step,
-                                   batch_in_epoch, best (resumes mid-epoch with save_every)
+                                   batch_in_epoch, best (resumes mid-epoch with save_every),
+                                   the V and the env of the series (vae_sha256, env)
     run_dir/checkpoints/best/      the lowest held-out total loss so far
     run_dir/metrics.csv, .jsonl    one row per epoch (train_* and heldout_* loss parts, lr,
                                    seconds, seq_steps_per_s); nll is nats per latent dimension
@@ -51,8 +52,15 @@ from world_models.core.checkpoint import load_state_strict, read_checkpoint, rea
 from world_models.core.config import from_dict, to_dict
 from world_models.core.device import pick_device
 from world_models.core.errors import ConfigError
-from world_models.data.series import SeriesBatch, SeriesSet, load_series, series_vae_digest
+from world_models.data.series import (
+    SeriesBatch,
+    SeriesSet,
+    load_series,
+    series_env,
+    series_vae_digest,
+)
 from world_models.models.mdrnn import MDNRNN, MDNRNNConfig
+from world_models.models.world_model import ENV_KEY
 from world_models.training.configs import TRAIN_MDNRNN_PRESETS, TrainMDNRNNConfig
 from world_models.training.runs import (
     ALWAYS_RESUMABLE,
@@ -206,14 +214,31 @@ def _window(config: TrainMDNRNNConfig, train: SeriesSet, held: SeriesSet | None)
     return longest
 
 
+def _check_batch(config: TrainMDNRNNConfig, train: SeriesSet) -> None:
+    """Refuse a batch of more windows than the training split holds distinct ones, as
+    train-vae refuses a batch of more frames than it has: every batch would repeat windows
+    (or, with carry_state, keep lanes that never get an episode), and a typo'd huge batch
+    would allocate gigabytes before failing."""
+    windows = train.num_windows(config.seq_len)  # the same for the window _window cuts
+    if config.batch_size > windows:
+        raise ConfigError(
+            f"train-mdrnn: --batch-size {config.batch_size} is more than the {windows} "
+            f"distinct windows of --seq-len {config.seq_len} in the training split of "
+            f"{config.series_dir} ({train.num_episodes} episodes); lower --batch-size "
+            f"(or --seq-len)"
+        )
+
+
 def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
 
     device = pick_device(config.device)
     autocast = device.type == "cuda" and config.bf16
     train, held = load_series(config.series_dir, config.holdout_fraction)
     model_config = _model_config(config, train)
+    _check_batch(config, train)  # before _window's warning: a refusal is one line
     window = _window(config, train, held)
     vae_sha256 = series_vae_digest(config.series_dir)  # recorded in M: which V it speaks
+    env = series_env(config.series_dir)  # and which env: later commands refuse another
     try:  # the model's own checks (sizes, K, pos_weight) before the folder is written
         MDNRNN.from_config(model_config)
     except ValueError as e:
@@ -277,6 +302,7 @@ def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
             "train_config": to_dict(config),
             "metrics_rows": run.rows_logged,
             **({"vae_sha256": vae_sha256} if vae_sha256 else {}),
+            **({ENV_KEY: env} if env else {}),
         }
         model.save_pretrained(target, step=step, meta=meta, optimizer_state=opt_state)
 

@@ -34,6 +34,7 @@ from world_models.core.media import save_grid, save_reconstruction_grid
 from world_models.data import store
 from world_models.data.sources import FrameSource
 from world_models.models.vae import ConvVAE
+from world_models.models.world_model import ENV_KEY
 from world_models.training import distributed
 from world_models.training.configs import TrainVAEConfig
 from world_models.training.runs import (
@@ -122,6 +123,8 @@ class _Trainer:
             config.max_frames,
             cache_dir=config.cache_dir,
         )
+        manifest = store.read_manifest(config.data_dir) or {}
+        self.env = manifest.get("env") if isinstance(manifest.get("env"), str) else None
         episodes = store.list_episodes(config.data_dir)
         if episodes and not store.split_episodes(episodes, "holdout", config.holdout_fraction):
             raise DataError(
@@ -243,6 +246,7 @@ class _Trainer:
                 "trainer": state,
                 "run_dir": str(self.run.path),
                 "metrics_rows": self.run.rows_logged,
+                **({ENV_KEY: self.env} if self.env else {}),  # later commands check it
             },
         )
 
