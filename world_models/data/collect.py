@@ -16,6 +16,7 @@ whole run (:mod:`world_models.core.locking`): a second collection into it stops 
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import multiprocessing.util
 import os
@@ -38,7 +39,7 @@ from world_models.core.locking import lock_folder
 from world_models.core.processes import bind_to_parent, start_resource_tracker
 from world_models.data import store
 from world_models.data.configs import CollectConfig
-from world_models.envs.make import check_available, make_env
+from world_models.envs.make import check_available, make_env, resolve_backend
 from world_models.policies import ExplorePolicy, make_random_policy
 
 
@@ -310,6 +311,8 @@ def collect(config: CollectConfig) -> Path:
         if not ok:
             raise ConfigError(f"collect: {name} must be {rule}, got {getattr(config, name)}")
     preset = config.env_preset()
+    # the manifest records the implementation used, so auto is resolved once, here
+    config = dataclasses.replace(config, backend=resolve_backend(config.backend, preset))
     check_available(preset, config.backend)  # a clear error here, not in a worker
     signature = manifest_signature(config)  # checks the crop before the folder is touched
     models = config.world_model()

@@ -46,7 +46,7 @@ from world_models.core.processes import (
     kill_group_on_exit,
     start_resource_tracker,
 )
-from world_models.envs.make import FrameObservation, make_env
+from world_models.envs.make import FrameObservation, check_available, make_env, resolve_backend
 from world_models.envs.presets import get_preset
 from world_models.policies import Policy
 
@@ -61,11 +61,24 @@ class EnvFactory:
     """Truncate episodes after this many steps (None: the env's own limit)."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the env's constructor."""
+    backend: str = "gymnasium"
+    """The env's implementation: gymnasium, envpool or auto (:func:`resolve_backend`)."""
+    stall_steps: int | None = None
+    """End an episode after this many steps without a positive reward (None: never)."""
+
+    def check(self) -> None:
+        """A missing optional dependency as one clear error here, not in a worker."""
+        preset = get_preset(self.env)
+        check_available(preset, resolve_backend(self.backend, preset))
 
     def __call__(self):
-
+        preset = get_preset(self.env)
         return make_env(
-            get_preset(self.env), max_steps=self.max_steps, env_kwargs=dict(self.env_kwargs)
+            preset,
+            max_steps=self.max_steps,
+            backend=resolve_backend(self.backend, preset),
+            env_kwargs=dict(self.env_kwargs),
+            stall_steps=self.stall_steps,
         )
 
 
@@ -482,6 +495,8 @@ def make_pool(
     backend: str, factory: Callable[[], Any], workers: int, envs_per_worker: int, **kwargs
 ) -> EnvPool:
     """An :class:`EnvPool` (``backend="local"``) or a :class:`RayEnvPool` (``"ray"``)."""
+    if isinstance(factory, EnvFactory):
+        factory.check()
     if backend == "local":
         return EnvPool(factory, workers, envs_per_worker, **kwargs)
     if backend == "ray":

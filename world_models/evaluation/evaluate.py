@@ -197,7 +197,7 @@ def _real_trials(config: EvaluateConfig, seeds: np.ndarray):
     policy = build_policy(config)
     workers, per = config.rollout.layout(config.trials)
     bar = tqdm(total=config.trials, unit="ep", disable=not config.progress, dynamic_ncols=True)
-    factory = EnvFactory(config.env, config.max_steps)
+    factory = EnvFactory(config.env, config.max_steps, backend=config.rollout.env_backend)
     with make_pool(
         config.rollout.backend, factory, workers, per, retries=config.rollout.retries
     ) as pool:

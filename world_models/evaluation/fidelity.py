@@ -242,7 +242,9 @@ def _real(config: FidelityConfig, names: list[str], with_controller: bool) -> di
     workers, per = config.rollout.layout(config.trials)
     real = {}
     todo = names + (["controller"] if with_controller else [])
-    factory = EnvFactory(config.env, config.dream.dream_max_steps)
+    factory = EnvFactory(
+        config.env, config.dream.dream_max_steps, backend=config.rollout.env_backend
+    )
     rollout = config.rollout
     with make_pool(rollout.backend, factory, workers, per, retries=rollout.retries) as pool:
         for name in todo:

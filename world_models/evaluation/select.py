@@ -49,7 +49,7 @@ def select_controller(config: SelectConfig) -> Path:
     cands = candidates(config.run_dir, config.candidates)
     seeds = np.arange(config.games) + config.seed
     workers, per = config.rollout.layout(config.games)
-    factory = EnvFactory(config.env, config.max_steps)
+    factory = EnvFactory(config.env, config.max_steps, backend=config.rollout.env_backend)
     rows = []
     with make_pool(
         config.rollout.backend, factory, workers, per, retries=config.rollout.retries

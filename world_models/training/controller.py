@@ -232,14 +232,22 @@ class _Scorer:
             workers, per = config.rollout.layout(config.popsize * config.rollouts)
             self.pool = make_pool(
                 config.rollout.backend,
-                EnvFactory(config.env, config.max_steps),
+                EnvFactory(
+                    config.env,
+                    config.max_steps,
+                    backend=config.rollout.env_backend,
+                    stall_steps=config.stall_steps,
+                ),
                 workers,
                 per,
                 retries=config.rollout.retries,
             )
 
-    def score(self, params: np.ndarray, rollouts: int, seed: int) -> np.ndarray:
-        """Returns (P, R): candidate p on episode seeds ``seed + r``, the same for every p."""
+    def score(
+        self, params: np.ndarray, rollouts: int, seed: int, progress: str | None = None
+    ) -> np.ndarray:
+        """Returns (P, R): candidate p on episode seeds ``seed + r``, the same for every p.
+        ``progress``: a label for a bar of the episodes (real env; shown with --progress)."""
         p = params.shape[0]
         if self.pool is None:
             ret = self.dream.evaluate(
@@ -249,7 +257,15 @@ class _Scorer:
         self.policy.set_population(params)
         seeds = np.tile(np.arange(rollouts) + seed, p)  # (P*R,) the same R seeds per candidate
         cands = np.repeat(np.arange(p), rollouts)  # (P*R,)
-        res = self.pool.run(self.policy, seeds, candidates=cands, max_steps=self.config.max_steps)
+        show = progress is not None and self.config.progress
+        with tqdm(total=len(seeds), desc=progress, unit="ep", leave=False, disable=not show) as bar:
+            res = self.pool.run(
+                self.policy,
+                seeds,
+                candidates=cands,
+                max_steps=self.config.max_steps,
+                progress=bar.update,
+            )
         return res.returns.reshape(p, rollouts)
 
     def close(self) -> None:
@@ -391,6 +407,7 @@ def _train_controller(config: TrainControllerConfig, hold: contextlib.ExitStack)
                     np.asarray(es.mean)[None],
                     config.eval_rollouts,
                     seed=config.seed * 10_000_019 + 7 * 10**8,
+                    progress=f"evaluate the mean on {config.eval_rollouts} episodes",
                 )[0]  # fixed seeds
                 row["eval_mean"], row["eval_std"] = float(ev.mean()), float(ev.std())
                 # every evaluated mean is kept: candidates to choose among on real games
