@@ -103,6 +103,9 @@ def start(args: list[str], cwd: Path, mark: str, script: str = CLI) -> subproces
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # a job started from a terminal hears SIGHUP; one under nohup (as a CI runner may
+        # be) would inherit SIGHUP ignored, which the command rightly keeps ignoring
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
     )
 
 
