@@ -46,7 +46,10 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=300)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0, help="torch threads here (0: torch's)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     vae, mdrnn = ConvVAE(latent_size=32).eval(), MDNRNN(32, 3, 256, 5).eval()
     c = Controller(32, 256, 3, "carracing")
