@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -281,7 +282,7 @@ class _Game:
     n: dict[str, int]
     max_steps: int | None = None
     timed: bool = False  # stages stop on time budgets (scale is ignored)
-    extra: dict[str, Any] = field(default_factory=dict)  # the budget's select / evaluate
+    select: dict[str, Any] | None = None  # choose C on real games: SelectConfig fields
 
 
 def _game(config: ReproduceConfig) -> _Game:
@@ -318,7 +319,7 @@ def _game(config: ReproduceConfig) -> _Game:
             controller=override(CONTROLLER[game], **budget["controller"]),
             n=n,
             timed=True,
-            extra={k: budget[k] for k in ("select",) if k in budget},
+            select=budget.get("select"),
         )
     if game == "debug":
         env = "fake-discrete"
@@ -339,7 +340,7 @@ def _game(config: ReproduceConfig) -> _Game:
             n=_amounts(config.scale, 8, 3, 8, 4),
             max_steps=30,
             timed=config.budget != "paper",
-            extra={"select": {"games": 2}} if config.budget == "session" else {},
+            select={"games": 2} if config.budget == "session" else None,
         )
     generations = 1800 if game == "carracing" else 2000
     return _Game(
@@ -489,7 +490,7 @@ def recipe(config: ReproduceConfig) -> list[Stage]:
                 "calibrate",
                 "calibrate the dream's done offset on the random policy",
                 ctrl,
-                _calibrate,
+                partial(_calibrate, path=at.calibration),
                 (vae_ckpt, m_ckpt, at.series),
                 (at.calibration,),
                 _checkpoints_that_exist,
@@ -508,7 +509,7 @@ def recipe(config: ReproduceConfig) -> list[Stage]:
         )
     )
     c_ckpt = at.best(at.controller_run)
-    if "select" in g.extra:  # the candidates are chosen on real games
+    if g.select is not None:  # the candidates are chosen on real games
         c_ckpt = at.controller_run / "checkpoints" / "selected"
         sel = override(
             SelectConfig(),
@@ -519,7 +520,7 @@ def recipe(config: ReproduceConfig) -> list[Stage]:
             max_steps=g.max_steps or 2100,
             workers=config.workers,
             device=config.device,
-            **g.extra["select"],
+            **g.select,
             **common,
         )
         stages.append(
@@ -547,7 +548,7 @@ def recipe(config: ReproduceConfig) -> list[Stage]:
         out_dir=at.evaluation,
         **common,
     )
-    if "select" in g.extra:  # no best/worst videos: minutes the session budget lacks
+    if g.select is not None:  # no best/worst videos: minutes the session budget lacks
         evaluate = override(evaluate, video="none")
     models = (vae_ckpt, m_ckpt, c_ckpt)
     if not real_c:  # the paper reports both: the score in the dream C was trained in
@@ -644,8 +645,8 @@ def _evaluate(config: Any, log: Callable[[str], None]) -> None:
     log(summarize(evaluate(config)))
 
 
-def _calibrate(ctrl: Any, log: Callable[[str], None]) -> None:
-    """Write ``calibration.json`` beside C's run: the done offset at which the random
+def _calibrate(ctrl: Any, log: Callable[[str], None], path: Path) -> None:
+    """Write ``path`` (the recipe's calibration.json): the done offset at which the random
     policy survives in M's dream as long as in the collected data (see
     :func:`world_models.envs.dream.calibrate_done_offset`)."""
     from world_models.core.atomic import atomic_write_json
@@ -668,7 +669,7 @@ def _calibrate(ctrl: Any, log: Callable[[str], None]) -> None:
         f"      done offset {result['done_offset']:+.3f}: random survives "
         f"{result['dream_length']:.0f} dream steps, {result['data_length']:.0f} in the data"
     )
-    atomic_write_json(ctrl.run_dir.parent / "calibration.json", result)
+    atomic_write_json(path, result)
 
 
 class _Stages:
