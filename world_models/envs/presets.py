@@ -1,5 +1,11 @@
 """Environment presets: which env, how its frames become 64x64x3 uint8, what its actions are.
 
+An :class:`EnvPreset` is everything the pipeline knows about one game: its id and maker,
+its frames, its action mode (:mod:`world_models.models.actions`), its window's fps and its
+folders (:class:`~world_models.core.layout.Layout`). The commands ask the preset, not the
+env's name, so :func:`register_preset` adds a game from outside the package
+(docs/architecture.md, "How to add an env").
+
 The preprocessing follows the original code: CarRacing keeps the top 84 rows of the 96x96
 frame (the dashboard is cut off) and resizes 84x96 -> 64x64; Doom resizes the whole screen,
 rendered at 160x120 (the 320x240 of VizDoom's config costs twice the time per frame and
