@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from world_models.envs.presets import mode_for_env
+from world_models.envs.presets import get_preset
 from world_models.models.configs import CONTROLLER_PRESETS
 from world_models.models.controller import (
     Controller,
@@ -71,8 +71,9 @@ def test_doom_thirds_map_to_the_preset_indices():
     raw = torch.tensor([[-0.9], [-0.34], [-0.33], [0.0], [0.33], [0.34], [0.9]])
     # Doom preset: 0 stay, 1 MOVE_LEFT, 2 MOVE_RIGHT
     assert map_actions(raw, "thirds").tolist() == [1, 1, 0, 0, 0, 2, 2]
-    assert mode_for_env("discrete", 3) == (1, "thirds")
-    assert mode_for_env("box", 3) == (3, "carracing")
+    doom, carracing = get_preset("doom"), get_preset("carracing")
+    assert (doom.controller_outputs, doom.action_mode) == (1, "thirds")
+    assert (carracing.controller_outputs, carracing.action_mode) == (3, "carracing")
     idx = torch.tensor([0, 1, 2])
     assert actions_for_model(idx, "thirds", 1).squeeze(-1).tolist() == [0.0, -1.0, 1.0]
     assert actions_for_model(idx, "thirds", 3).tolist() == torch.eye(3).tolist()

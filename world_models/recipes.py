@@ -40,6 +40,7 @@ from typing import Annotated, Any, Literal
 
 from world_models.core.config import Positional, override
 from world_models.core.errors import ConfigError
+from world_models.core.layout import Layout
 
 
 @dataclass(frozen=True)
@@ -219,30 +220,6 @@ class Stage:
     exists, the calibrated done offset)."""
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where a recipe's stages keep their outputs, under one root."""
-
-    root: Path
-    suffix: str = ""
-    """Appended to C's and its evaluation's folders (``-z``: the z-only controller)."""
-
-    data = property(lambda self: self.root / "data")
-    vae_run = property(lambda self: self.root / "vae")
-    series = property(lambda self: self.root / "series")
-    mdrnn_run = property(lambda self: self.root / "mdrnn")
-    controller_run = property(lambda self: self.root / f"controller{self.suffix}")
-    calibration = property(lambda self: self.root / "calibration.json")
-    evaluation = property(lambda self: self.root / f"evaluation{self.suffix}")
-    evaluation_dream = property(lambda self: self.root / f"evaluation-dream{self.suffix}")
-    evaluation_random = property(lambda self: self.root / "eval-random")
-    stages = property(lambda self: self.root / "stages.json")
-
-    @staticmethod
-    def best(run: Path) -> Path:
-        return run / "checkpoints" / "best"
-
-
 def _amounts(
     scale: float, episodes: int, generations: int, eval_rollouts: int, trials: int
 ) -> dict[str, int]:
@@ -378,18 +355,31 @@ def _calibrated(layout: Layout) -> Callable[[Any], Any]:
 
 def recipe(config: ReproduceConfig) -> list[Stage]:
     """The stages of ``config``'s recipe, in order (see the module docstring)."""
-    from world_models.evaluation.configs import SelectConfig
-    from world_models.evaluation.evaluate import EvaluateConfig
-
     g = _game(config)
-    at = Layout(config.root or Path(f"runs/reproduce-{config.game}"))
-    if config.z_only:
-        at = Layout(at.root, "-z")
-    common = {"progress": config.progress}
+    root = config.root or Path(f"runs/reproduce-{config.game}")
+    at = Layout.under(root, "-z" if config.z_only else "")
+    ctrl = _controller_config(config, g, at)
+    stages = _world_model_stages(config, g, at)
+    stages += _controller_stages(g, at, ctrl)
+    select = _select_stage(config, g, at)
+    c_ckpt = at.controller
+    if select is not None:
+        stages.append(select)
+        c_ckpt = select.outputs[0]
+    stages += _evaluate_stages(config, g, at, ctrl, c_ckpt)
+    return stages
+
+
+def _common(config: ReproduceConfig) -> dict[str, Any]:
+    """Settings every stage takes from the recipe's own."""
+    return {"progress": config.progress}
+
+
+def _world_model_stages(config: ReproduceConfig, g: _Game, at: Layout) -> list[Stage]:
+    """Collect, train V, encode, train M."""
+    common = _common(config)
     scale = 1.0 if g.timed else config.scale
-    vae_ckpt, m_ckpt = at.best(at.vae_run), at.best(at.mdrnn_run)
-    real_c = g.controller.target == "real"
-    stages = [
+    return [
         Stage(
             "collect",
             f"collect {g.n['episodes']} episodes -> {at.data}",
@@ -426,13 +416,13 @@ def recipe(config: ReproduceConfig) -> list[Stage]:
             override(
                 g.encode,
                 data_dir=at.data,
-                vae=vae_ckpt,
+                vae=at.vae,
                 out_dir=at.series,
                 device=config.device,
                 **common,
             ),
             _encode,
-            (at.data, vae_ckpt),
+            (at.data, at.vae),
             (at.series,),
             _checkpoints_that_exist,
         ),
@@ -454,6 +444,12 @@ def recipe(config: ReproduceConfig) -> list[Stage]:
             (at.mdrnn_run,),
         ),
     ]
+
+
+def _controller_config(config: ReproduceConfig, g: _Game, at: Layout) -> Any:
+    """C's training config: the game's, under the recipe's root, with the per-generation
+    work the command overrides."""
+    real_c = g.controller.target == "real"
     per_gen = {
         k: v
         for k, v in (
@@ -467,8 +463,8 @@ def recipe(config: ReproduceConfig) -> list[Stage]:
         g.controller,
         target="real" if real_c else "dream",
         env=g.env,
-        mdrnn=m_ckpt,
-        vae=vae_ckpt,
+        mdrnn=at.mdrnn,
+        vae=at.vae,
         series_dir=None if real_c else at.series,
         data_dir=None,
         run_dir=at.controller_run,
@@ -478,20 +474,35 @@ def recipe(config: ReproduceConfig) -> list[Stage]:
         device=config.device,
         seed=config.seed,
         **per_gen,
-        **common,
+        **_common(config),
     )
-    if config.z_only:
-        ctrl = override(ctrl, hidden_input=False)
-    calibrate = g.timed and not real_c  # the dream's death rate matched to the data's
-    prepare_c = _calibrated(at) if calibrate else _checkpoints_that_exist
-    if calibrate:
+    return override(ctrl, hidden_input=False) if config.z_only else ctrl
+
+
+def _calibrates(g: _Game) -> bool:
+    """Whether the recipe matches the dream's death rate to the data's before evolving C
+    in the dream (the time-budgeted ones)."""
+    return g.timed and g.controller.target != "real"
+
+
+def _controller_prepare(g: _Game, at: Layout) -> Callable[[Any], Any]:
+    """What C's stages fill in when they start: checkpoints that exist, and the calibrated
+    done offset where the recipe calibrates."""
+    return _calibrated(at) if _calibrates(g) else _checkpoints_that_exist
+
+
+def _controller_stages(g: _Game, at: Layout, ctrl: Any) -> list[Stage]:
+    """Calibrate the dream (time-budgeted dream recipes), then evolve C."""
+    real_c = ctrl.target == "real"
+    stages = []
+    if _calibrates(g):
         stages.append(
             Stage(
                 "calibrate",
                 "calibrate the dream's done offset on the random policy",
                 ctrl,
                 partial(_calibrate, path=at.calibration),
-                (vae_ckpt, m_ckpt, at.series),
+                (at.vae, at.mdrnn, at.series),
                 (at.calibration,),
                 _checkpoints_that_exist,
             )
@@ -503,42 +514,56 @@ def recipe(config: ReproduceConfig) -> list[Stage]:
             f"evolve C in {where} for {ctrl.generations} generations -> {at.controller_run}",
             ctrl,
             _train_controller,
-            (vae_ckpt, m_ckpt) + (() if real_c else (at.series,)),
+            (at.vae, at.mdrnn) + (() if real_c else (at.series,)),
             (at.controller_run,),
-            prepare_c,
+            _controller_prepare(g, at),
         )
     )
-    c_ckpt = at.best(at.controller_run)
-    if g.select is not None:  # the candidates are chosen on real games
-        c_ckpt = at.controller_run / "checkpoints" / "selected"
-        sel = override(
-            SelectConfig(),
-            run_dir=at.controller_run,
-            vae=vae_ckpt,
-            mdrnn=m_ckpt,
-            env=g.env,
-            max_steps=g.max_steps or 2100,
-            workers=config.workers,
-            device=config.device,
-            **g.select,
-            **common,
-        )
-        stages.append(
-            Stage(
-                f"select{at.suffix}",
-                f"choose among the kept means on {sel.games} real games each",
-                sel,
-                _select,
-                (at.controller_run,),
-                (c_ckpt,),
-                _checkpoints_that_exist,
-            )
-        )
+    return stages
+
+
+def _select_stage(config: ReproduceConfig, g: _Game, at: Layout) -> Stage | None:
+    """Choose C among the kept means on real games (the game's select settings), or None."""
+    from world_models.evaluation.configs import SelectConfig
+
+    if g.select is None:
+        return None
+    sel = override(
+        SelectConfig(),
+        run_dir=at.controller_run,
+        vae=at.vae,
+        mdrnn=at.mdrnn,
+        env=g.env,
+        max_steps=g.max_steps or 2100,
+        workers=config.workers,
+        device=config.device,
+        **g.select,
+        **_common(config),
+    )
+    return Stage(
+        f"select{at.suffix}",
+        f"choose among the kept means on {sel.games} real games each",
+        sel,
+        _select,
+        (at.controller_run,),
+        (at.controller_run / "checkpoints" / "selected",),
+        _checkpoints_that_exist,
+    )
+
+
+def _evaluate_stages(
+    config: ReproduceConfig, g: _Game, at: Layout, ctrl: Any, c_ckpt: Path
+) -> list[Stage]:
+    """Score C (``c_ckpt``) in the dream (when it was evolved there) and in the real env,
+    and the random data policy beside it (time-budgeted recipes)."""
+    from world_models.evaluation.evaluate import EvaluateConfig
+
+    real_c = ctrl.target == "real"
     evaluate = override(
         EvaluateConfig(),
         controller=c_ckpt,
-        vae=vae_ckpt,
-        mdrnn=m_ckpt,
+        vae=at.vae,
+        mdrnn=at.mdrnn,
         env=g.env,
         trials=g.n["trials"],
         seed=10**6 + config.seed,
@@ -546,11 +571,12 @@ def recipe(config: ReproduceConfig) -> list[Stage]:
         workers=config.workers,
         device=config.device,
         out_dir=at.evaluation,
-        **common,
+        **_common(config),
     )
     if g.select is not None:  # no best/worst videos: minutes the session budget lacks
         evaluate = override(evaluate, video="none")
-    models = (vae_ckpt, m_ckpt, c_ckpt)
+    models = (at.vae, at.mdrnn, c_ckpt)
+    stages = []
     if not real_c:  # the paper reports both: the score in the dream C was trained in
         stages.append(
             Stage(
@@ -566,7 +592,7 @@ def recipe(config: ReproduceConfig) -> list[Stage]:
                 _evaluate,
                 models + (at.series,),
                 (at.evaluation_dream,),
-                prepare_c,
+                _controller_prepare(g, at),
             )
         )
     stages.append(
@@ -587,7 +613,7 @@ def recipe(config: ReproduceConfig) -> list[Stage]:
                 f"evaluate the random data policy in the real env, {evaluate.trials} trials",
                 override(evaluate, policy="random", controller=None, out_dir=at.evaluation_random),
                 _evaluate,
-                (vae_ckpt, m_ckpt),
+                (at.vae, at.mdrnn),
                 (at.evaluation_random,),
                 _checkpoints_that_exist,
             )
@@ -700,7 +726,7 @@ def reproduce(config: ReproduceConfig, log: Callable[[str], None] = print) -> Pa
     """Run every stage of the recipe in order (each resumes); return the root folder."""
     stages = recipe(config)
     root = stages[0].config.out_dir.parent
-    done = _Stages(root / "stages.json")
+    done = _Stages(Layout.under(root).stages)
     for k, stage in enumerate(stages, 1):
         log(f"[{k}/{len(stages)}] {stage.says}")
 

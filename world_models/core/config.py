@@ -16,10 +16,12 @@ import math
 import os
 import types
 import typing
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import tyro
+from tyro.constructors import PrimitiveConstructorSpec
 
 from world_models.core.errors import ConfigError
 
@@ -44,6 +46,27 @@ Positional = tyro.conf.Positional
 Hidden = tyro.conf.Suppress
 """Marks a field the command line does not show (``Annotated[T, Hidden]``): set from
 Python only (the fake envs' knobs in tests)."""
+
+
+def registered(names: Iterable[str], check: Callable[[str], object]) -> Any:
+    """The type of a string field that names an entry of a registry (env presets, action
+    modes): ``--help`` lists ``names``, the entries known when the config module is
+    imported, and the command line takes any name ``check`` accepts when it is parsed, so
+    an entry registered later (an env of the caller's) is a valid flag value too.
+    ``check`` raises a one-line ConfigError for an unknown name."""
+
+    def parse(args: list[str]) -> str:
+        check(args[0])
+        return args[0]
+
+    spec = PrimitiveConstructorSpec(
+        nargs=1,
+        metavar="{" + ",".join(names) + "}",
+        instance_from_str=parse,
+        is_instance=lambda value: isinstance(value, str),
+        str_from_instance=lambda value: [value],
+    )
+    return Annotated[str, spec]
 
 
 def check_finite(

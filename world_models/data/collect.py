@@ -40,6 +40,7 @@ from world_models.core.processes import bind_to_parent, start_resource_tracker
 from world_models.data import store
 from world_models.data.configs import CollectConfig
 from world_models.envs.make import check_available, make_env, resolve_backend
+from world_models.envs.presets import EnvPreset, register_preset
 from world_models.policies import ExplorePolicy, make_random_policy
 
 
@@ -76,7 +77,7 @@ def manifest_signature(config: CollectConfig) -> dict[str, Any]:
             + (" one-hot" if preset.action_kind == "discrete" else ""),
             # Doom datasets collected before the DoomActions wrapper (no such entry) have
             # left and right swapped: VizDoom's own index 1 moves right.
-            **({"classes": ["stay", "left", "right"]} if preset.name == "doom" else {}),
+            **({"classes": list(preset.action_classes)} if preset.action_classes else {}),
         },
     }
 
@@ -139,7 +140,7 @@ class _Collector:
         if models is not None:
             mode = preset.action_mode
             self.policy = _controller_policy(models, self.policy, config.explore, mode)
-        self.one_hot = preset.action_dim if preset.action_kind == "discrete" else None
+        self.one_hot = preset.action_dim if preset.actions.discrete else None
 
     def __call__(self, index: int) -> tuple[int, int, float]:
         seed = episode_seed(self.config.seed, index)
@@ -208,8 +209,9 @@ def _keep_fds_from_children() -> None:
                     pass  # the listing's own, already closed
 
 
-def _init_worker(config: CollectConfig, parent: int | None = None) -> None:
+def _init_worker(config: CollectConfig, preset: EnvPreset, parent: int | None = None) -> None:
     global _WORKER
+    register_preset(preset, overwrite=True)  # one the caller registered is known here too
     # it dies with the main process, and its env's game with it, whatever ends either
     bind_to_parent(parent)
     _keep_fds_from_children()
@@ -393,7 +395,7 @@ def _run(config: CollectConfig, todo: Iterable[int], count: int) -> int:
     try:
         # an env whose game is a process of its own runs in a worker even alone: the game
         # then dies with the command even by SIGKILL (core/processes.py)
-        if workers == 1 and config.env_preset().module != "vizdoom":
+        if workers == 1 and not config.env_preset().game_process:
             collector = _Collector(config)
             try:
                 for i in todo:
@@ -404,7 +406,10 @@ def _run(config: CollectConfig, todo: Iterable[int], count: int) -> int:
         ctx = mp.get_context("spawn")  # no fork: envs and threads do not survive it well
         start_resource_tracker()  # one that a SIGHUP to this process group spares
         pool = ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_worker, initargs=(config, os.getpid())
+            workers,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(config, config.env_preset(), os.getpid()),
         )
         # A few tasks in flight per worker: a crash loses little work, Ctrl-C stops soon.
         pending: dict[Any, int] = {}

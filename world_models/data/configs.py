@@ -10,7 +10,16 @@ from typing import Annotated, Any, Literal
 
 from world_models.core.config import Hidden, Positional, check_finite
 from world_models.core.errors import ConfigError
-from world_models.envs.presets import EnvName, EnvPreset, Preprocess, Resample, get_preset
+from world_models.envs.presets import (
+    LAYOUTS,
+    EnvName,
+    EnvPreset,
+    Preprocess,
+    Resample,
+    get_preset,
+)
+
+CARRACING, DOOM, DEBUG = LAYOUTS["carracing"], LAYOUTS["doom"], LAYOUTS["debug"]
 
 
 @dataclass(frozen=True)
@@ -106,10 +115,10 @@ class CollectConfig:
 
 
 COLLECT_PRESETS: dict[str, CollectConfig] = {
-    "carracing": CollectConfig(out_dir=Path("data/carracing"), env="carracing", episodes=10_000),
+    "carracing": CollectConfig(out_dir=CARRACING.data, env="carracing", episodes=10_000),
     # TakeCover has no time limit of its own: use the 2100 steps at which the dream ends
-    "doom": CollectConfig(out_dir=Path("data/doom"), env="doom", episodes=10_000, max_steps=2100),
-    "debug": CollectConfig(out_dir=Path("data/debug"), env="fake", episodes=8, max_steps=50),
+    "doom": CollectConfig(out_dir=DOOM.data, env="doom", episodes=10_000, max_steps=2100),
+    "debug": CollectConfig(out_dir=DEBUG.data, env="fake", episodes=8, max_steps=50),
 }
 
 
@@ -117,11 +126,11 @@ COLLECT_PRESETS: dict[str, CollectConfig] = {
 class EncodeConfig:
     """Options of ``world-models encode``."""
 
-    data_dir: Path = Path("data/carracing")
+    data_dir: Path = CARRACING.data
     """Dataset folder of episodes (ep_*.npz)."""
-    vae: Path = Path("runs/vae/checkpoints/best")
+    vae: Path = CARRACING.vae
     """ConvVAE checkpoint folder."""
-    out_dir: Path = Path("data/carracing-series")
+    out_dir: Path = CARRACING.series
     """Series folder to write (re-running resumes it)."""
     batch_size: int = 0
     """Frames per forward pass (episodes are packed into chunks of exactly this size);
@@ -147,17 +156,8 @@ class EncodeConfig:
 
 ENCODE_PRESETS = {
     "carracing": EncodeConfig(),
-    "doom": EncodeConfig(
-        data_dir=Path("data/doom"),
-        vae=Path("runs/vae-doom/checkpoints/best"),
-        out_dir=Path("data/doom-series"),
-    ),
-    "debug": EncodeConfig(
-        data_dir=Path("data/debug"),
-        vae=Path("runs/vae-debug/checkpoints/best"),
-        out_dir=Path("data/debug-series"),
-        batch_size=256,
-    ),
+    "doom": EncodeConfig(data_dir=DOOM.data, vae=DOOM.vae, out_dir=DOOM.series),
+    "debug": EncodeConfig(data_dir=DEBUG.data, vae=DEBUG.vae, out_dir=DEBUG.series, batch_size=256),
 }
 
 

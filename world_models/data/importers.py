@@ -10,7 +10,7 @@ Recognised ``.npz`` layouts (found recursively under SRC, taken in sorted path o
 Frames already at the preset's size (64x64) are kept as they are; others (96x96 raw
 CarRacing, 240x320 Doom) go through the preset's crop and resize. ``done``/``terminals``
 become ``terminated``, except that an episode as long as the env's time limit
-(:data:`TIME_LIMITS`) whose last step is done is stored as *truncated* there (the limit
+(the env preset's ``time_limit``) whose last step is done is stored as *truncated* there (the limit
 ended it, as with ctallec's 1,000-step CarRacing rollouts). A missing ``reward`` is stored
 as zeros and a missing ``done`` as all False; the manifest lists what was missing.
 
@@ -43,7 +43,6 @@ from world_models.core.errors import ConfigError, DataError
 from world_models.core.locking import lock_folder
 from world_models.data import store
 from world_models.envs.presets import EnvPreset, get_preset
-from world_models.models.controller import map_actions
 
 LAYOUTS = {
     "hardmaru": {"obs": "obs", "action": "action", "reward": "reward", "done": "done"},
@@ -54,9 +53,6 @@ LAYOUTS = {
         "done": "terminals",
     },
 }
-TIME_LIMITS = {"carracing": 1000, "doom": 2100}
-"""Steps after which the env (CarRacing-v3's TimeLimit) or the original's rollout loop
-(Doom: 2100, as ``collect``'s doom preset and the dream) ended an episode."""
 RECORD = "imports.jsonl"
 """One line per imported episode: {"episode": "ep_000012.npz", "source": "a/b.npz"}."""
 
@@ -113,11 +109,11 @@ def convert_actions(action: np.ndarray, preset: EnvPreset, path: Path) -> np.nda
                 f"{path}: action indices must be in 0..{k - 1}, got {a.min()}..{a.max()}"
             )
         index = a.astype(np.int64)
-    elif preset.name == "doom" and a.dtype.kind == "f":  # the original's continuous action
+    elif preset.controller_outputs == 1 and a.dtype.kind == "f":
+        # the original's continuous action (Doom's one number): C's own mapping of it
         if not np.isfinite(a).all():
             raise DataError(f"{path}: action has NaN or Inf values")
-        # the controller's own thirds: < -1/3 left, > 1/3 right, else stay
-        index = map_actions(torch.from_numpy(a.astype(np.float32))[:, None], "thirds").numpy()
+        index = preset.actions.to_env(torch.from_numpy(a.astype(np.float32))[:, None]).numpy()
     else:
         raise DataError(f"{path}: {preset.name} actions must be integer indices, got {a.dtype}")
     return np.eye(k, dtype=np.float32)[index]  # (T,) -> (T, k) one-hot
@@ -161,7 +157,7 @@ def _convert(path: Path, preset: EnvPreset) -> tuple[store.Episode, str, set[str
     else:
         terminated, _ = np.zeros(T, bool), missing.add("done")
     truncated = np.zeros(T, bool)
-    if T == TIME_LIMITS.get(preset.name) and len(terminated) == T and terminated[-1]:
+    if T == preset.time_limit and len(terminated) == T and terminated[-1]:
         terminated[-1], truncated[-1] = False, True  # the time limit ended it, not the env
     ep = store.Episode(
         obs=np.ascontiguousarray(obs),
@@ -271,7 +267,7 @@ def _import_locked(src: Path, out: Path, preset, files: list[Path], skip_bad: bo
             "episodes": len(episodes),
             "bad_sources": report.bad,
             "sources_record": RECORD,
-            "time_limit": TIME_LIMITS.get(preset.name),
+            "time_limit": preset.time_limit,
             "action": {
                 "kind": preset.action_kind,
                 "dim": preset.action_dim,

@@ -1,4 +1,5 @@
-"""Environments: presets (ids, frame preprocessing, actions), ``make_env``, a fake env.
+"""Environments: presets (ids, frame preprocessing, actions; ``register_preset`` adds one),
+``make_env``, a fake env.
 
 ``make_env`` is imported lazily so importing the presets does not import Gymnasium.
 """
@@ -8,9 +9,23 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from world_models.envs.presets import ENV_PRESETS, EnvPreset, Preprocess, get_preset
+from world_models.envs.presets import (
+    ENV_PRESETS,
+    EnvPreset,
+    Preprocess,
+    get_preset,
+    register_preset,
+)
 
-__all__ = ["ENV_PRESETS", "EnvPreset", "Preprocess", "get_preset", "make_env", "FakeEnv"]
+__all__ = [
+    "ENV_PRESETS",
+    "EnvPreset",
+    "Preprocess",
+    "get_preset",
+    "register_preset",
+    "make_env",
+    "FakeEnv",
+]
 
 _LAZY = {"make_env": "world_models.envs.make", "FakeEnv": "world_models.envs.fake"}
 

@@ -46,19 +46,11 @@ import torch
 from gymnasium import spaces
 
 from world_models.core.errors import ConfigError
-from world_models.models.configs import ActionMode
-from world_models.models.controller import (
-    Controller,
-    actions_for_model,
-    batched_raw,
-    controller_inputs,
-    map_actions,
-)
+from world_models.models.actions import ActionMode, get_action_mode
+from world_models.models.controller import Controller, batched_raw, controller_inputs
 from world_models.models.mdrnn import sample_mixture
 
 DREAM_ID = "WorldModels/Dream-v0"
-CARRACING_LOW = np.array([-1.0, 0.0, 0.0], np.float32)
-CARRACING_HIGH = np.array([1.0, 1.0, 1.0], np.float32)
 DONE_MODES = ("threshold", "sample")
 
 
@@ -84,7 +76,7 @@ def calibrate_done_offset(
     target_length: float,
     n: int = 200,
     seed: int = 0,
-    action_mode: ActionMode = "thirds",
+    action_mode: str | ActionMode = "thirds",
     iterations: int = 10,
     bounds: tuple[float, float] = (-4.0, 8.0),
 ) -> tuple[float, float]:
@@ -160,8 +152,9 @@ class DreamEnv(gym.Env):
             exactly mu).
         tau: sampling temperature (the paper's best real Doom score came at 1.15).
         max_steps: truncation (2100 as the original).
-        action_mode: ``thirds`` (Discrete(3): 0 stay, 1 left, 2 right, the Doom preset),
-            ``carracing`` (Box [-1,0,0]..[1,1,1]) or ``tanh`` (Box [-1, 1]^A).
+        action_mode: the env's action mode (models/actions.py), by name or itself:
+            ``thirds`` (Discrete(3): 0 stay, 1 left, 2 right, the Doom preset),
+            ``carracing`` (Box [-1,0,0]..[1,1,1]), ``tanh`` (Box [-1, 1]^A), ...
         render_mode: None or ``"rgb_array"``.
         device: where M runs.
         done_mode: ``threshold`` (logit > 0, the original) or ``sample`` (module docstring).
@@ -183,7 +176,7 @@ class DreamEnv(gym.Env):
         initial_logvar=None,
         tau: float = 1.0,
         max_steps: int = 2100,
-        action_mode: ActionMode = "thirds",
+        action_mode: str | ActionMode = "thirds",
         render_mode: str | None = None,
         device: str | torch.device = "cpu",
         done_mode: str = "threshold",
@@ -207,19 +200,15 @@ class DreamEnv(gym.Env):
         self.mdrnn = mdrnn.to(self.device).eval()
         self.vae = vae.to(self.device).eval() if vae is not None else None
         self.tau, self.max_steps, self.render_mode = float(tau), int(max_steps), render_mode
-        self.action_mode = action_mode
+        self.mode = get_action_mode(action_mode)
+        self.action_mode = self.mode.name
         self.done_mode, self.dropout, self.observe_cell = done_mode, bool(dropout), observe_cell
         self._mask: torch.Tensor | None = None
         z, h = mdrnn.latent_size, mdrnn.hidden_size
         self.init_mu, self.init_logvar = _initial(initial_mu, initial_logvar, z, self.device)
         size = z + h * (2 if observe_cell else 1)
         self.observation_space = spaces.Box(-np.inf, np.inf, (size,), np.float32)
-        if action_mode == "thirds":
-            self.action_space: spaces.Space = spaces.Discrete(3)
-        elif action_mode == "carracing":
-            self.action_space = spaces.Box(CARRACING_LOW, CARRACING_HIGH, dtype=np.float32)
-        else:
-            self.action_space = spaces.Box(-1.0, 1.0, (mdrnn.action_size,), np.float32)
+        self.action_space: spaces.Space = self.mode.space(mdrnn.action_size)
         self._gen = torch.Generator(device=self.device)
         self._z: torch.Tensor | None = None
         self._state = None
@@ -250,11 +239,11 @@ class DreamEnv(gym.Env):
     def step(self, action):
         if self._z is None:
             raise RuntimeError("call reset() before step()")
-        if self.action_mode == "thirds":
+        if self.mode.discrete:
             a = torch.as_tensor([int(action)], device=self.device)  # (1,)
         else:
             a = torch.as_tensor(np.asarray(action, np.float32), device=self.device)[None]
-        a_m = actions_for_model(a, self.action_mode, self.mdrnn.action_size)  # (1, A_m)
+        a_m = self.mode.to_model(a, self.mdrnn.action_size)  # (1, A_m)
         out = self.mdrnn.step(self._z, a_m, self._state, self._mask)
         self._z = self.mdrnn.sample(out, self.tau, generator=self._gen)  # (1, Z)
         self._state = out.state
@@ -433,7 +422,7 @@ class BatchedDream:
         policy,
         n: int,
         seed: int = 0,
-        action_mode: ActionMode = "thirds",
+        action_mode: str | ActionMode = "thirds",
         observe_cell: bool = False,
         record: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -441,16 +430,18 @@ class BatchedDream:
         policy, a constant action, :class:`~world_models.policies.controller.LatentPolicy`).
 
         The policy sees ``[z, h]`` (or ``[z, c, h]`` with ``observe_cell``) as (n, I)
-        float32 and returns env actions (int64 (n,) for ``thirds``, float32 (n, A)
-        otherwise). The initial z and every step's sampling noise come from one generator
-        seeded by ``seed`` and never depend on the actions, so two policies played with the
-        same seed and n meet the same starts and the same noise: what the fidelity check
-        uses to ask whether the dream responds to the action. One host sync per step:
-        for scoring a controller population, :meth:`evaluate` is the fast path.
+        float32 and returns env actions (int64 (n,) for a discrete ``action_mode`` such as
+        ``thirds``, float32 (n, A) otherwise). The initial z and every step's sampling
+        noise come from one generator seeded by ``seed`` and never depend on the actions,
+        so two policies played with the same seed and n meet the same starts and the same
+        noise: what the fidelity check uses to ask whether the dream responds to the
+        action. One host sync per step: for scoring a controller population,
+        :meth:`evaluate` is the fast path.
 
         Returns returns (n,) float64 and lengths (n,) int64; with ``record``,
         ``last_recording`` holds the z of every step, (T + 1, n, Z) on the CPU.
         """
+        mode = get_action_mode(action_mode)
         gen = torch.Generator(device=self.device).manual_seed(int(seed))
         z, _ = self.reset(n, gen)
         policy.reset(n, seed=int(seed))
@@ -462,7 +453,7 @@ class BatchedDream:
             h, c = self.state[0][0], self.state[1][0]  # (n, H) each
             obs = controller_inputs(self.z, h, c, observe_cell).float().cpu().numpy()
             action = torch.as_tensor(np.asarray(policy.act(obs)), device=self.device)
-            a_m = actions_for_model(action, action_mode, self.mdrnn.action_size)  # (n, A_m)
+            a_m = mode.to_model(action, self.mdrnn.action_size)  # (n, A_m)
             noise = self.noise(n, gen)
             z, _, reward, done = self.step(a_m.float(), noise)
             returns += reward.double() * alive
@@ -576,7 +567,7 @@ class _Loop:
         m, dev = dream.mdrnn, dream.device
         self.dream, self.p, self.r = dream, p, r
         self.graph: _GraphedSteps | None = None
-        self.mode, self.a_size = controller.action_mode, m.action_size
+        self.mode, self.a_size = controller.mode, m.action_size
         self.cell_input, self.inputs = controller.cell_input, controller.inputs
         a, i = controller.output_size, controller.input_size
         self.w = torch.zeros(p, a, i, device=dev)  # (P, A, I)
@@ -612,8 +603,8 @@ class _Loop:
         z, h = self.z.view(p, r, -1), self.h[0].view(p, r, -1)  # (P, R, Z), (P, R, H)
         c = self.c[0].view(p, r, -1) if self.cell_input else None  # (P, R, H)
         x = self.inputs(z, h, c)  # (P, R, I)
-        action = map_actions(batched_raw(self.w, self.b, x), self.mode)  # (P, R[, A])
-        a_m = actions_for_model(action, self.mode, self.a_size).reshape(p * r, self.a_size)
+        action = self.mode.to_env(batched_raw(self.w, self.b, x))  # (P, R[, A])
+        a_m = self.mode.to_model(action, self.a_size).reshape(p * r, self.a_size)
         z_next, (h_next, c_next), reward, done = self.dream.transition(
             self.z, (self.h, self.c), a_m, (u, eps, u_done), self.mask
         )

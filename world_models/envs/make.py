@@ -39,7 +39,7 @@ def check_available(preset: EnvPreset, backend: Backend = "gymnasium") -> None:
     """Raise MissingDependencyError now (in the main process) if the env cannot be made."""
     if backend == "envpool":
         require("envpool", "envpool", "the envpool backend")
-        if preset.name != "carracing":
+        if not preset.envpool:
             raise ConfigError(f"the envpool backend supports only carracing, not {preset.name}")
     elif preset.module is not None:
         require(preset.module, preset.extra or preset.name, f"the {preset.name} env")
@@ -50,7 +50,7 @@ def resolve_backend(backend: str, preset: EnvPreset) -> Backend:
     (CarRacing), else Gymnasium."""
     if backend != "auto":
         return backend  # type: ignore[return-value]
-    if preset.name != "carracing" or importlib.util.find_spec("envpool") is None:
+    if not preset.envpool or importlib.util.find_spec("envpool") is None:
         return "gymnasium"
     return "envpool"
 
@@ -77,23 +77,36 @@ def make_env(
     kwargs = {**dict(preset.env_kwargs), **(env_kwargs or {})}
     if backend == "envpool":
         env: gym.Env = EnvpoolEnv(max_steps=max_steps)
-    elif preset.name.startswith("fake"):
-        if preset.action_kind == "discrete":
-            kwargs.setdefault("discrete", True)
-            kwargs.setdefault("frame_size", 64)
-        env = FakeEnv(**kwargs)
-        if max_steps is not None:
-            env = gym.wrappers.TimeLimit(env, max_steps)
+    elif preset.make is not None:
+        env = preset.make(preset, max_steps, kwargs)
     else:
-        if preset.name == "doom":
-            require("vizdoom.gymnasium_wrapper", "doom", "the doom env")  # registers the ids
-        limit = {"max_episode_steps": max_steps} if max_steps is not None else {}
-        env = gym.make(preset.env_id, **limit, **kwargs)
-        if preset.name == "doom":
-            env = DoomActions(InTempDir(env))
+        env = make_gymnasium(preset, max_steps, kwargs)
     if stall_steps is not None:
         env = StallLimit(env, stall_steps)
     return FrameObservation(env, preprocess)
+
+
+def make_gymnasium(preset: EnvPreset, max_steps: int | None, env_kwargs: dict[str, Any]):
+    """``gymnasium.make(preset.env_id)``: a preset's env without a maker of its own."""
+    limit = {"max_episode_steps": max_steps} if max_steps is not None else {}
+    return gym.make(preset.env_id, **limit, **env_kwargs)
+
+
+def make_fake(preset: EnvPreset, max_steps: int | None, env_kwargs: dict[str, Any]):
+    """The fake env (envs/fake.py) with the preset's actions: Discrete(3) frames of 64x64
+    for a discrete preset (fake-discrete), else CarRacing's Box and 96x96 frames."""
+    kwargs = dict(env_kwargs)
+    if preset.actions.discrete:
+        kwargs.setdefault("discrete", True)
+        kwargs.setdefault("frame_size", 64)
+    env: gym.Env = FakeEnv(**kwargs)
+    return gym.wrappers.TimeLimit(env, max_steps) if max_steps is not None else env
+
+
+def make_vizdoom(preset: EnvPreset, max_steps: int | None, env_kwargs: dict[str, Any]):
+    """VizDoom's env with the preset's action order, its game in a temporary folder."""
+    require("vizdoom.gymnasium_wrapper", "doom", "the doom env")  # registers the ids
+    return DoomActions(InTempDir(make_gymnasium(preset, max_steps, env_kwargs)))
 
 
 class StallLimit(gym.Wrapper):

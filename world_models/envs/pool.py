@@ -53,10 +53,11 @@ from world_models.policies import Policy
 
 @dataclass(frozen=True)
 class EnvFactory:
-    """A picklable recipe for one env: ``make_env(get_preset(env), max_steps, env_kwargs)``."""
+    """A picklable recipe for one env: ``make_env(get_preset(env), max_steps, env_kwargs)``
+    (the preset is looked up here, in the main process)."""
 
     env: str = "fake"
-    """Env preset name (carracing, doom, fake, fake-discrete)."""
+    """Env preset name (carracing, doom, fake, fake-discrete, or a registered one)."""
     max_steps: int | None = None
     """Truncate episodes after this many steps (None: the env's own limit)."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -66,13 +67,18 @@ class EnvFactory:
     stall_steps: int | None = None
     """End an episode after this many steps without a positive reward (None: never)."""
 
+    def __post_init__(self) -> None:
+        # the preset itself travels to the workers: one the caller registered (not built
+        # in) is unknown by name in a fresh process
+        object.__setattr__(self, "preset", get_preset(self.env))
+
     def check(self) -> None:
         """A missing optional dependency as one clear error here, not in a worker."""
-        preset = get_preset(self.env)
+        preset = self.preset
         check_available(preset, resolve_backend(self.backend, preset))
 
     def __call__(self):
-        preset = get_preset(self.env)
+        preset = self.preset
         return make_env(
             preset,
             max_steps=self.max_steps,

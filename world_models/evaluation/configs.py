@@ -11,7 +11,9 @@ from typing import Annotated, Literal
 from world_models.core.config import Flat, Target, check_finite
 from world_models.core.errors import ConfigError
 from world_models.envs.configs import DreamSettings, RolloutSettings
-from world_models.envs.presets import EnvName
+from world_models.envs.presets import LAYOUTS, EnvName
+
+CARRACING, DOOM, DEBUG = LAYOUTS["carracing"], LAYOUTS["doom"], LAYOUTS["debug"]
 
 MAX_TRIALS = 1_000_000
 """Most trials one ``evaluate`` plays: results.json and returns.csv list every return (a
@@ -25,11 +27,11 @@ class EvaluateConfig:
     pretrained: str | None = None
     """A world model shipped with the package (doom): sets V, M, C, the dreams' initial
     states, the env and the dream settings C was evolved with (overriding those flags)."""
-    controller: Path | None = Path("runs/controller/checkpoints/best")
+    controller: Path | None = CARRACING.controller
     """Controller checkpoint folder (C); None with policy random."""
-    vae: Path | None = Path("runs/vae/checkpoints/best")
+    vae: Path | None = CARRACING.vae
     """ConvVAE checkpoint folder (V)."""
-    mdrnn: Path | None = Path("runs/mdrnn/checkpoints/best")
+    mdrnn: Path | None = CARRACING.mdrnn
     """MDNRNN checkpoint folder (M)."""
     env: EnvName = "carracing"
     """Env preset."""
@@ -48,7 +50,7 @@ class EvaluateConfig:
     """Feed C and M sampled z (as the original) or V's mean."""
     device: str | None = None
     """cpu, cuda, ...; None picks CUDA when present."""
-    out_dir: Path = Path("runs/evaluation")
+    out_dir: Path = CARRACING.evaluation
     """Output folder (results.json, returns.csv, histogram.png, best/worst animation)."""
     video: Literal["gif", "mp4", "none"] = "gif"
     """Animation format of the best and worst episode (mp4 needs imageio[ffmpeg])."""
@@ -84,22 +86,22 @@ class EvaluateConfig:
 EVALUATE_PRESETS: dict[str, EvaluateConfig] = {
     "carracing": EvaluateConfig(),
     "doom": EvaluateConfig(
-        controller=Path("runs/controller-doom/checkpoints/best"),
-        vae=Path("runs/vae-doom/checkpoints/best"),
-        mdrnn=Path("runs/mdrnn-doom/checkpoints/best"),
+        controller=DOOM.controller,
+        vae=DOOM.vae,
+        mdrnn=DOOM.mdrnn,
         env="doom",
-        out_dir=Path("runs/evaluation-doom"),
-        series_dir=Path("data/doom-series"),
+        out_dir=DOOM.evaluation,
+        series_dir=DOOM.series,
     ),
     # Follows the other commands' debug presets (fake env, runs/*-debug).
     "debug": EvaluateConfig(
-        controller=Path("runs/controller-debug/checkpoints/best"),
-        vae=Path("runs/vae-debug/checkpoints/best"),
-        mdrnn=Path("runs/mdrnn-debug/checkpoints/best"),
+        controller=DEBUG.controller,
+        vae=DEBUG.vae,
+        mdrnn=DEBUG.mdrnn,
         env="fake",
         trials=8,
         max_steps=50,
-        out_dir=Path("runs/evaluation-debug"),
+        out_dir=DEBUG.evaluation,
         progress=False,
     ),
 }
@@ -109,17 +111,17 @@ EVALUATE_PRESETS: dict[str, EvaluateConfig] = {
 class FidelityConfig:
     """Options of ``world-models fidelity``."""
 
-    vae: Path = Path("runs/vae-doom/checkpoints/best")
+    vae: Path = DOOM.vae
     """ConvVAE checkpoint folder (V)."""
-    mdrnn: Path = Path("runs/mdrnn-doom/checkpoints/best")
+    mdrnn: Path = DOOM.mdrnn
     """MDNRNN checkpoint folder (M)."""
     controller: Path | None = None
     """Also score this controller checkpoint in both (None: the fixed policies only)."""
     env: EnvName = "doom"
     """Env preset (stay / left / right exist only for left-stay-right envs such as doom)."""
-    series_dir: Path | None = Path("data/doom-series")
+    series_dir: Path | None = DOOM.series
     """Series folder whose first frames' (mu, logvar) start the dreams."""
-    data_dir: Path | None = Path("data/doom")
+    data_dir: Path | None = DOOM.data
     """Dataset folder: its first episode makes the picture strip (and starts the dreams
     when no series_dir)."""
     trials: int = 100
@@ -153,7 +155,7 @@ class FidelityConfig:
     """Seed of the dreams and of the real episodes (trial i: seed + i)."""
     device: str | None = None
     """cpu, cuda, ...; None picks CUDA when present."""
-    out_dir: Path = Path("runs/fidelity-doom")
+    out_dir: Path = DOOM.fidelity
     """Output folder: fidelity.json, fidelity.txt, strip.png."""
     progress: bool = True
     """Show progress bars for the real episodes."""
@@ -171,12 +173,12 @@ class FidelityConfig:
 class SelectConfig:
     """Options of ``world-models select``."""
 
-    run_dir: Path = Path("runs/controller-doom")
+    run_dir: Path = DOOM.controller_run
     """A train-controller run folder: its kept means (checkpoints/eval-gen*), best and
     best_candidate are the candidates."""
-    vae: Path = Path("runs/vae-doom/checkpoints/best")
+    vae: Path = DOOM.vae
     """ConvVAE checkpoint folder (V)."""
-    mdrnn: Path = Path("runs/mdrnn-doom/checkpoints/best")
+    mdrnn: Path = DOOM.mdrnn
     """MDNRNN checkpoint folder (M)."""
     env: EnvName = "doom"
     """Env preset of the validation games."""
@@ -209,11 +211,11 @@ class SelectConfig:
 class DreamVideoConfig:
     """Options of ``world-models dream``."""
 
-    vae: Path = Path("runs/vae/checkpoints/best")
+    vae: Path = CARRACING.vae
     """ConvVAE checkpoint folder."""
-    mdrnn: Path = Path("runs/mdrnn/checkpoints/best")
+    mdrnn: Path = CARRACING.mdrnn
     """MDNRNN checkpoint folder."""
-    episode: Path = Path("data/carracing/ep_000000.npz")
+    episode: Path = CARRACING.data / "ep_000000.npz"
     """Real episode file whose first frame starts the dream (and whose actions drive it)."""
     out: Path = Path("dream.gif")
     """Output video: .gif, or .mp4 with the `video` extra."""

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from gymnasium import spaces
 from tqdm.auto import tqdm
 
 from world_models.core.atomic import atomic_open, atomic_write_json
@@ -35,35 +34,31 @@ from world_models.core.errors import ConfigError
 from world_models.core.locking import check_output_dir
 from world_models.core.media import check_animation_path, save_animation, to_uint8_hwc
 from world_models.data.series import load_initial_states
-from world_models.envs.dream import CARRACING_HIGH, CARRACING_LOW, BatchedDream
+from world_models.envs.dream import BatchedDream
 from world_models.envs.pool import EnvFactory, make_pool
 from world_models.envs.presets import get_preset
 from world_models.evaluation.configs import EvaluateConfig
+from world_models.models.actions import ACTION_MODES
 from world_models.models.world_model import check_trained_env, load_world_model
-from world_models.policies import DOOM_FIXED_ACTIONS, ConstantPolicy, make_random_policy
+from world_models.policies import ConstantPolicy, make_random_policy
 from world_models.policies.controller import ControllerPolicy
 from world_models.shipped import pretrained_dir, settings
 
 
 def baseline_policy(name: str, env: str, action_space=None):
-    """A policy that needs no model: ``random`` (the env's data policy) or, for a discrete
-    (Doom) env, ``stay`` / ``left`` / ``right``. ``action_space`` defaults to the preset's
-    (the dream's), so no real env is made."""
+    """A policy that needs no model: ``random`` (the env's data policy) or one of the env's
+    named constant actions (Doom: ``stay`` / ``left`` / ``right``). ``action_space``
+    defaults to the preset's (the dream's), so no real env is made."""
 
     preset = get_preset(env)
     if action_space is None:
-        if preset.action_kind == "discrete":
-            action_space = spaces.Discrete(preset.action_dim)
-        elif preset.action_dim == 3:
-            action_space = spaces.Box(CARRACING_LOW, CARRACING_HIGH, dtype=np.float32)
-        else:
-            action_space = spaces.Box(-1.0, 1.0, (preset.action_dim,), np.float32)
+        action_space = preset.action_space()
     if name == "random":
         return make_random_policy(preset.default_policy, action_space)
-    if name in DOOM_FIXED_ACTIONS:
-        if not isinstance(action_space, spaces.Discrete) or action_space.n != 3:
-            raise ConfigError(f"policy {name!r} needs a left/stay/right env like doom, not {env}")
-        return ConstantPolicy(DOOM_FIXED_ACTIONS[name])
+    if name in preset.actions.fixed:
+        return ConstantPolicy(preset.actions.fixed[name])
+    if any(name in mode.fixed for mode in ACTION_MODES.values()):
+        raise ConfigError(f"policy {name!r} is not a constant action of {env}")
     raise ConfigError(f"unknown baseline policy {name!r}")
 
 
@@ -257,7 +252,7 @@ def _dream_trials(config: EvaluateConfig):
     returns, lengths = np.zeros(n), np.zeros(n, np.int64)
     bar = tqdm(total=n, unit="dream", disable=not config.progress, dynamic_ncols=True)
     if config.policy != "controller":
-        mode = get_preset(config.env).action_mode
+        mode = get_preset(config.env).actions
         policy = baseline_policy(config.policy, config.env)
         kept: dict[str, tuple[float, torch.Tensor]] = {}  # best/worst so far: (return, z)
         for k, start, size in batches:

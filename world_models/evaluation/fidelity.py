@@ -99,18 +99,15 @@ def _rank_agreement(dream: dict, real: dict) -> float | None:
 
 
 def _policies(config: FidelityConfig) -> list[str]:
-
-    names = ["random"]
-    if get_preset(config.env).action_kind == "discrete":
-        names += ["stay", "left", "right"]
-    return names
+    """The random data policy, then the env's named constant actions (Doom's stay, ...)."""
+    return ["random", *get_preset(config.env).actions.fixed]
 
 
 def dream_for(config: FidelityConfig):
     """The BatchedDream a fidelity config describes (V attached as ``.vae``) and the env's
     action mode."""
 
-    mode = get_preset(config.env).action_mode
+    mode = get_preset(config.env).actions
     device = pick_device(config.device)
     wm = load_world_model(config.vae, config.mdrnn, env=config.env, device=device)
     dream = batched_dream(config, wm.mdrnn, wm.vae, device, config.dream.dream_max_steps)
@@ -219,7 +216,7 @@ def data_mean_length(series_dir, max_steps: int) -> float:
     return float(np.mean([min(len(store.load_npz(f, ["mu"])["mu"]), max_steps) for f in files]))
 
 
-def calibrate(dream, config: FidelityConfig, mode: str) -> dict:
+def calibrate(dream, config: FidelityConfig, mode) -> dict:
     """The done offset matching the data's random-policy survival (see envs/dream.py)."""
 
     if config.series_dir is None or Path(config.series_dir).suffix == ".safetensors":

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from world_models.core.config import Hidden, alias
+from world_models.core.config import Hidden, alias, registered
+from world_models.models.actions import ACTION_MODES, get_action_mode
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ MDNRNN_PRESETS: dict[str, MDNRNNConfig] = {
 """The paper's two M networks."""
 
 
-ActionMode = Literal["carracing", "thirds", "tanh"]
+ActionModeName = registered(ACTION_MODES, get_action_mode)
+"""The name of an action mode (:mod:`world_models.models.actions`)."""
 
 
 ZMode = Literal["sample", "mu"]
@@ -89,9 +91,9 @@ class ControllerConfig:
     """Dimension of h (M's LSTM size); None: the trainer takes M's."""
     output_size: int | None = 3
     """Outputs of the linear layer: 3 for CarRacing, 1 for Doom; None: the env's."""
-    action_mode: ActionMode | None = "carracing"
-    """How outputs become env actions: carracing (steer, gas, brake), thirds (Doom
-    left / stay / right), tanh (raw); None: the env's."""
+    action_mode: ActionModeName | None = "carracing"
+    """How outputs become env actions (models/actions.py): carracing (steer, gas, brake),
+    thirds (Doom left / stay / right), tanh (raw), or a registered mode; None: the env's."""
     cell_input: bool = False
     """Also read M's LSTM cell state: inputs [z, c, h] (the original Doom code) instead of
     [z, h]."""

@@ -4,22 +4,14 @@ What C reads is a choice (``cell_input``): ``[z, h]`` (the paper's summary, and 
 or ``[z, c, h]``, M's LSTM cell *and* hidden state, as the original Doom code does
 (``doomrnn``'s ``MODE_ZCH``, with no bias: 64 + 512 + 512 = 1,088 weights).
 
-Action mappings, as in the original:
-
-* ``carracing`` (3 outputs): steer = a0 in [-1, 1], gas = (a1 + 1) / 2 in [0, 1],
-  brake = clip(a2, 0, 1).
-* ``thirds`` (Doom, 1 output): a < -1/3 is MOVE_LEFT, a > 1/3 is MOVE_RIGHT, in between
-  stay; returned as the Doom preset's ``Discrete(3)`` index (0 stay, 1 left, 2 right).
-* ``tanh``: the raw outputs in [-1, 1] (any other Box action space).
+How C's outputs become env actions, and how M is fed them, is the env's action mode
+(:mod:`world_models.models.actions`: ``carracing``, ``thirds``, ``tanh``, or one
+registered by the caller), named by ``action_mode``.
 
 For CMA-ES the parameters are one flat vector (``get_flat`` / ``set_flat``: the weight
 row-major, then the bias if any; 867 numbers for z=32, h=256, 3 outputs). Many candidates
 run at once through :func:`batched_actions`: weights (P, A, I) applied with one ``einsum``,
 where I = Z + H, or Z + 2H with the cell.
-
-M is fed the env action in the form its training series stored it: a Box action as is; a
-Discrete index one-hot when M's ``action_size`` equals the number of actions (what
-``collect`` stores), or as the original's scalar (stay 0, left -1, right +1) when it is 1.
 """
 
 from __future__ import annotations
@@ -29,10 +21,11 @@ import torch
 from torch import nn
 
 from world_models.core.checkpoint import PretrainedMixin
-from world_models.models.configs import ActionMode, ControllerConfig
-
-DOOM_STAY, DOOM_LEFT, DOOM_RIGHT = 0, 1, 2
-"""The Doom preset's Discrete(3) indices (envs/presets.py)."""
+from world_models.models.actions import DOOM_LEFT as DOOM_LEFT  # re-exported
+from world_models.models.actions import DOOM_RIGHT as DOOM_RIGHT
+from world_models.models.actions import DOOM_STAY as DOOM_STAY
+from world_models.models.actions import ActionMode, get_action_mode
+from world_models.models.configs import ControllerConfig
 
 
 def controller_inputs(
@@ -53,44 +46,15 @@ def controller_inputs(
     return torch.cat([z, c, h], dim=-1)  # (..., Z + 2H)
 
 
-def map_actions(raw: torch.Tensor, mode: ActionMode) -> torch.Tensor:
-    """Controller outputs ``raw`` (..., A) in [-1, 1] -> env actions.
-
-    Returns (..., A) floats for carracing / tanh, (...) int64 indices for thirds.
-    """
-    if mode == "carracing":
-        steer = raw[..., 0]
-        gas = (raw[..., 1] + 1.0) / 2.0
-        brake = raw[..., 2].clamp(0.0, 1.0)
-        return torch.stack([steer, gas, brake], dim=-1)
-    if mode == "thirds":
-        a = raw[..., 0]
-        # arithmetic on the two masks (DOOM_STAY is 0): fewer kernels than torch.where
-        # chains, and the dream runs this every step
-        return DOOM_LEFT * (a < -1.0 / 3.0).long() + DOOM_RIGHT * (a > 1.0 / 3.0).long()
-    if mode == "tanh":
-        return raw
-    raise ValueError(f"unknown action_mode {mode!r}")
+def map_actions(raw: torch.Tensor, mode: str | ActionMode) -> torch.Tensor:
+    """Controller outputs ``raw`` (..., A) in [-1, 1] -> env actions of action mode
+    ``mode``: (..., A) floats, or (...) int64 indices for a discrete mode."""
+    return get_action_mode(mode).to_env(raw)
 
 
-def actions_for_model(action: torch.Tensor, mode: ActionMode, model_action_size: int):
+def actions_for_model(action: torch.Tensor, mode: str | ActionMode, model_action_size: int):
     """Env actions (..., A) float or (...) int -> M's input (..., model_action_size) float."""
-    if mode != "thirds":
-        if action.shape[-1] != model_action_size:
-            raise ValueError(
-                f"M takes actions of size {model_action_size}, the controller gives "
-                f"{action.shape[-1]}"
-            )
-        return action.float()
-    # Arithmetic, not a lookup table or F.one_hot: no host->device copy or value check, so
-    # this also runs inside a CUDA graph capture.
-    if model_action_size == 1:
-        scalar = (action == DOOM_RIGHT).float() - (action == DOOM_LEFT).float()
-        return scalar.unsqueeze(-1)  # (..., 1): stay 0, left -1, right +1
-    if model_action_size == 3:
-        classes = torch.arange(3, device=action.device)
-        return (action.unsqueeze(-1) == classes).float()  # (..., 3) one-hot
-    raise ValueError(f"a Doom M takes actions of size 1 or 3, this one takes {model_action_size}")
+    return get_action_mode(mode).to_model(action, model_action_size)
 
 
 class Controller(PretrainedMixin, nn.Module):
@@ -107,7 +71,7 @@ class Controller(PretrainedMixin, nn.Module):
         latent_size: int = 32,
         hidden_size: int = 256,
         output_size: int = 3,
-        action_mode: ActionMode = "carracing",
+        action_mode: str | ActionMode = "carracing",
         cell_input: bool = False,
         bias: bool = True,
         hidden_input: bool = True,
@@ -120,12 +84,9 @@ class Controller(PretrainedMixin, nn.Module):
         ):
             if int(value) != value or value < (0 if name == "hidden_size" else 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if action_mode not in ("carracing", "thirds", "tanh"):
-            raise ValueError(f"unknown action_mode {action_mode!r}")
-        if action_mode == "carracing" and output_size != 3:
-            raise ValueError(f"action_mode carracing needs 3 outputs, got {output_size}")
-        if action_mode == "thirds" and output_size != 1:
-            raise ValueError(f"action_mode thirds needs 1 output, got {output_size}")
+        self.mode = get_action_mode(action_mode)
+        self.mode.check_outputs(int(output_size))
+        action_mode = self.mode.name
         self.config = ControllerConfig(
             int(latent_size),
             int(hidden_size),
@@ -160,8 +121,8 @@ class Controller(PretrainedMixin, nn.Module):
         return controller_inputs(z, h, c, self.cell_input, self.hidden_input)
 
     def act(self, z: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        """Env actions: (N, A) floats, or (N,) int64 for thirds."""
-        return map_actions(self(z, h, c), self.action_mode)
+        """Env actions: (N, A) floats, or (N,) int64 for a discrete mode (thirds)."""
+        return self.mode.to_env(self(z, h, c))
 
     # ------------------------------------------------------------------ flat parameters
     def get_flat(self) -> np.ndarray:
@@ -211,7 +172,7 @@ def batched_actions(
     c: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Env actions of P candidate parameter vectors ``params`` (P, D) on z (P, N, Z), h and
-    c (P, N, H): (P, N, A) floats or (P, N) int64 for thirds."""
+    c (P, N, H): (P, N, A) floats or (P, N) int64 for a discrete mode."""
     w, b = controller.unflatten(params.to(z.dtype))
     x = controller.inputs(z, h, c)  # (P, N, I)
-    return map_actions(batched_raw(w, b, x), controller.action_mode)
+    return controller.mode.to_env(batched_raw(w, b, x))

@@ -1,7 +1,7 @@
 """The keyboard: pygame events -> held keys, restart and quit; held keys -> an env action.
 
-Actions follow the env presets (``world_models/envs/presets.py``) and the controller's
-action modes (``world_models/models/controller.py``), so the real game and the dream take
+Which action the keys held make is the env's action mode's
+(:meth:`world_models.models.actions.ActionMode.keys`), so the real game and the dream take
 the keyboard's actions as they take C's:
 
 * ``thirds`` (Doom TakeCover, ``Discrete(3)``): 0 stay, 1 MOVE_LEFT, 2 MOVE_RIGHT. Left or
@@ -19,38 +19,27 @@ from typing import Any
 
 import numpy as np
 
-from world_models.models.controller import DOOM_LEFT, DOOM_RIGHT, DOOM_STAY
+from world_models.models.actions import BRAKE as BRAKE  # re-exported
+from world_models.models.actions import DOWN, LEFT, RIGHT, UP, ActionMode, get_action_mode
 from world_models.play.loop import Command
 from world_models.policies import Policy, SeedLike
 
-LEFT, RIGHT, UP, DOWN = "left", "right", "up", "down"
-BRAKE = 0.8
-"""Brake while down is held (CarRacing's keyboard demo: 0.8, so the wheels do not lock)."""
 
-HELP = {
-    "thirds": "left/right arrows move  R restart  Esc quit",
-    "carracing": "arrows: steer, gas, brake  R restart  Esc quit",
-}
+def key_help(mode: str | ActionMode) -> str:
+    """The key line of a window for action mode ``mode``."""
+    m = get_action_mode(mode)
+    if m.keys_help is None:
+        m.keys([])  # the one-line error: no keyboard mapping
+    return str(m.keys_help)
 
 
-def action_for_keys(held: Iterable[str], mode: str) -> np.ndarray:
+def action_for_keys(held: Iterable[str], mode: str | ActionMode) -> np.ndarray:
     """The env action for the keys ``held`` (oldest first, the last pressed last).
 
     ``mode`` is the controller's action mode: ``thirds`` -> int64 scalar array (0 stay,
     1 left, 2 right); ``carracing`` -> float32 (3,) steer, gas, brake.
     """
-    held = list(held)
-    turn = [k for k in held if k in (LEFT, RIGHT)]
-    last = turn[-1] if turn else None
-    if mode == "thirds":
-        a = {LEFT: DOOM_LEFT, RIGHT: DOOM_RIGHT, None: DOOM_STAY}[last]
-        return np.array(a, np.int64)
-    if mode == "carracing":
-        steer = {LEFT: -1.0, RIGHT: 1.0, None: 0.0}[last]
-        gas = 1.0 if UP in held else 0.0
-        brake = BRAKE if DOWN in held else 0.0
-        return np.array([steer, gas, brake], np.float32)
-    raise ValueError(f"no keyboard mapping for action mode {mode!r} (thirds or carracing)")
+    return get_action_mode(mode).keys(held)
 
 
 def key_names(pygame: Any) -> dict[int, str]:

@@ -32,8 +32,6 @@ from world_models.core.config import Target
 from world_models.core.errors import ConfigError
 from world_models.envs.presets import EnvName
 
-FPS = {"doom": 35, "carracing": 50}
-"""Frames per second of a window and of recordings, per env (others: 30)."""
 HOLD_S = 1.0
 """In a window, an episode's last frame stays this long before the next episode."""
 
@@ -73,8 +71,8 @@ class SessionConfig:
     scale: int = 4
     """Pixel upscaling of the 64x64 frames (>= 1)."""
     fps: int | None = None
-    """Frames per second of the window and of videos (None: 35 for doom, 50 for
-    carracing, 30 otherwise)."""
+    """Frames per second of the window and of videos (None: the env preset's: 35 for doom,
+    50 for carracing, 30 otherwise)."""
     seed: int = 0
     """Episode k resets the env (and C's sampling) with seed + k."""
     device: str | None = None
@@ -222,12 +220,11 @@ def _pretrained(name: str):
     return pretrained(name)
 
 
-def action_mode(env: str) -> str:
-    """The controller's action mode of an env preset (thirds, carracing)."""
+def action_mode(env: str):
+    """The action mode of an env preset (:mod:`world_models.models.actions`)."""
     from world_models.envs.presets import get_preset
 
-    preset = get_preset(env)
-    return preset.action_mode
+    return get_preset(env).actions
 
 
 def load_models(config: SessionConfig, *, need_vm: bool, need_controller: bool) -> Models:
@@ -296,14 +293,14 @@ def make_dream(models: Models, tau: float):
     """DreamEnv of ``models`` (rendered by V) with the action mapping of their env; its
     observations are what their C reads (``[z, c, h]`` for a C that reads M's cell)."""
     from world_models.envs.dream import DreamEnv
+    from world_models.envs.presets import get_preset
 
-    mode = action_mode(models.env)
-    size = models.mdrnn.action_size
-    if (mode == "thirds" and size not in (1, 3)) or (mode == "carracing" and size != 3):
-        raise ConfigError(
-            f"M takes {size}-dim actions; the {models.env} env gives "
-            f"{'Discrete(3)' if mode == 'thirds' else '3-dim'} ones"
-        )
+    preset = get_preset(models.env)
+    mode, size = preset.actions, models.mdrnn.action_size
+    if size not in mode.model_sizes(preset.action_dim):
+        n = preset.action_dim
+        given = f"Discrete({n})" if mode.discrete else f"{n}-dim"
+        raise ConfigError(f"M takes {size}-dim actions; the {models.env} env gives {given} ones")
     cell = bool(getattr(models.controller, "cell_input", False))
     return DreamEnv(
         models.mdrnn,
@@ -443,7 +440,9 @@ def status_line(loop) -> str:
 
 
 def _fps(config: SessionConfig, env: str) -> int:
-    return config.fps or FPS.get(env, 30)
+    from world_models.envs.presets import get_preset
+
+    return config.fps or get_preset(env).fps
 
 
 def _game_loop(config: SessionConfig, game, policy, headless: bool):
@@ -487,7 +486,7 @@ def play(config: PlayConfig, *, env=None, hook: Callable | None = None) -> Sessi
     events there).
     """
     from world_models.play.draw import compose
-    from world_models.play.keys import HELP, Keyboard, KeyboardPolicy
+    from world_models.play.keys import Keyboard, KeyboardPolicy, key_help
     from world_models.play.loop import run
     from world_models.play.window import Window
 
@@ -509,7 +508,7 @@ def play(config: PlayConfig, *, env=None, hook: Callable | None = None) -> Sessi
             keys = "C plays   R restart  Esc quit"
         else:
             policy = KeyboardPolicy(keyboard, mode)
-            keys = HELP[mode]
+            keys = key_help(mode)
         label = f"{models.env} dream (tau {config.tau:g})" if dream else f"{models.env}, real game"
         fps = _fps(config, models.env)
         recorder = Recorder(config.record, config.strip, config.strip_frames)

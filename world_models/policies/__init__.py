@@ -6,7 +6,6 @@ V, M and C (it imports torch, so it is not imported here).
 """
 
 from world_models.policies.random import (
-    DOOM_FIXED_ACTIONS,
     POLICIES,
     BrownianPolicy,
     ConstantPolicy,
@@ -19,7 +18,6 @@ from world_models.policies.random import (
 )
 
 __all__ = [
-    "DOOM_FIXED_ACTIONS",
     "POLICIES",
     "BrownianPolicy",
     "ConstantPolicy",

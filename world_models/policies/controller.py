@@ -6,12 +6,7 @@ import numpy as np
 import torch
 
 from world_models.models.configs import ZMode
-from world_models.models.controller import (
-    Controller,
-    actions_for_model,
-    batched_raw,
-    map_actions,
-)
+from world_models.models.controller import Controller, batched_raw
 from world_models.policies.random import Policy, SeedLike, _rngs
 
 
@@ -44,7 +39,7 @@ class LatentPolicy(Policy):
         w = self.controller.fc.weight
         x = x.to(w.device, w.dtype)
         raw = torch.tanh(self.controller.fc(x))  # (n, A): fc reads x laid out as C expects
-        return map_actions(raw, self.controller.action_mode).cpu().numpy()
+        return self.controller.mode.to_env(raw).cpu().numpy()
 
 
 class ControllerPolicy(Policy):
@@ -132,8 +127,10 @@ class ControllerPolicy(Policy):
             raise ValueError(f"reset was for {n} envs, got {obs.shape[0]} frames")
         idx = np.arange(n) if active is None else np.flatnonzero(active)
         c = self.controller
-        out_shape = (n,) if c.action_mode == "thirds" else (n, c.output_size)
-        out = np.zeros(out_shape, np.int64 if c.action_mode == "thirds" else np.float32)
+        if c.mode.discrete:
+            out = np.zeros(n, np.int64)  # (n,) indices
+        else:
+            out = np.zeros((n, c.output_size), np.float32)
         if len(idx) == 0:
             return out
         ti = torch.as_tensor(idx, device=self.device)
@@ -152,8 +149,8 @@ class ControllerPolicy(Policy):
             cand = self._cand[ti]  # (k,)
             x = c.inputs(z, h, cell)[:, None]  # (k, 1, I)
             raw = batched_raw(self._w[cand], self._b[cand], x)  # (k, 1, A)
-            action = map_actions(raw[:, 0], c.action_mode)
-        a_m = actions_for_model(action, c.action_mode, self.mdrnn.action_size)
+            action = c.mode.to_env(raw[:, 0])
+        a_m = c.mode.to_model(action, self.mdrnn.action_size)
         state = (h_all[:, ti], c_all[:, ti])  # (1, k, H) each
         new = self.mdrnn.step(z, a_m, state).state
         h_all[:, ti], c_all[:, ti] = new[0], new[1]

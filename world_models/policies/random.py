@@ -183,9 +183,6 @@ def _offset(seed: SeedLike, k: int) -> SeedLike:
     return [int(s) ^ k for s in seed]
 
 
-DOOM_FIXED_ACTIONS = {"stay": 0, "left": 1, "right": 2}
-"""Doom's constant baselines, by name: the preset's Discrete(3) indices."""
-
 POLICIES = ("brownian", "uniform", "repeat")
 
 

@@ -11,17 +11,19 @@ from typing import Annotated, Literal
 from world_models.core.config import Flat, Target, check_finite
 from world_models.core.errors import ConfigError
 from world_models.envs.configs import DreamSettings, RolloutSettings
-from world_models.envs.presets import EnvName
+from world_models.envs.presets import LAYOUTS, EnvName
 from world_models.models.configs import MDNRNN_PRESETS, ControllerConfig, MDNRNNConfig, VAEConfig
+
+CARRACING, DOOM, DEBUG = LAYOUTS["carracing"], LAYOUTS["doom"], LAYOUTS["debug"]
 
 
 @dataclass(frozen=True)
 class TrainVAEConfig:
     """Training of the ConvVAE on a collected dataset."""
 
-    data_dir: Path = Path("data/carracing")
+    data_dir: Path = CARRACING.data
     """Dataset folder made by `world-models collect` (or `data import`)."""
-    run_dir: Path = Path("runs/vae")
+    run_dir: Path = CARRACING.vae_run
     """Run folder: checkpoints, metrics and pictures; re-running resumes it."""
     model: Annotated[VAEConfig, Flat] = VAEConfig(kl_tolerance=0.5)
     """The ConvVAE to train (the original's free bits 0.5; the trainer feeds it uint8)."""
@@ -109,8 +111,8 @@ TRAIN_VAE_PRESETS: dict[str, TrainVAEConfig] = {
     # The original's settings: Adam 1e-4, batch 100, 10 epochs, free bits 0.5.
     "carracing": TrainVAEConfig(),
     "doom": TrainVAEConfig(
-        data_dir=Path("data/doom"),
-        run_dir=Path("runs/vae-doom"),
+        data_dir=DOOM.data,
+        run_dir=DOOM.vae_run,
         model=VAEConfig(latent_size=64, kl_tolerance=0.5),
     ),
     # A GPU recipe: large batches with sqrt-scaled lr and a short warm-up.
@@ -120,8 +122,8 @@ TRAIN_VAE_PRESETS: dict[str, TrainVAEConfig] = {
         batch_size=4096, lr_scaling="sqrt", warmup_steps=200, compile=True
     ),
     "debug": TrainVAEConfig(
-        data_dir=Path("data/debug"),
-        run_dir=Path("runs/vae-debug"),
+        data_dir=DEBUG.data,
+        run_dir=DEBUG.vae_run,
         epochs=1,
         batch_size=16,
         lr=1e-3,
@@ -136,9 +138,9 @@ TRAIN_VAE_PRESETS: dict[str, TrainVAEConfig] = {
 class TrainMDNRNNConfig:
     """Everything ``train-mdrnn`` needs; saved as the run folder's config.json."""
 
-    series_dir: Path = Path("data/carracing-series")
+    series_dir: Path = CARRACING.series
     """Folder of per-episode .npz series (mu, logvar, action, reward, terminated, truncated)."""
-    run_dir: Path = Path("runs/mdrnn")
+    run_dir: Path = CARRACING.mdrnn_run
     """Output folder; re-running with the same folder resumes from its last checkpoint."""
     model: Annotated[MDNRNNConfig, Flat] = MDNRNNConfig(latent_size=None, action_size=None)
     """The MDN-RNN to train, with its loss weights (sizes None: the series')."""
@@ -219,8 +221,8 @@ class TrainMDNRNNConfig:
 TRAIN_MDNRNN_PRESETS: dict[str, TrainMDNRNNConfig] = {
     "carracing": TrainMDNRNNConfig(),
     "doom": TrainMDNRNNConfig(
-        series_dir=Path("data/doom-series"),
-        run_dir=Path("runs/mdrnn-doom"),
+        series_dir=DOOM.series,
+        run_dir=DOOM.mdrnn_run,
         model=replace(MDNRNN_PRESETS["doom"], latent_size=None, action_size=None),
         seq_len=500,
         epochs=100,
@@ -229,8 +231,8 @@ TRAIN_MDNRNN_PRESETS: dict[str, TrainMDNRNNConfig] = {
         carry_state=True,
     ),
     "debug": TrainMDNRNNConfig(
-        series_dir=Path("data/debug-series"),
-        run_dir=Path("runs/mdrnn-debug"),
+        series_dir=DEBUG.series,
+        run_dir=DEBUG.mdrnn_run,
         model=MDNRNNConfig(latent_size=None, action_size=None, hidden_size=32, num_gaussians=3),
         seq_len=16,
         batch_size=8,
@@ -249,16 +251,16 @@ class TrainControllerConfig:
     """Where candidates are scored: inside M's dream (BatchedDream) or in the real env."""
     env: EnvName = "doom"
     """Env preset: the real env (target real, evaluation) and the action mapping."""
-    mdrnn: Path = Path("runs/mdrnn-doom/checkpoints/best")
+    mdrnn: Path = DOOM.mdrnn
     """MDNRNN checkpoint folder (M)."""
-    vae: Path | None = Path("runs/vae-doom/checkpoints/best")
+    vae: Path | None = DOOM.vae
     """ConvVAE checkpoint folder (V): needed in the real env and to encode first frames."""
-    series_dir: Path | None = Path("data/doom-series")
+    series_dir: Path | None = DOOM.series
     """Encoded series folder; its episodes' first (mu, logvar) start the dreams."""
     data_dir: Path | None = None
     """Dataset folder whose first frames are encoded with V to start the dreams (when no
     series_dir)."""
-    run_dir: Path = Path("runs/controller-doom")
+    run_dir: Path = DOOM.controller_run
     """Run folder: checkpoints, cma_state.npz, metrics; re-running resumes it."""
     generations: int = 2000
     """Total generations (a re-run may raise it to continue); Doom's 2000 is our choice, the
@@ -327,10 +329,10 @@ TRAIN_CONTROLLER_PRESETS: dict[str, TrainControllerConfig] = {
     "carracing": TrainControllerConfig(
         target="real",
         env="carracing",
-        mdrnn=Path("runs/mdrnn/checkpoints/best"),
-        vae=Path("runs/vae/checkpoints/best"),
+        mdrnn=CARRACING.mdrnn,
+        vae=CARRACING.vae,
         series_dir=None,
-        run_dir=Path("runs/controller"),
+        run_dir=CARRACING.controller_run,
         generations=1800,
         dream=DreamSettings(tau=1.0),
         rollout=RolloutSettings(env_backend="auto"),  # envpool's env, ~7x faster, if installed
@@ -338,10 +340,10 @@ TRAIN_CONTROLLER_PRESETS: dict[str, TrainControllerConfig] = {
     "debug": TrainControllerConfig(
         target="dream",
         env="fake",
-        mdrnn=Path("runs/mdrnn-debug/checkpoints/best"),
+        mdrnn=DEBUG.mdrnn,
         vae=None,
-        series_dir=Path("data/debug-series"),
-        run_dir=Path("runs/controller-debug"),
+        series_dir=DEBUG.series,
+        run_dir=DEBUG.controller_run,
         generations=3,
         popsize=8,
         rollouts=2,

@@ -201,7 +201,7 @@ class _Scorer:
         spec = dataclasses.replace(config.model, **derived)
         self.controller = Controller(**dataclasses.asdict(spec)).to(device)
         m_in = self.mdrnn.action_size
-        if mode == "thirds" and m_in not in (1, 3) or mode != "thirds" and m_in != outputs:
+        if m_in not in preset.actions.model_sizes(preset.action_dim):
             raise ConfigError(
                 f"M takes actions of size {m_in}, which does not fit the {config.env} env's actions"
             )
