@@ -267,12 +267,11 @@ def _read_frames(path: Path) -> np.ndarray:
 
 
 def test_play_in_the_dream_runs_headless_and_records(models, tmp_path):
+    world = {"vae": models / "vae", "mdrnn": models / "mdrnn", "series_dir": models / "series"}
     config = PlayConfig(
         target="dream",
         env="fake-discrete",
-        vae=models / "vae",
-        mdrnn=models / "mdrnn",
-        series_dir=models / "series",
+        **world,
         max_steps=6,
         record=tmp_path / "play.gif",
         strip=tmp_path / "play.png",
