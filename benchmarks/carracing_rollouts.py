@@ -20,6 +20,7 @@ import torch
 
 from world_models.envs.configs import RolloutSettings
 from world_models.envs.pool import EnvFactory, make_pool
+from world_models.models.configs import CONTROLLER_PRESETS, MDNRNN_PRESETS
 from world_models.models.controller import Controller
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
@@ -51,8 +52,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    vae, mdrnn = ConvVAE(latent_size=32).eval(), MDNRNN(32, 3, 256, 5).eval()
-    c = Controller(32, 256, 3, "carracing")
+    vae = ConvVAE(latent_size=32).eval()
+    mdrnn = MDNRNN.from_config(MDNRNN_PRESETS["carracing"]).eval()
+    c = Controller.from_config(CONTROLLER_PRESETS["carracing"])
     policy = ControllerPolicy(vae, mdrnn, c, torch.device("cpu"))
     # steer about 0 and full gas: the car drives down the track and episodes run full length
     params = np.random.default_rng(0).normal(0, 0.05, (args.popsize, c.num_params))

@@ -190,12 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=8, help="episodes collected (per run)")
     p.add_argument("--max-steps", type=int, default=250, help="steps per episode")
     p.add_argument("--workers", type=int, default=0, help="parallel run's workers (0: cores)")
-    p.add_argument(
-        "--loader-frames",
-        type=int,
-        default=40_000,
-        help="frames in the loader dataset (and most frames timed per loader)",
-    )
+    frames = "frames in the loader dataset (and most frames timed per loader)"
+    p.add_argument("--loader-frames", type=int, default=40_000, help=frames)
     p.add_argument("--seconds", type=float, default=10.0, help="seconds timed per loader")
     args = p.parse_args(argv)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())

@@ -26,6 +26,7 @@ import time
 import torch
 
 from world_models.envs.dream import BatchedDream, DreamEnv
+from world_models.models.configs import ControllerConfig, MDNRNNConfig
 from world_models.models.controller import Controller
 from world_models.models.mdrnn import MDNRNN
 
@@ -37,11 +38,17 @@ def _sync(device: torch.device) -> None:
 
 def make_models(z: int, hidden: int, k: int, device: torch.device):
     torch.manual_seed(0)
-    m = MDNRNN(z, 1, hidden, k, done_head=True)
+    m = MDNRNN.from_config(
+        MDNRNNConfig(
+            latent_size=z, action_size=1, hidden_size=hidden, num_gaussians=k, done_head=True
+        )
+    )
     with torch.no_grad():  # never done: every dream runs every step, so all steps count
         m.head.weight[-1].zero_()
         m.head.bias[-1] = -100.0
-    c = Controller(z, hidden, 1, "thirds")
+    c = Controller.from_config(
+        ControllerConfig(latent_size=z, hidden_size=hidden, output_size=1, action_mode="thirds")
+    )
     return m.to(device).eval(), c.to(device)
 
 
@@ -117,19 +124,13 @@ def main() -> None:
     ap.add_argument("--popsize", type=int, default=64)
     ap.add_argument("--rollouts", type=int, default=16)
     ap.add_argument("--gen-steps", type=int, default=200, help="dream length of the generation")
-    ap.add_argument(
-        "--baseline-dreams",
-        type=int,
-        default=128,
-        help="dreams the batch-1 baseline actually runs (then scaled)",
+    baseline = "dreams the batch-1 baseline actually runs (then scaled)"
+    ap.add_argument("--baseline-dreams", type=int, default=128, help=baseline)
+    threads = (
+        "torch threads (0: leave as is); 1 by default: the per-process baseline is one core"
+        " per process, and 2 threads on a shared box mostly contend"
     )
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (0: leave as is); 1 by default: the per-process baseline"
-        " is one core per process, and 2 threads on a shared box mostly contend",
-    )
+    ap.add_argument("--threads", type=int, default=1, help=threads)
     ap.add_argument("--cuda-graph", action="store_true")
     args = ap.parse_args()
     if args.threads:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from world_models.data.series import SeriesSet
+from world_models.models.configs import MDNRNNConfig
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
 from world_models.training.mdrnn import train_step
@@ -73,7 +74,13 @@ def make_series(episodes: int, length: int, z: int, a: int, seed: int = 0) -> Se
 def make_ours(args, device: torch.device):
     """Our trainer's step on windows of an in-memory series set; returns the step function."""
     data = make_series(args.episodes, args.episode_len, args.latent, args.action).to(device)
-    model = MDNRNN(args.latent, args.action, args.hidden, args.gaussians).to(device)
+    config = MDNRNNConfig(
+        latent_size=args.latent,
+        action_size=args.action,
+        hidden_size=args.hidden,
+        num_gaussians=args.gaussians,
+    )
+    model = MDNRNN.from_config(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     autocast = device.type == "cuda"
     gen = torch.Generator().manual_seed(0)
@@ -149,21 +156,14 @@ def make_baseline(args, device: torch.device, loop: bool):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--seq-len", type=int, default=32)
-    p.add_argument("--latent", type=int, default=32)
-    p.add_argument("--action", type=int, default=3)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--gaussians", type=int, default=5)
+    sizes = {"--batch": 16, "--seq-len": 32, "--latent": 32, "--action": 3, "--hidden": 256}
+    for flag, default in {**sizes, "--gaussians": 5}.items():
+        p.add_argument(flag, type=int, default=default)
     p.add_argument("--episodes", type=int, default=200, help="episodes in the in-memory set")
     p.add_argument("--episode-len", type=int, default=1000)
     p.add_argument("--seconds", type=float, default=12.0, help="time per method, in all")
-    p.add_argument(
-        "--rounds",
-        type=int,
-        default=4,
-        help="alternate the methods this many times (a machine's load drifts; this spreads it)",
-    )
+    rounds = "alternate the methods this many times (a machine's load drifts; this spreads it)"
+    p.add_argument("--rounds", type=int, default=4, help=rounds)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument(
         "--only",

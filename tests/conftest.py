@@ -29,3 +29,10 @@ def one_thread():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def headless(monkeypatch, one_thread):
+    """pygame with no display or sound device (SDL's dummy drivers), on one torch thread."""
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    monkeypatch.setenv("SDL_AUDIODRIVER", "dummy")

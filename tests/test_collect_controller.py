@@ -19,8 +19,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _models(tmp_path):
     torch.manual_seed(0)
-    vae, m = ConvVAE(8), MDNRNN(8, 3, 16, 2)
-    c = Controller(8, 16, 1, "thirds")
+    vae, m = ConvVAE(8), MDNRNN(latent_size=8, action_size=3, hidden_size=16, num_gaussians=2)
+    c = Controller(latent_size=8, hidden_size=16, output_size=1, action_mode="thirds")
     with torch.no_grad():
         c.fc.weight.mul_(30)  # all three actions, not only stay
     for name, model in (("v", vae), ("m", m), ("c", c)):
@@ -79,7 +79,9 @@ def test_missing_or_mismatched_models_are_one_line_errors(tmp_path):
         collect(_cfg(tmp_path, "x", mdrnn=None))
     with pytest.raises(ConfigError, match="no checkpoint"):
         collect(_cfg(tmp_path, "x", vae=tmp_path / "nowhere"))
-    Controller(8, 16, 3, "carracing").save_pretrained(tmp_path / "c3")
+    Controller(
+        latent_size=8, hidden_size=16, output_size=3, action_mode="carracing"
+    ).save_pretrained(tmp_path / "c3")
     with pytest.raises(ConfigError, match="maps actions as 'carracing'"):
         collect(_cfg(tmp_path, "x", controller=tmp_path / "c3"))
     assert not (tmp_path / "x").exists()  # refused before the folder was made

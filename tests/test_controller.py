@@ -30,7 +30,7 @@ def test_parameter_counts_match_the_paper():
 
 
 def test_zch_controller_reads_cell_and_round_trips(tmp_path):
-    c = Controller(4, 5, 1, "thirds", cell_input=True, bias=False)
+    c = Controller(CONTROLLER_PRESETS["doom"], latent_size=4, hidden_size=5)  # [z, c, h]
     assert c.num_params == 4 + 5 + 5 and c.fc.bias is None
     v = np.linspace(-1, 1, c.num_params)
     assert np.allclose(c.set_flat(v).get_flat(), v)
@@ -82,7 +82,7 @@ def test_doom_thirds_map_to_the_preset_indices():
 
 
 def test_flat_round_trip_and_layout():
-    c = Controller(4, 5, 3)
+    c = Controller(latent_size=4, hidden_size=5, output_size=3)
     v = np.arange(c.num_params, dtype=np.float64) / 100
     c.set_flat(v)
     assert np.allclose(c.get_flat(), v)
@@ -93,7 +93,7 @@ def test_flat_round_trip_and_layout():
 
 
 def test_batched_candidates_equal_a_loop():
-    c = Controller(6, 10, 3)
+    c = Controller(latent_size=6, hidden_size=10, output_size=3)
     params = torch.randn(5, c.num_params)
     z, h = torch.randn(5, 7, 6), torch.randn(5, 7, 10)
     batched = batched_actions(c, params, z, h)  # (5, 7, 3)
@@ -112,8 +112,11 @@ def test_checkpoint_round_trip(tmp_path):
 
 def _models(action_size=3, mode="carracing", outputs=3):
     torch.manual_seed(1)
-    vae, m = ConvVAE(8, uint8_input=True), MDNRNN(8, action_size, 16, 2)
-    c = Controller(8, 16, outputs, mode)
+    vae, m = (
+        ConvVAE(8, uint8_input=True),
+        MDNRNN(latent_size=8, action_size=action_size, hidden_size=16, num_gaussians=2),
+    )
+    c = Controller(latent_size=8, hidden_size=16, output_size=outputs, action_mode=mode)
     with torch.no_grad():
         c.fc.weight.mul_(10)
     return vae, m, c
@@ -146,7 +149,12 @@ def test_policy_population_and_active_mask():
     pol.reset(6, seed=0, candidates=[0, 1, 2, 0, 1, 2])
     acts = pol.act(obs)
     assert acts.dtype == np.int64 and set(acts.tolist()) <= {0, 1, 2}
-    single = ControllerPolicy(vae, m, Controller(8, 16, 1, "thirds"), z_mode="mu")
+    single = ControllerPolicy(
+        vae,
+        m,
+        Controller(latent_size=8, hidden_size=16, output_size=1, action_mode="thirds"),
+        z_mode="mu",
+    )
     for i in range(6):
         single.controller.set_flat(params[i % 3])
         single.reset(1)
@@ -162,7 +170,9 @@ def test_policy_population_and_active_mask():
 
 def test_a_z_only_controller_reads_z_alone():
     """The paper's "V model only" row: C on z, 32 x 3 + 3 = 99 weights."""
-    c = Controller(32, 256, 3, "carracing", hidden_input=False)
+    c = Controller(
+        latent_size=32, hidden_size=256, output_size=3, action_mode="carracing", hidden_input=False
+    )
     assert c.num_params == 99 and c.input_size == 32
     z, h = torch.randn(5, 32), torch.randn(5, 256)
     torch.testing.assert_close(c(z, h), c(z, torch.zeros_like(h)))  # h is not read

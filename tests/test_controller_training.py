@@ -52,7 +52,7 @@ def test_cma_state_round_trip_continues_identically():
 
 def _dream_setup(tmp_path):
     torch.manual_seed(0)
-    m = MDNRNN(Z, 1, H, 2, done_head=True)
+    m = MDNRNN(latent_size=Z, action_size=1, hidden_size=H, num_gaussians=2, done_head=True)
     with torch.no_grad():  # death depends on h, so the controller's choices matter
         m.head.bias[-1] = -1.0
     m.save_pretrained(tmp_path / "m")
@@ -65,14 +65,18 @@ def _dream_setup(tmp_path):
                 "logvar": np.full((5, Z), -2.0, np.float16),
             },
         )
+    return _dream_config(tmp_path, generations=4, dream_max_steps=40)
+
+
+def _dream_config(tmp_path, **changes):
+    """The debug preset in the dream of tmp_path/m, started from tmp_path/series."""
     return override(
         PRESETS["debug"],
         env="fake-discrete",  # Doom-like: one controller output split into thirds
         mdrnn=tmp_path / "m",
         series_dir=tmp_path / "series",
         run_dir=tmp_path / "run",
-        generations=4,
-        dream_max_steps=40,
+        **changes,
     )
 
 
@@ -106,7 +110,7 @@ def test_dream_training_checkpoints_and_resumes(tmp_path):
 
 def test_dream_training_improves_on_a_learnable_dream(tmp_path):
     torch.manual_seed(0)
-    m = MDNRNN(Z, 1, H, 2, done_head=True)
+    m = MDNRNN(latent_size=Z, action_size=1, hidden_size=H, num_gaussians=2, done_head=True)
     with torch.no_grad():  # dies soon unless the controller keeps choosing LEFT (-1)
         m.head.weight.zero_()
         m.head.bias[-1] = 0.5
@@ -121,19 +125,8 @@ def test_dream_training_improves_on_a_learnable_dream(tmp_path):
         tmp_path / "series" / "ep_000000.npz",
         {"mu": np.zeros((2, Z), np.float16), "logvar": np.zeros((2, Z), np.float16)},
     )
-    config = override(
-        PRESETS["debug"],
-        env="fake-discrete",  # Doom-like: one controller output split into thirds
-        mdrnn=tmp_path / "m",
-        series_dir=tmp_path / "series",
-        run_dir=tmp_path / "run",
-        generations=6,
-        popsize=12,
-        rollouts=2,
-        sigma0=0.5,
-        eval_every=6,
-        dream_max_steps=30,
-    )
+    settings = {"popsize": 12, "rollouts": 2, "sigma0": 0.5, "eval_every": 6}
+    config = _dream_config(tmp_path, generations=6, dream_max_steps=30, **settings)
     run = train_controller(config)
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["eval_mean"] == 30  # learned to survive to the step limit
@@ -144,7 +137,9 @@ def test_dream_training_improves_on_a_learnable_dream(tmp_path):
 def test_real_training_with_the_fake_env_via_cli(tmp_path, capsys):
     torch.manual_seed(0)
     ConvVAE(Z).save_pretrained(tmp_path / "v")
-    MDNRNN(Z, 3, H, 2).save_pretrained(tmp_path / "m")
+    MDNRNN(latent_size=Z, action_size=3, hidden_size=H, num_gaussians=2).save_pretrained(
+        tmp_path / "m"
+    )
     args = [
         "train-controller",
         "--preset",

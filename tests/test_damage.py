@@ -10,6 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from helpers import fake_dataset
 
 from world_models.cli import main
 from world_models.core.checkpoint import DIGEST_KEY
@@ -24,16 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture
 def data(tmp_path):
-    return collect(
-        CollectConfig(
-            out_dir=tmp_path / "data",
-            env="fake",
-            episodes=3,
-            max_steps=20,
-            workers=1,
-            progress=False,
-        )
-    )
+    return fake_dataset(tmp_path / "data", episodes=3, max_steps=20, lengths=None)
 
 
 def spoil_weights(checkpoint):

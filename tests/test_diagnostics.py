@@ -14,6 +14,7 @@ from world_models.evaluation.diagnostics import (
     load_episodes,
     open_loop_errors,
 )
+from world_models.models.configs import MDNRNNConfig
 from world_models.models.mdrnn import MDNRNN
 
 
@@ -36,7 +37,8 @@ def _episodes(n: int, t: int, died: bool, z: int = 4, seed: int = 0) -> list[dic
 
 def _model() -> MDNRNN:
     torch.manual_seed(0)
-    return MDNRNN(4, 3, 8, 2, done_head=True, done_pos_weight=10.0).eval()
+    tiny = MDNRNNConfig(latent_size=4, action_size=3, hidden_size=8, num_gaussians=2)
+    return MDNRNN(tiny, done_head=True, done_pos_weight=10.0).eval()
 
 
 def test_fire_probability_follows_the_dream_rules():

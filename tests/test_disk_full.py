@@ -18,13 +18,13 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers import fake_dataset
 
 from world_models.cli import main
 from world_models.core import atomic
 from world_models.core.atomic import atomic_write_json, is_disk_full
 from world_models.core.errors import DiskFullError
 from world_models.data import store
-from world_models.data.collect import CollectConfig, collect
 from world_models.models.vae import ConvVAE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -166,17 +166,7 @@ def test_collect_stops_with_one_line_and_keeps_the_episodes_written(tmp_path, fu
 
 
 def test_train_vae_names_the_checkpoint_and_the_step_kept(tmp_path, full_disk, capsys):
-    data = collect(
-        CollectConfig(
-            out_dir=tmp_path / "data",
-            env="fake",
-            episodes=6,
-            max_steps=12,
-            workers=1,
-            progress=False,
-            env_kwargs={"min_len": 10, "max_len": 12},
-        )
-    )
+    data = fake_dataset(tmp_path / "data")
     run = tmp_path / "run"
     argv = ["train-vae", "--preset", "debug", "--data-dir", str(data), "--run-dir", str(run)]
     argv += ["--holdout-fraction", "0.3", "--latent-size", "4", "--epochs", "3"]
@@ -192,16 +182,7 @@ def test_train_vae_names_the_checkpoint_and_the_step_kept(tmp_path, full_disk, c
 
 
 def test_encode_stops_with_one_line_and_keeps_the_series_written(tmp_path, full_disk, capsys):
-    data = collect(
-        CollectConfig(
-            out_dir=tmp_path / "data",
-            env="fake",
-            episodes=3,
-            max_steps=20,
-            workers=1,
-            progress=False,
-        )
-    )
+    data = fake_dataset(tmp_path / "data", episodes=3, max_steps=20, lengths=None)
     ConvVAE(latent_size=4).save_pretrained(tmp_path / "vae")
     series = tmp_path / "series"
     full_disk("ep_000002.npz")  # what the writer threads write, in the series folder

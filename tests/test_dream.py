@@ -11,6 +11,7 @@ from gymnasium.utils.env_checker import check_env
 import world_models.envs.dream as dream_module
 from world_models.data.series import load_initial_states
 from world_models.envs.dream import DREAM_ID, BatchedDream, DreamEnv
+from world_models.models.configs import MDNRNNConfig
 from world_models.models.controller import Controller
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
@@ -24,7 +25,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _mdrnn(done_bias: float | None = None, reward: bool = False, action_size: int = 1):
     torch.manual_seed(0)
-    m = MDNRNN(Z, action_size, H, 3, reward_head=reward, done_head=done_bias is not None)
+    sizes = MDNRNNConfig(latent_size=Z, action_size=action_size, hidden_size=H, num_gaussians=3)
+    m = MDNRNN(sizes, reward_head=reward, done_head=done_bias is not None)
     if done_bias is not None:
         with torch.no_grad():  # the done logit is the head's last output
             m.head.weight[-1].zero_()
@@ -135,7 +137,7 @@ def test_evaluate_equals_per_candidate_and_counts_survival():
         m.lstm.weight_ih_l0[2 * H : 3 * H, Z] = 5.0  # cell input gate follows the action
         m.lstm.bias_ih_l0[3 * H : 4 * H] = 5.0  # output gate open
         m.head.weight[-1, :] = 3.0
-    c = Controller(Z, H, 1, "thirds")
+    c = Controller(latent_size=Z, hidden_size=H, output_size=1, action_mode="thirds")
     params = torch.zeros(3, c.num_params)
     params[0, -1] = -0.9  # bias -> always LEFT: survives to the limit
     params[1, -1] = 0.0  # STAY
@@ -150,7 +152,7 @@ def test_evaluate_equals_per_candidate_and_counts_survival():
 
 def test_evaluate_stops_early_when_all_done():
     bd = BatchedDream(_mdrnn(done_bias=5.0), tau=1.0, max_steps=2100)
-    c = Controller(Z, H, 1, "thirds")
+    c = Controller(latent_size=Z, hidden_size=H, output_size=1, action_mode="thirds")
     ret = bd.evaluate(c, torch.zeros(2, c.num_params), rollouts=3, seed=0, check_every=10)
     assert torch.all(ret == 1)
 
@@ -184,7 +186,9 @@ def test_load_initial_states_encodes_first_frames_of_a_dataset(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:.*infinity:UserWarning")
 def test_carracing_style_dream_and_make_by_module_path():
-    m = MDNRNN(Z, 3, H, 2, reward_head=True).eval()
+    m = MDNRNN(
+        latent_size=Z, action_size=3, hidden_size=H, num_gaussians=2, reward_head=True
+    ).eval()
     env = gym.make(
         "world_models.envs.dream:WorldModels/Dream-v0",
         mdrnn=m,
@@ -229,7 +233,10 @@ class _EmulatedGraph(dream_module._GraphedSteps):
 
 @pytest.mark.parametrize("max_steps, check_every", [(37, 10), (120, 50), (7, 50), (60, 1)])
 def test_graph_chunked_evaluate_equals_eager(monkeypatch, max_steps, check_every):
-    m, c = _dying_mdrnn(), Controller(Z, H, 1, "thirds")
+    m, c = (
+        _dying_mdrnn(),
+        Controller(latent_size=Z, hidden_size=H, output_size=1, action_mode="thirds"),
+    )
     params = torch.randn(4, c.num_params) * 0.5
     eager = BatchedDream(m, initial_mu=torch.randn(3, Z), tau=1.0, max_steps=max_steps)
     want = eager.evaluate(c, params, 6, seed=3, check_every=check_every)
@@ -252,7 +259,10 @@ def test_graph_chunked_evaluate_equals_eager(monkeypatch, max_steps, check_every
 
 @pytest.mark.gpu
 def test_cuda_graph_dream_equals_eager_on_cuda():
-    m, c = _dying_mdrnn().cuda(), Controller(Z, H, 1, "thirds").cuda()
+    m, c = (
+        _dying_mdrnn().cuda(),
+        Controller(latent_size=Z, hidden_size=H, output_size=1, action_mode="thirds").cuda(),
+    )
     params = torch.randn(8, c.num_params, device="cuda") * 0.5
     init = torch.randn(3, Z, device="cuda")
     eager = BatchedDream(m, initial_mu=init, tau=1.0, max_steps=230)
@@ -269,7 +279,10 @@ def test_failed_capture_warns_and_dreams_eagerly(monkeypatch):
     def refuse(loop, steps):
         raise AttributeError("register_generator_state")  # e.g. an older torch
 
-    m, c = _dying_mdrnn(), Controller(Z, H, 1, "thirds")
+    m, c = (
+        _dying_mdrnn(),
+        Controller(latent_size=Z, hidden_size=H, output_size=1, action_mode="thirds"),
+    )
     params = torch.randn(2, c.num_params) * 0.5
     want = BatchedDream(m, tau=1.0, max_steps=40).evaluate(c, params, 3, seed=1)
     monkeypatch.setattr(dream_module, "_GraphedSteps", refuse)
@@ -283,7 +296,7 @@ def test_failed_capture_warns_and_dreams_eagerly(monkeypatch):
 def test_latent_policy_drives_dream_env_like_the_controller():
     from world_models import LatentPolicy
 
-    c = Controller(Z, H, 1, "thirds")
+    c = Controller(latent_size=Z, hidden_size=H, output_size=1, action_mode="thirds")
     with torch.no_grad():
         c.fc.weight.normal_(0.0, 2.0)  # actions that vary with [z, h]
     env = gym.make(DREAM_ID, mdrnn=_mdrnn(-3.0), max_steps=15)
@@ -302,7 +315,10 @@ def test_latent_policy_drives_dream_env_like_the_controller():
 
 
 def test_tau_zero_dreams_draw_no_noise_and_ignore_the_seed():
-    m, c = _dying_mdrnn(), Controller(Z, H, 1, "thirds")
+    m, c = (
+        _dying_mdrnn(),
+        Controller(latent_size=Z, hidden_size=H, output_size=1, action_mode="thirds"),
+    )
     params = torch.randn(3, c.num_params) * 0.5
     init = torch.randn(1, Z)  # one exact start (logvar -30): nothing random remains
     bd = BatchedDream(m, initial_mu=init, tau=0.0, max_steps=40)

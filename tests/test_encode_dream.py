@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import fake_dataset
 
 from world_models.cli import main
 from world_models.core.errors import ConfigError, DataError
 from world_models.data import store
-from world_models.data.collect import CollectConfig, collect
 from world_models.data.encode import EncodeConfig, _prefetch, encode
 from world_models.evaluation.open_loop import DreamVideoConfig, dream_video, open_loop
 from world_models.models.mdrnn import MDNRNN
@@ -23,11 +23,7 @@ from world_models.models.vae import ConvVAE
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("enc")
-    data = collect(
-        CollectConfig(
-            out_dir=root / "data", env="fake", episodes=5, max_steps=30, workers=1, progress=False
-        )
-    )
+    data = fake_dataset(root / "data", episodes=5, max_steps=30, lengths=None)
     torch.manual_seed(0)
     vae = ConvVAE(latent_size=8)
     vae.eval()
@@ -151,15 +147,8 @@ def test_prefetch_stays_a_bounded_number_of_items_ahead():
 @pytest.fixture(scope="module")
 def many(tmp_path_factory, setup):
     root, _ = setup
-    data = collect(
-        CollectConfig(
-            out_dir=tmp_path_factory.mktemp("many") / "data",
-            env="fake",
-            episodes=20,
-            max_steps=8,
-            workers=1,
-            progress=False,
-        )
+    data = fake_dataset(
+        tmp_path_factory.mktemp("many") / "data", episodes=20, max_steps=8, lengths=None
     )
     return root, data
 
@@ -212,16 +201,17 @@ def test_a_killed_run_keeps_its_written_episodes_and_resumes_to_a_clean_runs_res
             np.testing.assert_array_max_ulp(a, b, maxulp=1)
 
 
-@pytest.mark.parametrize(
-    "flags, message",
-    [
-        (["--batch-size", "-1"], "batch_size=-1"),
-        (["--io-threads", "-1"], "io_threads=-1"),
-        (["--data-dir", "{tmp}/nowhere"], "no such folder"),
-        (["--data-dir", "{tmp}"], "no episode files"),
-        (["--vae", "{tmp}/no-vae"], "no such folder"),
-    ],
-)
+BAD_ARGUMENTS = [
+    (["--batch-size", "-1"], "batch_size=-1"),
+    (["--io-threads", "-1"], "io_threads=-1"),
+    (["--data-dir", "{tmp}/nowhere"], "no such folder"),
+    (["--data-dir", "{tmp}"], "no episode files"),
+    (["--vae", "{tmp}/no-vae"], "no such folder"),
+]
+"""encode's flags that cannot work, and what its one-line error says."""
+
+
+@pytest.mark.parametrize("flags, message", BAD_ARGUMENTS)
 def test_bad_arguments_are_one_line_errors_before_anything_is_written(
     setup, tmp_path, capsys, flags, message
 ):
@@ -272,11 +262,7 @@ def test_dream_refuses_models_that_do_not_fit(setup, tmp_path):
     root, data = setup
     MDNRNN(latent_size=4, action_size=3, hidden_size=8).save_pretrained(tmp_path / "m4")
     with pytest.raises(ConfigError, match="z=8 but MDNRNN"):
+        episode, out = data / "ep_000001.npz", tmp_path / "d.gif"
         dream_video(
-            DreamVideoConfig(
-                vae=root / "vae",
-                mdrnn=tmp_path / "m4",
-                episode=data / "ep_000001.npz",
-                out=tmp_path / "d.gif",
-            )
+            DreamVideoConfig(vae=root / "vae", mdrnn=tmp_path / "m4", episode=episode, out=out)
         )

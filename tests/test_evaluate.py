@@ -9,6 +9,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from helpers import dying_world_model, world_flags
 
 from world_models.cli import main
 from world_models.core.config import override
@@ -26,7 +27,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _checkpoints(tmp_path, mode="carracing", outputs=3, action_size=3):
     torch.manual_seed(0)
-    vae, m, c = ConvVAE(8), MDNRNN(8, action_size, 16, 2), Controller(8, 16, outputs, mode)
+    vae, m, c = (
+        ConvVAE(8),
+        MDNRNN(latent_size=8, action_size=action_size, hidden_size=16, num_gaussians=2),
+        Controller(latent_size=8, hidden_size=16, output_size=outputs, action_mode=mode),
+    )
     with torch.no_grad():
         c.fc.weight.mul_(20)
     vae.save_pretrained(tmp_path / "v")
@@ -115,45 +120,12 @@ def test_evaluate_cli_random_baseline_and_mode_mismatch(tmp_path, capsys):
 
 
 def test_evaluate_in_the_dream_scores_and_decodes_best_and_worst(tmp_path, capsys):
-    from world_models.data.store import save_npz
     from world_models.envs.dream import BatchedDream
 
-    torch.manual_seed(0)
-    vae, m = ConvVAE(8), MDNRNN(8, 1, 16, 2, done_head=True)
-    with torch.no_grad():  # dies when the done logit, driven by h, crosses 0
-        m.head.weight[-1] *= 10
-        m.head.bias[-1] = -1.0
-    c = Controller(8, 16, 1, "thirds")
-    c.set_flat(np.random.default_rng(0).normal(0, 1.0, c.num_params))
-    for obj, name in ((vae, "v"), (m, "m"), (c, "c")):
-        obj.save_pretrained(tmp_path / name)
-    mu = np.random.default_rng(1).normal(size=(3, 4, 8)).astype(np.float16)
-    for i in range(3):
-        save_npz(tmp_path / "s" / f"ep_{i:06d}.npz", {"mu": mu[i], "logvar": 0 * mu[i] - 3})
-    args = [
-        "evaluate",
-        "--in",
-        "dream",
-        "--env",
-        "fake-discrete",
-        "--trials",
-        "12",
-        "--controller",
-        str(tmp_path / "c"),
-        "--vae",
-        str(tmp_path / "v"),
-        "--mdrnn",
-        str(tmp_path / "m"),
-        "--series-dir",
-        str(tmp_path / "s"),
-        "--tau",
-        "1.0",
-        "--dream-max-steps",
-        "25",
-        "--out-dir",
-        str(tmp_path / "out"),
-        "--no-progress",
-    ]
+    m, c, mu = dying_world_model(tmp_path)
+    args = ["evaluate", "--in", "dream", "--env", "fake-discrete", "--trials", "12"]
+    args += ["--controller", str(tmp_path / "c"), *world_flags(tmp_path), "--tau", "1.0"]
+    args += ["--dream-max-steps", "25", "--out-dir", str(tmp_path / "out"), "--no-progress"]
     assert main(args) == 0
     assert "dream (tau 1)" in capsys.readouterr().out
     r = json.loads((tmp_path / "out/results.json").read_text())

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from helpers import world_flags
 
 from world_models.cli import main
 from world_models.envs.dream import BatchedDream, DreamEnv, dream_done
+from world_models.models.configs import CONTROLLER_PRESETS, MDNRNNConfig
 from world_models.models.controller import Controller
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
@@ -20,9 +23,14 @@ from world_models.policies.controller import LatentPolicy
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+ZCH = replace(CONTROLLER_PRESETS["doom"], latent_size=8, hidden_size=16)
+"""Doom's C as the original code ([z, c, h], no bias), tiny."""
+
+
 def _mdrnn(done_bias: float, pos_weight: float = 10.0, dropout: float = 0.0, action_gain=1.0):
     torch.manual_seed(0)
-    m = MDNRNN(8, 3, 16, 2, done_head=True, done_pos_weight=pos_weight, dropout=dropout)
+    tiny = MDNRNNConfig(latent_size=8, action_size=3, hidden_size=16, num_gaussians=2)
+    m = MDNRNN(tiny, done_head=True, done_pos_weight=pos_weight, dropout=dropout)
     with torch.no_grad():
         m.head.weight[-1].zero_()
         m.head.bias[-1] = done_bias
@@ -61,7 +69,7 @@ def test_dream_options_are_checked():
 
 def test_dropout_masks_one_per_rollout_shared_by_candidates():
     m = _mdrnn(-0.5, 1.0, dropout=0.5)
-    c = Controller(8, 16, 1, "thirds", cell_input=True, bias=False)
+    c = Controller(ZCH)
     params = torch.as_tensor(np.random.default_rng(0).normal(0, 1, (1, c.num_params)))
     params = params.float().repeat(2, 1)  # two identical candidates
     dream = BatchedDream(m, tau=1.0, max_steps=30, done_mode="sample", dropout=True)
@@ -93,7 +101,7 @@ def test_play_meets_the_same_noise_under_every_action():
 
 def test_latent_policy_drives_a_zch_controller_in_dream_env():
     m = _mdrnn(-5.0, 1.0)
-    c = Controller(8, 16, 1, "thirds", cell_input=True, bias=False)
+    c = Controller(ZCH)
     env = DreamEnv(m, max_steps=5, observe_cell=True, done_mode="sample")
     obs, _ = env.reset(seed=0)
     assert obs.shape == (8 + 16 + 16,)
@@ -132,29 +140,9 @@ def _world(tmp_path, dream_kills: bool):
 
 
 def _args(tmp_path, *extra):
-    return [
-        "fidelity",
-        "--env",
-        "fake-discrete",
-        "--vae",
-        str(tmp_path / "v"),
-        "--mdrnn",
-        str(tmp_path / "m"),
-        "--series-dir",
-        str(tmp_path / "s"),
-        "--data-dir",
-        str(tmp_path / "d"),
-        "--trials",
-        "6",
-        "--dream-max-steps",
-        "100",
-        "--workers",
-        "1",
-        "--out-dir",
-        str(tmp_path / "out"),
-        "--no-progress",
-        *extra,
-    ]
+    flags = ["fidelity", "--env", "fake-discrete", *world_flags(tmp_path)]
+    flags += ["--data-dir", str(tmp_path / "d"), "--trials", "6", "--dream-max-steps", "100"]
+    return [*flags, "--workers", "1", "--out-dir", str(tmp_path / "out"), "--no-progress", *extra]
 
 
 def test_fidelity_says_too_easy_when_the_dream_never_kills(tmp_path, capsys):
@@ -186,32 +174,10 @@ def test_fidelity_dream_only_with_sampled_deaths(tmp_path):
 
 def test_evaluate_random_policy_in_the_dream(tmp_path, capsys):
     _world(tmp_path, dream_kills=True)
-    args = [
-        "evaluate",
-        "--in",
-        "dream",
-        "--policy",
-        "random",
-        "--env",
-        "fake-discrete",
-        "--vae",
-        str(tmp_path / "v"),
-        "--mdrnn",
-        str(tmp_path / "m"),
-        "--series-dir",
-        str(tmp_path / "s"),
-        "--controller",
-        "none",
-        "--trials",
-        "8",
-        "--done-mode",
-        "sample",
-        "--dream-max-steps",
-        "40",
-        "--out-dir",
-        str(tmp_path / "out"),
-        "--no-progress",
-    ]
+    args = ["evaluate", "--in", "dream", "--policy", "random", "--env", "fake-discrete"]
+    args += [*world_flags(tmp_path), "--controller", "none", "--trials", "8"]
+    args += ["--done-mode", "sample", "--dream-max-steps", "40"]
+    args += ["--out-dir", str(tmp_path / "out"), "--no-progress"]
     assert main(args) == 0
     assert "(random)" in capsys.readouterr().out
     r = json.loads((tmp_path / "out/results.json").read_text())
@@ -223,7 +189,7 @@ def _export_tiny(tmp_path, monkeypatch):
     import world_models.shipped as shipped
 
     _world(tmp_path, dream_kills=True)
-    c = Controller(8, 16, 1, "thirds", cell_input=True, bias=False)
+    c = Controller(ZCH)
     c.set_flat(np.random.default_rng(0).normal(0, 0.1, c.num_params))
     c.save_pretrained(tmp_path / "c")
     monkeypatch.setattr(shipped, "ASSETS", tmp_path / "assets")

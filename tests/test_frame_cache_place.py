@@ -12,27 +12,17 @@ import warnings
 from pathlib import Path
 
 import pytest
+from helpers import fake_dataset
 
 from world_models.cli import main
 from world_models.data import sources
-from world_models.data.collect import CollectConfig, collect
 from world_models.data.sources import CACHE_DIR, FrameSource
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def dataset(folder: Path) -> Path:
-    return collect(
-        CollectConfig(
-            out_dir=folder,
-            env="fake",
-            episodes=6,
-            max_steps=12,
-            workers=1,
-            progress=False,
-            env_kwargs={"min_len": 10, "max_len": 12},
-        )
-    )
+    return fake_dataset(folder)
 
 
 @contextlib.contextmanager

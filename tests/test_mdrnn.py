@@ -65,16 +65,8 @@ def test_mixture_nll_matches_hand_computation_per_dimension():
 
 
 def test_reward_and_done_heads_losses_by_hand():
-    model = MDNRNN(
-        latent_size=1,
-        action_size=1,
-        hidden_size=4,
-        num_gaussians=1,
-        reward_head=True,
-        done_head=True,
-        done_pos_weight=10.0,
-        done_weight=0.5,
-    )
+    tiny = MDNRNNConfig(latent_size=1, action_size=1, hidden_size=4, num_gaussians=1)
+    model = MDNRNN(tiny, reward_head=True, done_head=True, done_pos_weight=10.0, done_weight=0.5)
     assert model.head.out_features == 1 * 1 * 3 + 2
     z = torch.zeros(1, 2, 1)
     out = model(z, torch.zeros(1, 2, 1))
@@ -135,14 +127,8 @@ def test_temperature_reweights_components_and_scales_noise():
 
 
 def test_cell_matches_sequence_model_step_by_step():
-    model = MDNRNN(
-        latent_size=4,
-        action_size=2,
-        hidden_size=16,
-        num_gaussians=3,
-        reward_head=True,
-        done_head=True,
-    )
+    config = MDNRNNConfig(latent_size=4, action_size=2, hidden_size=16, num_gaussians=3)
+    model = MDNRNN(config, reward_head=True, done_head=True)
     z, a = torch.randn(3, 7, 4), torch.randn(3, 7, 2)
     h0 = (torch.randn(1, 3, 16), torch.randn(1, 3, 16))
     cell = MDNRNNCell(model)

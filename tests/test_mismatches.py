@@ -7,6 +7,7 @@ its results can list, and dreams its trials batch after batch."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -15,17 +16,14 @@ from types import SimpleNamespace
 import imageio.v3 as iio
 import numpy as np
 import pytest
-import torch
+from helpers import dying_world_model, fake_dataset
 
 from world_models.cli import COMMANDS, _parse, main
 from world_models.core.checkpoint import read_meta
 from world_models.core.config import override
-from world_models.data.collect import CollectConfig, collect
 from world_models.data.configs import EncodeConfig
 from world_models.data.encode import encode
 from world_models.data.series import load_series
-from world_models.models.controller import Controller
-from world_models.models.mdrnn import MDNRNN
 from world_models.training.configs import TRAIN_MDNRNN_PRESETS, TRAIN_VAE_PRESETS
 from world_models.training.mdrnn import train_mdrnn
 from world_models.training.vae import train_vae
@@ -45,38 +43,17 @@ def one_line_error(capsys, rc: int) -> str:
 def fake_run(tmp_path_factory):
     """The pipeline on the fake env, tiny: collect -> train-vae -> encode -> train-mdrnn."""
     root = tmp_path_factory.mktemp("fake")
-    data = collect(
-        CollectConfig(
-            out_dir=root / "data", env="fake", episodes=6, max_steps=30, workers=1, progress=False
-        )
-    )
-    vae_run = train_vae(
-        override(
-            TRAIN_VAE_PRESETS["debug"],
-            data_dir=data,
-            run_dir=root / "vae",
-            latent_size=4,
-            holdout_fraction=0.3,
-            max_steps=2,
-        )
-    )
-    vae = vae_run / "checkpoints" / "last"
+    data = fake_dataset(root / "data", episodes=6, max_steps=30, lengths=None)
+    tiny = {"latent_size": 4, "holdout_fraction": 0.3, "max_steps": 2}
+    vae_config = override(TRAIN_VAE_PRESETS["debug"], data_dir=data, run_dir=root / "vae", **tiny)
+    vae = train_vae(vae_config) / "checkpoints" / "last"
     series = encode(
         EncodeConfig(data_dir=data, vae=vae, out_dir=root / "series", batch_size=64, progress=False)
     )
-    m_run = train_mdrnn(
-        override(
-            TRAIN_MDNRNN_PRESETS["debug"],
-            series_dir=series,
-            run_dir=root / "mdrnn",
-            hidden_size=8,
-            num_gaussians=2,
-            epochs=1,
-            holdout_fraction=0.3,
-            progress=False,
-            tensorboard=False,
-        )
-    )
+    tiny = {"hidden_size": 8, "num_gaussians": 2, "epochs": 1, "holdout_fraction": 0.3}
+    quiet = {"progress": False, "tensorboard": False}
+    m_config = override(TRAIN_MDNRNN_PRESETS["debug"], series_dir=series, **tiny, **quiet)
+    m_run = train_mdrnn(dataclasses.replace(m_config, run_dir=root / "mdrnn"))
     return SimpleNamespace(
         root=root, data=data, vae=vae, series=series, mdrnn=m_run / "checkpoints/last"
     )
@@ -195,29 +172,8 @@ def test_evaluate_refuses_more_trials_than_its_results_can_list(tmp_path, capsys
     out = tmp_path / "ev"
     args = ["evaluate", "--preset", "debug", "--policy", "random", "--out-dir", str(out)]
     err = one_line_error(capsys, main([*args, "--trials", "1000000000"]))
-    assert "trials=1000000000 is over the limit of 1,000,000" in err
-    assert not out.exists()
+    assert "trials=1000000000 is over the limit of 1,000,000" in err and not out.exists()
     assert _parse("evaluate", COMMANDS["evaluate"], [*args[1:], "--trials", "1000000"]).trials
-
-
-def _dying_world_model(root: Path) -> None:
-    """V, an M whose dreams die when the done logit (driven by h) crosses 0, a C and first
-    frames, as tests/test_evaluate.py's dream test: dreams of several lengths."""
-    from world_models.data.store import save_npz
-    from world_models.models.vae import ConvVAE
-
-    torch.manual_seed(0)
-    vae, m = ConvVAE(8), MDNRNN(8, 1, 16, 2, done_head=True)
-    with torch.no_grad():
-        m.head.weight[-1] *= 10
-        m.head.bias[-1] = -1.0
-    c = Controller(8, 16, 1, "thirds")
-    c.set_flat(np.random.default_rng(0).normal(0, 1.0, c.num_params))
-    for obj, name in ((vae, "v"), (m, "m"), (c, "c")):
-        obj.save_pretrained(root / name)
-    mu = np.random.default_rng(1).normal(size=(3, 4, 8)).astype(np.float16)
-    for i in range(3):
-        save_npz(root / "s" / f"ep_{i:06d}.npz", {"mu": mu[i], "logvar": 0 * mu[i] - 3})
 
 
 @pytest.mark.parametrize("policy", ["random", "controller"])
@@ -227,7 +183,7 @@ def test_dream_trials_run_batch_after_batch(tmp_path, monkeypatch, capsys, polic
     import world_models.evaluation.evaluate as ev
     from world_models.envs.dream import BatchedDream
 
-    _dying_world_model(tmp_path)
+    dying_world_model(tmp_path)
     sizes = []
     real_play, real_evaluate = BatchedDream.play, BatchedDream.evaluate
 

@@ -12,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from helpers import save_play_models
 
 from world_models import cli
 from world_models.core.errors import ConfigError
@@ -45,21 +46,13 @@ from world_models.policies import Policy
 Z, H = 8, 16
 
 
-@pytest.fixture(autouse=True)
-def _headless(monkeypatch, one_thread):
-    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
-    monkeypatch.setenv("SDL_AUDIODRIVER", "dummy")
+pytestmark = pytest.mark.usefixtures("headless")
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
     """Tiny untrained V (z=8), M (h=16, one-hot or Box 3-dim actions), two Cs, a series."""
-    root = tmp_path_factory.mktemp("play_models")
-    torch.manual_seed(0)
-    ConvVAE(latent_size=Z).eval().save_pretrained(root / "vae")
-    MDNRNN(latent_size=Z, action_size=3, hidden_size=H).save_pretrained(root / "mdrnn")
-    Controller(Z, H, 3, "carracing").save_pretrained(root / "c_box")
-    Controller(Z, H, 1, "thirds").save_pretrained(root / "c_thirds")
+    root = save_play_models(tmp_path_factory.mktemp("play_models"), Z, H)
     (root / "series").mkdir()
     rng = np.random.default_rng(0)
     for i in range(2):
@@ -274,12 +267,11 @@ def _read_frames(path: Path) -> np.ndarray:
 
 
 def test_play_in_the_dream_runs_headless_and_records(models, tmp_path):
+    world = {"vae": models / "vae", "mdrnn": models / "mdrnn", "series_dir": models / "series"}
     config = PlayConfig(
         target="dream",
         env="fake-discrete",
-        vae=models / "vae",
-        mdrnn=models / "mdrnn",
-        series_dir=models / "series",
+        **world,
         max_steps=6,
         record=tmp_path / "play.gif",
         strip=tmp_path / "play.png",

@@ -15,14 +15,14 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import helpers
 import numpy as np
 import pytest
 import torch
+from helpers import dream_controller_config, fake_dataset
 
 from world_models.core.checkpoint import read_checkpoint, read_optimizer_state
 from world_models.core.config import override
-from world_models.data import store
-from world_models.data.collect import CollectConfig, collect
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TIMING = {"img_per_s", "seconds", "seq_steps_per_s", "episodes_per_s"}
@@ -73,36 +73,31 @@ def rows(run) -> list[dict]:
 # ---------------------------------------------------------------------------- V
 
 
+def _vae_config(tmp_path, **changes):
+    """The debug train-vae preset, tiny (z = 4, batches of 8), on a fake-env dataset."""
+    from world_models.training.configs import TRAIN_VAE_PRESETS
+
+    data = fake_dataset(tmp_path / "data")
+    return override(
+        TRAIN_VAE_PRESETS["debug"],
+        data_dir=data,
+        latent_size=4,
+        holdout_fraction=0.3,
+        batch_size=8,
+        **changes,
+    )
+
+
 # 5 steps an epoch, a checkpoint after each and one at the epoch's end: [6] dies after the
 # epoch's held-out row was logged, before its checkpoint (the row must not come twice)
 @pytest.mark.parametrize("kills", [[1], [3, 5], [2, 2, 2], [6]])
 def test_train_vae_killed_and_rerun_ends_as_an_uninterrupted_run(tmp_path, monkeypatch, kills):
     from world_models.training import vae as trainer
-    from world_models.training.configs import TRAIN_VAE_PRESETS
 
-    data = collect(
-        CollectConfig(
-            out_dir=tmp_path / "data",
-            env="fake",
-            episodes=6,
-            max_steps=12,
-            workers=1,
-            progress=False,
-            env_kwargs={"min_len": 10, "max_len": 12},
-        )
-    )
-    config = override(
-        TRAIN_VAE_PRESETS["debug"],
-        data_dir=data,
-        latent_size=4,
-        holdout_fraction=0.3,
-        epochs=3,
-        batch_size=8,
-        log_every=1,
-        checkpoint_every_s=0.0,  # a checkpoint every step: a kill point every step
-    )
+    # a checkpoint every step: a kill point every step
+    config = _vae_config(tmp_path, epochs=3, log_every=1, checkpoint_every_s=0.0)
     once = trainer.train_vae(dataclasses.replace(config, run_dir=tmp_path / "once"))
-    real_save = trainer._Trainer._save
+    real_save = trainer.VAETrainer.save_state
 
     def patch(hook):
         def save(self, where):
@@ -110,7 +105,7 @@ def test_train_vae_killed_and_rerun_ends_as_an_uninterrupted_run(tmp_path, monke
                 hook()
             real_save(self, where)
 
-        monkeypatch.setattr(trainer._Trainer, "_save", save)
+        monkeypatch.setattr(trainer.VAETrainer, "save_state", save)
 
     killed = dataclasses.replace(config, run_dir=tmp_path / "killed")
     run_killed(trainer.train_vae, killed, kills, patch)
@@ -124,28 +119,8 @@ def test_without_the_saved_rng_state_v_would_not_resume_exactly(tmp_path, monkey
     resumed run draws other noise and ends elsewhere (so the test above can fail)."""
     from world_models.training import runs
     from world_models.training import vae as trainer
-    from world_models.training.configs import TRAIN_VAE_PRESETS
 
-    data = collect(
-        CollectConfig(
-            out_dir=tmp_path / "data",
-            env="fake",
-            episodes=6,
-            max_steps=12,
-            workers=1,
-            progress=False,
-            env_kwargs={"min_len": 10, "max_len": 12},
-        )
-    )
-    config = override(
-        TRAIN_VAE_PRESETS["debug"],
-        data_dir=data,
-        latent_size=4,
-        holdout_fraction=0.3,
-        epochs=2,
-        batch_size=8,
-        run_dir=tmp_path / "once",
-    )
+    config = _vae_config(tmp_path, epochs=2, run_dir=tmp_path / "once")
     once = trainer.train_vae(config)
     split = dataclasses.replace(config, run_dir=tmp_path / "split", epochs=1)
     trainer.train_vae(split)
@@ -160,22 +135,9 @@ def test_without_the_saved_rng_state_v_would_not_resume_exactly(tmp_path, monkey
 # ---------------------------------------------------------------------------- M
 
 
-def write_series(folder, episodes: int = 8, length: int = 60, z: int = 4):
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(episodes):
-        store.save_npz(
-            folder / store.episode_name(i),
-            {
-                "mu": rng.normal(size=(length, z)).astype(np.float16),
-                "logvar": np.full((length, z), -3.0, np.float16),
-                "action": rng.uniform(-1, 1, (length, 1)).astype(np.float32),
-                "reward": rng.normal(size=length).astype(np.float32),
-                "terminated": np.arange(length) == length - 1,
-                "truncated": np.zeros(length, bool),
-            },
-        )
-    return folder
+def write_series(folder, episodes: int = 8, length: int = 60):
+    """Random series, random rewards."""
+    return helpers.write_series(folder, episodes, length, logvar=-3.0, random_reward=True)
 
 
 @pytest.mark.parametrize(
@@ -221,44 +183,41 @@ def test_train_mdrnn_killed_and_rerun_ends_as_an_uninterrupted_run(
 # ---------------------------------------------------------------------------- C
 
 
+def _controller_config(tmp_path, **changes):
+    """A tiny dream run (in tmp_path/run) of a fresh M's dream (seed 0), on a series."""
+    from world_models.models.mdrnn import MDNRNN
+
+    torch.manual_seed(0)
+    MDNRNN(latent_size=4, action_size=1, hidden_size=8, num_gaussians=2).save_pretrained(
+        tmp_path / "m"
+    )
+    series = write_series(tmp_path / "series", episodes=4, length=20)
+    return dream_controller_config(tmp_path / "m", series, tmp_path / "run", **changes)
+
+
 @pytest.mark.parametrize("kills", [[2], [1, 3], [4]])
 def test_train_controller_killed_and_rerun_ends_as_an_uninterrupted_run(
     tmp_path, monkeypatch, kills
 ):
-    from world_models.models.mdrnn import MDNRNN
     from world_models.training import controller as trainer
-    from world_models.training.configs import TRAIN_CONTROLLER_PRESETS
 
-    torch.manual_seed(0)
-    MDNRNN(4, 1, 8, 2).save_pretrained(tmp_path / "m")
-    config = override(
-        TRAIN_CONTROLLER_PRESETS["debug"],
-        env="fake-discrete",
-        mdrnn=tmp_path / "m",
-        series_dir=write_series(tmp_path / "series", episodes=4, length=20),
-        generations=4,
-        popsize=4,
-        rollouts=2,
-        eval_every=2,
-        eval_rollouts=2,
-        dream_max_steps=10,
-    )
+    config = _controller_config(tmp_path, generations=4, rollouts=2, eval_every=2)
     once = trainer.train_controller(dataclasses.replace(config, run_dir=tmp_path / "once"))
-    real_save = trainer.save_state
+    real_save = trainer.write_cma_state
 
     def patch(hook):
         def save(*args, **kwargs):
             hook()
             real_save(*args, **kwargs)
 
-        monkeypatch.setattr(trainer, "save_state", save)
+        monkeypatch.setattr(trainer, "write_cma_state", save)
 
     killed = dataclasses.replace(config, run_dir=tmp_path / "killed")
     run_killed(trainer.train_controller, killed, kills, patch)
     for name in ("last", "best", "best_candidate"):
         same_checkpoint(once / "checkpoints" / name, killed.run_dir / "checkpoints" / name)
-    a, _ = trainer.load_state(once / trainer.STATE_FILE)
-    b, _ = trainer.load_state(killed.run_dir / trainer.STATE_FILE)
+    a, _ = trainer.read_cma_state(once / trainer.STATE_FILE)
+    b, _ = trainer.read_cma_state(killed.run_dir / trainer.STATE_FILE)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert rows(killed.run_dir) == rows(once)
 
@@ -266,25 +225,9 @@ def test_train_controller_killed_and_rerun_ends_as_an_uninterrupted_run(
 def test_train_controller_killed_between_its_state_and_last_repairs_last(tmp_path, monkeypatch):
     """The CMA-ES state is saved before checkpoints/last: a kill in between, at the last
     generation, left a finished run whose `last` was a generation behind."""
-    from world_models.models.mdrnn import MDNRNN
     from world_models.training import controller as trainer
-    from world_models.training.configs import TRAIN_CONTROLLER_PRESETS
 
-    torch.manual_seed(0)
-    MDNRNN(4, 1, 8, 2).save_pretrained(tmp_path / "m")
-    config = override(
-        TRAIN_CONTROLLER_PRESETS["debug"],
-        env="fake-discrete",
-        mdrnn=tmp_path / "m",
-        series_dir=write_series(tmp_path / "series", episodes=4, length=20),
-        generations=2,
-        popsize=4,
-        rollouts=1,
-        eval_every=1,
-        eval_rollouts=2,
-        dream_max_steps=10,
-        run_dir=tmp_path / "run",
-    )
+    config = _controller_config(tmp_path, generations=2)
     real_last = trainer._save_last
 
     def last(controller, es, run, state, cfg):

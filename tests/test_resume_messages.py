@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import numpy as np
+import helpers
 import pytest
 import torch
+from helpers import dream_controller_config, fake_dataset
 
 from world_models.core.config import override
 from world_models.core.errors import ConfigError
-from world_models.data import store
-from world_models.data.collect import CollectConfig, collect
 from world_models.models.configs import VAEConfig
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
@@ -24,28 +23,15 @@ Z, H = 4, 8
 def test_train_vae_says_it_resumed_and_from_where(tmp_path, capsys):
     from world_models.training.vae import TrainVAEConfig, train_vae
 
-    data = collect(
-        CollectConfig(
-            out_dir=tmp_path / "data",
-            env="fake",
-            episodes=6,
-            max_steps=12,
-            workers=1,
-            progress=False,
-            env_kwargs={"min_len": 10, "max_len": 12},
-        )
-    )
+    data = fake_dataset(tmp_path / "data")
+    quiet = {"progress": False, "tensorboard": False}
     config = TrainVAEConfig(
         data_dir=data,
         run_dir=tmp_path / "run",
         model=VAEConfig(latent_size=4, kl_tolerance=0.5),
-        epochs=2,
-        batch_size=8,
-        log_every=1,
-        max_steps=2,
+        **{"epochs": 2, "batch_size": 8, "log_every": 1, "max_steps": 2},
         holdout_fraction=0.3,
-        progress=False,
-        tensorboard=False,
+        **quiet,
     )
     train_vae(config)
     assert "resumed" not in capsys.readouterr().out  # a fresh run is not a resumed one
@@ -54,20 +40,7 @@ def test_train_vae_says_it_resumed_and_from_where(tmp_path, capsys):
 
 
 def write_series(folder, vae_sha256: str | None = None):
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(4):
-        store.save_npz(
-            folder / store.episode_name(i),
-            {
-                "mu": rng.normal(size=(20, Z)).astype(np.float16),
-                "logvar": np.full((20, Z), -2.0, np.float16),
-                "action": rng.uniform(-1, 1, (20, 1)).astype(np.float32),
-                "reward": np.zeros(20, np.float32),
-                "terminated": np.arange(20) == 19,
-                "truncated": np.zeros(20, bool),
-            },
-        )
+    helpers.write_series(folder)
     if vae_sha256:
         (folder / "series.json").write_text(json.dumps({"vae_sha256": vae_sha256}))
     return folder
@@ -96,29 +69,16 @@ def test_train_mdrnn_says_it_resumed_and_from_where(tmp_path, capsys):
 
 
 def _controller_config(tmp_path, **kw):
-    from world_models.training.configs import TRAIN_CONTROLLER_PRESETS as PRESETS
-
-    return override(
-        PRESETS["debug"],
-        env="fake-discrete",
-        mdrnn=tmp_path / "m",
-        series_dir=tmp_path / "series",
-        run_dir=tmp_path / "run",
-        generations=1,
-        popsize=4,
-        rollouts=1,
-        eval_every=1,
-        eval_rollouts=2,
-        dream_max_steps=10,
-        **kw,
-    )
+    return dream_controller_config(tmp_path / "m", tmp_path / "series", tmp_path / "run", **kw)
 
 
 def test_train_controller_says_it_resumed_at_which_generation(tmp_path, capsys):
     from world_models.training.controller import train_controller
 
     write_series(tmp_path / "series")
-    MDNRNN(Z, 1, H, 2).save_pretrained(tmp_path / "m")
+    MDNRNN(latent_size=Z, action_size=1, hidden_size=H, num_gaussians=2).save_pretrained(
+        tmp_path / "m"
+    )
     config = _controller_config(tmp_path)
     train_controller(config)
     assert "resumed" not in capsys.readouterr().out
@@ -134,7 +94,7 @@ def test_dream_training_refuses_a_vae_m_did_not_learn_before_writing_the_run(tmp
     ConvVAE(Z).save_pretrained(tmp_path / "vae_a")
     ConvVAE(Z).save_pretrained(tmp_path / "vae_b")  # same sizes, other weights
     write_series(tmp_path / "series")
-    MDNRNN(Z, 1, H, 2).save_pretrained(
+    MDNRNN(latent_size=Z, action_size=1, hidden_size=H, num_gaussians=2).save_pretrained(
         tmp_path / "m", meta={"vae_sha256": weights_digest(tmp_path / "vae_a")}
     )
     with pytest.raises(ConfigError, match="latents of another VAE"):

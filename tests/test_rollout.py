@@ -29,10 +29,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _policy():
     torch.manual_seed(0)
-    c = Controller(8, 16, 3, "carracing")
+    c = Controller(latent_size=8, hidden_size=16, output_size=3, action_mode="carracing")
     with torch.no_grad():
         c.fc.weight.mul_(20)  # strong actions, so returns depend on the controller
-    return ControllerPolicy(ConvVAE(8), MDNRNN(8, 3, 16, 2), c, "cpu", z_mode="sample")
+    return ControllerPolicy(
+        ConvVAE(8),
+        MDNRNN(latent_size=8, action_size=3, hidden_size=16, num_gaussians=2),
+        c,
+        "cpu",
+        z_mode="sample",
+    )
 
 
 def test_parallel_matches_sequential_and_records_raw_frames():

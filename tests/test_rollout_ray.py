@@ -24,10 +24,12 @@ SHORT = {"min_len": 5, "max_len": 12}
 
 def _policy():
     torch.manual_seed(0)
-    c = Controller(8, 16, 3, "carracing")
+    c = Controller(latent_size=8, hidden_size=16, output_size=3, action_mode="carracing")
     with torch.no_grad():
         c.fc.weight.mul_(20)
-    return ControllerPolicy(ConvVAE(8), MDNRNN(8, 3, 16, 2), c, "cpu")
+    return ControllerPolicy(
+        ConvVAE(8), MDNRNN(latent_size=8, action_size=3, hidden_size=16, num_gaussians=2), c, "cpu"
+    )
 
 
 def test_without_ray_the_backend_names_the_extra(monkeypatch):

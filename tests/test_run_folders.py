@@ -6,50 +6,20 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import numpy as np
 import pytest
+from helpers import dream_controller_config, fake_dataset, write_series
 
 from world_models.cli import main
 from world_models.core.config import override
 from world_models.core.errors import CheckpointError, DataError, WorldModelsError
-from world_models.data import store
-from world_models.data.collect import CollectConfig, collect
 from world_models.models.mdrnn import MDNRNN
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 Z, H = 4, 8
 
 
-def write_series(folder, episodes: int = 4, length: int = 20):
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(episodes):
-        store.save_npz(
-            folder / store.episode_name(i),
-            {
-                "mu": rng.normal(size=(length, Z)).astype(np.float16),
-                "logvar": np.full((length, Z), -2.0, np.float16),
-                "action": rng.uniform(-1, 1, (length, 1)).astype(np.float32),
-                "reward": np.zeros(length, np.float32),
-                "terminated": np.arange(length) == length - 1,
-                "truncated": np.zeros(length, bool),
-            },
-        )
-    return folder
-
-
 def test_train_vae_refused_for_a_missing_data_dir_leaves_no_run_folder(tmp_path, capsys):
-    data = collect(
-        CollectConfig(
-            out_dir=tmp_path / "data",
-            env="fake",
-            episodes=6,
-            max_steps=12,
-            workers=1,
-            progress=False,
-            env_kwargs={"min_len": 10, "max_len": 12},
-        )
-    )
+    data = fake_dataset(tmp_path / "data")
     run = tmp_path / "runs" / "r7"
     argv = ["train-vae", "--preset", "debug", "--run-dir", str(run), "--max-steps", "1"]
     assert main([*argv, "--data-dir", str(tmp_path / "nonexistent")]) == 2
@@ -74,7 +44,7 @@ def test_train_vae_refused_in_an_existing_folder_writes_nothing_there(tmp_path):
 
 
 def test_train_mdrnn_and_train_controller_refused_write_no_config(tmp_path):
-    from world_models.training.configs import TRAIN_CONTROLLER_PRESETS, TRAIN_MDNRNN_PRESETS
+    from world_models.training.configs import TRAIN_MDNRNN_PRESETS
     from world_models.training.controller import train_controller
     from world_models.training.mdrnn import train_mdrnn
 
@@ -93,20 +63,10 @@ def test_train_mdrnn_and_train_controller_refused_write_no_config(tmp_path):
     assert not (tmp_path / "m-run").exists()
     train_mdrnn(m_config)
 
-    MDNRNN(Z, 1, H, 2).save_pretrained(tmp_path / "m")
-    c_config = override(
-        TRAIN_CONTROLLER_PRESETS["debug"],
-        env="fake-discrete",
-        mdrnn=tmp_path / "m",
-        series_dir=series,
-        run_dir=tmp_path / "c-run",
-        generations=1,
-        popsize=4,
-        rollouts=1,
-        eval_every=1,
-        eval_rollouts=2,
-        dream_max_steps=10,
+    MDNRNN(latent_size=Z, action_size=1, hidden_size=H, num_gaussians=2).save_pretrained(
+        tmp_path / "m"
     )
+    c_config = dream_controller_config(tmp_path / "m", series, tmp_path / "c-run")
     # refused while loading what it scores with, after the folder was locked and checked
     with pytest.raises(DataError):
         train_controller(dataclasses.replace(c_config, series_dir=tmp_path / "nonexistent"))

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _run(tmp_path, n_means: int = 5):
     torch.manual_seed(0)
-    vae, m = ConvVAE(8), MDNRNN(8, 3, 16, 2)
+    vae, m = ConvVAE(8), MDNRNN(latent_size=8, action_size=3, hidden_size=16, num_gaussians=2)
     vae.save_pretrained(tmp_path / "v")
     m.save_pretrained(tmp_path / "m")
     ckpts = tmp_path / "run" / "checkpoints"
@@ -30,7 +30,7 @@ def _run(tmp_path, n_means: int = 5):
     for i, name in enumerate(
         ["best", "best_candidate"] + [f"eval-gen{g:05d}" for g in range(n_means)]
     ):
-        c = Controller(8, 16, 3, "carracing")
+        c = Controller(latent_size=8, hidden_size=16, output_size=3, action_mode="carracing")
         with torch.no_grad():
             c.fc.weight.mul_(5 * (i + 1))
         c.save_pretrained(ckpts / name)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_series
 
 from world_models.cli import main
 from world_models.core.checkpoint import read_optimizer_state
@@ -23,24 +24,6 @@ def one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err
     return err
-
-
-def write_series(folder: Path, episodes: int = 4, T: int = 50, Z: int = 4) -> Path:
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(episodes):
-        store.save_npz(
-            folder / store.episode_name(i),
-            {
-                "mu": rng.normal(size=(T, Z)).astype(np.float16),
-                "logvar": np.full((T, Z), -2.0, np.float16),
-                "action": rng.uniform(-1, 1, (T, 1)).astype(np.float32),
-                "reward": np.zeros(T, np.float32),
-                "terminated": np.arange(T) == T - 1,
-                "truncated": np.zeros(T, bool),
-            },
-        )
-    return folder
 
 
 COLLECT = ["collect", "--env", "fake", "--workers", "1", "--no-progress"]
@@ -70,7 +53,7 @@ def _commands(tmp_path: Path, target: Path) -> dict[str, list[str]]:
             "--preset",
             "debug",
             "--series-dir",
-            str(write_series(tmp_path / "series")),
+            str(write_series(tmp_path / "series", length=50)),
             "--run-dir",
             str(target),
         ],
@@ -120,7 +103,7 @@ def test_encode_names_an_impossible_output_folder(tmp_path, capsys):
 def test_a_window_longer_than_every_episode_is_cut_with_a_warning(tmp_path, capsys):
     from world_models.core.checkpoint import read_checkpoint
 
-    series = write_series(tmp_path / "series", T=50)
+    series = write_series(tmp_path / "series", length=50)
     argv = ["train-mdrnn", "--preset", "debug", "--series-dir", str(series)]
     argv += ["--run-dir", str(tmp_path / "run"), "--epochs", "1", "--no-progress"]
     argv += ["--no-tensorboard", "--seq-len", "100000"]
@@ -195,7 +178,7 @@ def test_an_unsafe_optimizer_file_is_refused_in_one_line_naming_it(tmp_path):
 
 def test_the_cli_prints_an_unsafe_optimizer_refusal_as_one_line(tmp_path, capsys):
     """Resuming a run whose optimizer.pt was replaced by a pickle: one line, exit 2."""
-    series = write_series(tmp_path / "series", T=20)
+    series = write_series(tmp_path / "series", length=20)
     argv = ["train-mdrnn", "--preset", "debug", "--series-dir", str(series), "--no-progress"]
     argv += ["--run-dir", str(tmp_path / "run"), "--epochs", "1", "--no-tensorboard"]
     assert main(argv) == 0

@@ -137,7 +137,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path, mo
 
 def test_nan_on_held_out_data_stops(dataset, tmp_path, monkeypatch):
     nan = {"holdout_loss": math.nan, "holdout_recon": math.nan, "holdout_kl": 0.0}
-    monkeypatch.setattr(vae_module._Trainer, "evaluate", lambda self: nan)
+    monkeypatch.setattr(vae_module.VAETrainer, "evaluate", lambda self: nan)
     with pytest.raises(TrainingDivergedError, match="NaN or Inf on held-out data"):
         train_vae(config(dataset, tmp_path / "run", max_steps=2))
 
@@ -160,7 +160,7 @@ def test_optimizer_state_of_another_model_is_refused(dataset, tmp_path):
 
 
 def test_a_mid_epoch_resume_gathers_only_the_batches_it_trains_on(dataset, tmp_path):
-    trainer = vae_module._Trainer(config(dataset, tmp_path / "run"))
+    trainer = vae_module.VAETrainer(config(dataset, tmp_path / "run"))
     try:
         src = trainer.train_src
         full = list(src.batches(16, shuffle=True, seed=1))  # epoch 1 of seed 0
@@ -360,13 +360,13 @@ def test_the_time_budget_is_read_every_step(dataset, tmp_path, monkeypatch):
     import types
 
     clock = [0.0]
-    real_step = vae_module._Trainer._step
+    real_step = vae_module.VAETrainer._step
 
     def slow_step(self, x):
         clock[0] += 10.0
         return real_step(self, x)
 
-    monkeypatch.setattr(vae_module._Trainer, "_step", slow_step)
+    monkeypatch.setattr(vae_module.VAETrainer, "_step", slow_step)
     monkeypatch.setattr(vae_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
     run = train_vae(
         config(dataset, tmp_path / "run", batch_size=4, log_every=50, time_budget_s=25.0)

@@ -9,41 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import save_play_models
 
 from world_models import cli
-from world_models.models.controller import Controller
 from world_models.models.mdrnn import MDNRNN
 from world_models.models.vae import ConvVAE
 from world_models.play import draw
-from world_models.play.sessions import (
-    Decoder,
-    MTap,
-    WatchConfig,
-    mixture_mean,
-    watch,
-)
+from world_models.play.sessions import Decoder, MTap, WatchConfig, mixture_mean, watch
 from world_models.policies.controller import ControllerPolicy
 
 Z, H = 8, 16
 
 
-@pytest.fixture(autouse=True)
-def _headless(monkeypatch, one_thread):
-    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
-    monkeypatch.setenv("SDL_AUDIODRIVER", "dummy")
+pytestmark = pytest.mark.usefixtures("headless")
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("watch_models")
-    torch.manual_seed(0)
-    ConvVAE(latent_size=Z).eval().save_pretrained(root / "vae")
-    MDNRNN(latent_size=Z, action_size=3, hidden_size=H).save_pretrained(root / "mdrnn")
-    MDNRNN(latent_size=Z, action_size=3, hidden_size=H, done_head=True).save_pretrained(
-        root / "mdrnn_done"
-    )
-    Controller(Z, H, 3, "carracing").save_pretrained(root / "c_box")
-    Controller(Z, H, 1, "thirds").save_pretrained(root / "c_thirds")
+    root = save_play_models(tmp_path_factory.mktemp("watch_models"), Z, H, done_head=True)
     return root
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import world_models.models.vae as vae_module
-from world_models.models.configs import ValidateConfig
+from world_models.models.configs import VAEConfig, ValidateConfig
 from world_models.models.vae import FLAT_FEATURES, SPEC_PARAMETERS_Z32, ConvVAE
 
 
@@ -34,120 +34,98 @@ def _layers(seq: nn.Sequential, kind: type) -> list[nn.Module]:
     return [m for m in seq if isinstance(m, kind)]
 
 
+def _geometry(convs: list[nn.Module]) -> str | None:
+    bad = [c for c in convs if (c.kernel_size, c.stride, c.padding) != ((4, 4), (2, 2), (1, 1))]
+    return f"{len(bad)} layer(s) not k4 s2 p1" if bad else None
+
+
+def _channels(convs: list[nn.Module], want: list[int]) -> str | None:
+    got = [convs[0].in_channels] + [c.out_channels for c in convs] if convs else []
+    return None if got == want else f"channels {got}, expected {want}"
+
+
+def _follows(seq: nn.Sequential, kind: type, after: type, n: int) -> str | None:
+    mods = list(seq)
+    idx = [i for i, m in enumerate(mods) if isinstance(m, kind)][:n]
+    ok = all(i + 1 < len(mods) and isinstance(mods[i + 1], after) for i in idx)
+    return None if ok else f"not every {kind.__name__} is followed by {after.__name__}"
+
+
+def _linear(layer: nn.Linear, sizes: tuple[int, int]) -> str | None:
+    return None if (layer.in_features, layer.out_features) == sizes else str(layer)
+
+
+def _ends_with(seq: nn.Sequential, kind: type) -> str | None:
+    mods = list(seq)
+    return None if mods and isinstance(mods[-1], kind) else f"last layer is not {kind.__name__}"
+
+
+def _count(got: int, want: int) -> str | None:
+    return None if got == want else f"{got}"
+
+
+def _fresh(vae: ConvVAE) -> ConvVAE:
+    """A new ConvVAE of ``vae``'s sizes (its own weights may have been trained)."""
+    return ConvVAE.from_config(
+        VAEConfig(latent_size=vae.latent_size, input_channels=vae.input_channels)
+    )
+
+
+def _shapes(vae: ConvVAE) -> str | None:
+    z, c = vae.latent_size, vae.input_channels
+    model = _fresh(vae).eval()
+    with torch.no_grad():
+        x = torch.rand(2, c, 64, 64)
+        feats = model.encoder(x)  # (2, 256, 4, 4)
+        recon, mu, logvar = model(x)
+    want = [(2, 256, 4, 4), (2, c, 64, 64), (2, z), (2, z)]
+    got = [tuple(t.shape) for t in (feats, recon, mu, logvar)]
+    return None if got == want else f"shapes {got}, expected {want}"
+
+
+def _init(vae: ConvVAE) -> str | None:
+    for m in _fresh(vae).modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            if m.bias is not None and m.bias.abs().max() != 0:
+                return f"{m} has a non-zero initial bias"
+            fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
+            want = math.sqrt(2.0 / (fan_in + fan_out))
+            got = m.weight.std().item()
+            if m.weight.numel() > 1000 and not 0.8 * want < got < 1.2 * want:
+                return f"{m}: weight std {got:.4f}, Xavier-normal expects {want:.4f}"
+    return None
+
+
 def architecture_checks(vae: ConvVAE) -> list[tuple[str, Callable[[], str | None]]]:
-    z = vae.latent_size
-    enc_convs = _layers(vae.encoder, nn.Conv2d)
-    dec_convs = _layers(vae.decoder, nn.ConvTranspose2d)
-
-    def geometry(convs):
-        bad = [c for c in convs if (c.kernel_size, c.stride, c.padding) != ((4, 4), (2, 2), (1, 1))]
-        return f"{len(bad)} layer(s) not k4 s2 p1" if bad else None
-
-    def chans(convs, want):
-        got = [convs[0].in_channels] + [c.out_channels for c in convs] if convs else []
-        return None if got == want else f"channels {got}, expected {want}"
-
-    def follows(seq, kind, after, n):
-        mods = list(seq)
-        idx = [i for i, m in enumerate(mods) if isinstance(m, kind)][:n]
-        ok = all(i + 1 < len(mods) and isinstance(mods[i + 1], after) for i in idx)
-        return None if ok else f"not every {kind.__name__} is followed by {after.__name__}"
-
-    def shapes():
-        vae_eval = ConvVAE(z, vae.input_channels).eval()
-        with torch.no_grad():
-            x = torch.rand(2, vae.input_channels, 64, 64)
-            feats = vae_eval.encoder(x)
-            recon, mu, logvar = vae_eval(x)
-        want = [(2, 256, 4, 4), (2, vae.input_channels, 64, 64), (2, z), (2, z)]
-        got = [tuple(t.shape) for t in (feats, recon, mu, logvar)]
-        return None if got == want else f"shapes {got}, expected {want}"
-
-    def init():
-        fresh = ConvVAE(z, vae.input_channels)
-        for m in fresh.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-                if m.bias is not None and m.bias.abs().max() != 0:
-                    return f"{m} has a non-zero initial bias"
-                fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
-                want = math.sqrt(2.0 / (fan_in + fan_out))
-                got = m.weight.std().item()
-                if m.weight.numel() > 1000 and not 0.8 * want < got < 1.2 * want:
-                    return f"{m}: weight std {got:.4f}, Xavier-normal expects {want:.4f}"
-        return None
-
+    z, c = vae.latent_size, vae.input_channels
+    enc, dec = vae.encoder, vae.decoder
+    enc_convs, dec_convs = _layers(enc, nn.Conv2d), _layers(dec, nn.ConvTranspose2d)
     n_params = sum(p.numel() for p in vae.parameters())
     return [
-        ("4 encoder Conv2d layers", lambda: None if len(enc_convs) == 4 else f"{len(enc_convs)}"),
-        ("encoder convs are k4 s2 p1", lambda: geometry(enc_convs)),
-        (
-            "encoder channels 3-32-64-128-256",
-            lambda: chans(enc_convs, [vae.input_channels, 32, 64, 128, 256]),
-        ),
-        (
-            "encoder BatchNorm after each conv",
-            lambda: follows(vae.encoder, nn.Conv2d, nn.BatchNorm2d, 4),
-        ),
-        (
-            "encoder ReLU after each BatchNorm",
-            lambda: follows(vae.encoder, nn.BatchNorm2d, nn.ReLU, 4),
-        ),
+        ("4 encoder Conv2d layers", lambda: _count(len(enc_convs), 4)),
+        ("encoder convs are k4 s2 p1", lambda: _geometry(enc_convs)),
+        ("encoder channels 3-32-64-128-256", lambda: _channels(enc_convs, [c, 32, 64, 128, 256])),
+        ("encoder BatchNorm after each conv", lambda: _follows(enc, nn.Conv2d, nn.BatchNorm2d, 4)),
+        ("encoder ReLU after each BatchNorm", lambda: _follows(enc, nn.BatchNorm2d, nn.ReLU, 4)),
         ("flattened features 4096", lambda: None if FLAT_FEATURES == 4096 else "not 4096"),
-        (
-            "fc_mu is Linear(4096 -> z)",
-            lambda: (
-                None
-                if (vae.fc_mu.in_features, vae.fc_mu.out_features) == (4096, z)
-                else str(vae.fc_mu)
-            ),
-        ),
-        (
-            "fc_logvar is Linear(4096 -> z)",
-            lambda: (
-                None
-                if (vae.fc_logvar.in_features, vae.fc_logvar.out_features) == (4096, z)
-                else str(vae.fc_logvar)
-            ),
-        ),
-        (
-            "decoder input Linear(z -> 4096)",
-            lambda: (
-                None
-                if (vae.decoder_input.in_features, vae.decoder_input.out_features) == (z, 4096)
-                else str(vae.decoder_input)
-            ),
-        ),
-        (
-            "4 decoder ConvTranspose2d layers",
-            lambda: None if len(dec_convs) == 4 else f"{len(dec_convs)}",
-        ),
-        ("decoder convs are k4 s2 p1", lambda: geometry(dec_convs)),
-        (
-            "decoder channels 256-128-64-32-3",
-            lambda: chans(dec_convs, [256, 128, 64, 32, vae.input_channels]),
-        ),
+        ("fc_mu is Linear(4096 -> z)", lambda: _linear(vae.fc_mu, (4096, z))),
+        ("fc_logvar is Linear(4096 -> z)", lambda: _linear(vae.fc_logvar, (4096, z))),
+        ("decoder input Linear(z -> 4096)", lambda: _linear(vae.decoder_input, (z, 4096))),
+        ("4 decoder ConvTranspose2d layers", lambda: _count(len(dec_convs), 4)),
+        ("decoder convs are k4 s2 p1", lambda: _geometry(dec_convs)),
+        ("decoder channels 256-128-64-32-3", lambda: _channels(dec_convs, [256, 128, 64, 32, c])),
         (
             "decoder BatchNorm after the first 3",
-            lambda: follows(vae.decoder, nn.ConvTranspose2d, nn.BatchNorm2d, 3),
+            lambda: _follows(dec, nn.ConvTranspose2d, nn.BatchNorm2d, 3),
         ),
-        (
-            "decoder ReLU after each BatchNorm",
-            lambda: follows(vae.decoder, nn.BatchNorm2d, nn.ReLU, 3),
-        ),
-        (
-            "decoder ends with Sigmoid",
-            lambda: (
-                None
-                if isinstance(list(vae.decoder)[-1], nn.Sigmoid)
-                else "last layer is not Sigmoid"
-            ),
-        ),
-        ("tensor shapes through the network", shapes),
+        ("decoder ReLU after each BatchNorm", lambda: _follows(dec, nn.BatchNorm2d, nn.ReLU, 3)),
+        ("decoder ends with Sigmoid", lambda: _ends_with(dec, nn.Sigmoid)),
+        ("tensor shapes through the network", lambda: _shapes(vae)),
         (
             "parameter count 1,778,819 at z=32",
             lambda: None if z != 32 or n_params == SPEC_PARAMETERS_Z32 else f"{n_params:,}",
         ),
-        ("Xavier-normal weights, zero biases", init),
+        ("Xavier-normal weights, zero biases", lambda: _init(vae)),
     ]
 
 

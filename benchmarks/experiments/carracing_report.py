@@ -58,7 +58,9 @@ def pictures(root: Path, out: Path, steps: int, every: int, tau: float, seed: in
     n = min(steps, len(ep) - start)
     dream = open_loop(vae, mdrnn, ep.obs[start], ep.action[start : start + n], tau, seed)
     shown = np.arange(0, n, every)
-    both = np.concatenate([ep.obs[start + shown], dream[shown]])  # (2S, 64, 64, 3)
+    both = np.concatenate([ep.obs[start + shown], dream[shown]]).transpose(
+        0, 3, 1, 2
+    )  # (2S, 3, 64, 64)
     save_png(grid(both, nrow=len(shown), scale=2), out / "open_loop_dream.png")
     err = ((dream.astype(np.float32) - ep.obs[start : start + n]) / 255.0) ** 2
     return {
@@ -86,7 +88,9 @@ def curves(root: Path, out: Path) -> dict[str, dict]:
             "the mean (periodic evaluation)": ([g for g, _ in ev], [m for _, m in ev]),
         }
         title = f"CMA-ES in the real CarRacing-v3, C on {'[z, h]' if not suffix else 'z'}"
-        plot_curves(series, out / f"learning_curve_{name}.png", title, "generation", "return", False)
+        plot_curves(
+            series, out / f"learning_curve_{name}.png", title, "generation", "return", False
+        )
         summary[name] = {
             "generations": len(rows),
             "seconds": round(sum(r.get("seconds", 0.0) for r in rows), 1),

@@ -248,6 +248,23 @@ class PretrainedMixin:
     def from_config(cls: type[M], config: Any) -> M:
         return cls(**dataclasses.asdict(config))  # type: ignore[call-arg]
 
+    @classmethod
+    def config_with(cls, config: Any, fields: dict[str, Any]) -> Any:
+        """``config`` (the config class's defaults when None) with ``fields`` (its fields
+        by name) on top, checked by its ``validate``: what a model's constructor builds
+        itself from, so a model is one config and its checks are the config's."""
+        if config is None:
+            config = cls.config_class()
+        elif not isinstance(config, cls.config_class):
+            raise TypeError(
+                f"{cls.__name__} takes a {cls.config_class.__name__} (or its fields by name), "
+                f"got {config!r}"
+            )
+        try:
+            return dataclasses.replace(config, **fields).validate()
+        except TypeError as exc:  # a name that is no field
+            raise TypeError(f"{cls.__name__}: {exc}") from None
+
     def save_pretrained(
         self,
         path: str | os.PathLike,

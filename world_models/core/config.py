@@ -69,6 +69,27 @@ def registered(names: Iterable[str], check: Callable[[str], object]) -> Any:
     return Annotated[str, spec]
 
 
+RESUMABLE = "world_models_resumable"
+"""Key of a field's metadata that marks it as one a run's re-run may change."""
+
+
+def resumable(default: Any) -> Any:
+    """A field a re-run of a training run may change without starting a new run (its
+    length, hardware, display and speed switches); every other field must match the
+    run's stored config. ``x: int = resumable(1)``, read by :func:`resumable_fields`."""
+    return dataclasses.field(default=default, metadata={RESUMABLE: True})
+
+
+def resumable_fields(config: Any) -> frozenset[str]:
+    """The names of ``config``'s fields marked :func:`resumable` (a nested config so
+    marked may change as a whole)."""
+    return frozenset(
+        f.name
+        for f in dataclasses.fields(config)  # type: ignore[arg-type]
+        if f.metadata.get(RESUMABLE)
+    )
+
+
 def check_finite(
     name: str,
     value: float | None,

@@ -4,12 +4,34 @@ CLI can show them without importing torch. Each model module re-exports its own.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from world_models.core.config import Hidden, alias, registered
+from world_models.core.config import Hidden, alias, check_finite, registered
+from world_models.core.errors import ConfigError
 from world_models.models.actions import ACTION_MODES, get_action_mode
+
+_C = TypeVar("_C")
+
+
+def _checked_sizes(config: _C, lowest: dict[str, int], where: str, complete: bool) -> _C:
+    """``config`` with its size fields (``lowest``: name -> smallest allowed) as ints, or a
+    :class:`ConfigError` naming the first that is not a whole number that large; None
+    passes unless ``complete`` (a trainer's config leaves the data's sizes unset)."""
+    sizes: dict[str, Any] = {}
+    for name, lo in lowest.items():
+        value = getattr(config, name)
+        if value is None and not complete:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and math.isfinite(value)) or int(value) != value or value < lo:
+            prefix = f"{where}: " if where else ""
+            raise ConfigError(f"{prefix}{name} must be an integer >= {lo}, got {value!r}")
+        sizes[name] = int(value)
+    return dataclasses.replace(config, **sizes)  # type: ignore[type-var]
 
 
 @dataclass(frozen=True)
@@ -26,6 +48,13 @@ class VAEConfig:
     uint8_input: Annotated[bool, Hidden] = False
     """Accept uint8 frames in [0, 255] and scale them to [0, 1] on the model's device (not
     a flag: train-vae always feeds uint8)."""
+
+    def validate(self, where: str = "", complete: bool = True) -> VAEConfig:
+        """This config, checked (the one place ConvVAE's hyper-parameters are), sizes as
+        ints; a :class:`ConfigError` (a ``ValueError``) starting with ``where`` otherwise."""
+        config = _checked_sizes(self, {"latent_size": 1, "input_channels": 1}, where, complete)
+        check_finite("kl_tolerance", self.kl_tolerance, 0, where=where)
+        return dataclasses.replace(config, kl_tolerance=float(self.kl_tolerance))
 
 
 @dataclass(frozen=True)
@@ -63,6 +92,18 @@ class MDNRNNConfig:
     """One set of K mixture weights for all of z's dimensions (ctallec's port): each step
     picks one component for the whole z, so a sampled future is one coherent scene; off:
     K weights per dimension, as the original."""
+
+    def validate(self, where: str = "", complete: bool = True) -> MDNRNNConfig:
+        """This config, checked (the one place MDNRNN's hyper-parameters are), sizes as
+        ints; a :class:`ConfigError` (a ``ValueError``) starting with ``where`` otherwise.
+        Without ``complete``, unset (None) sizes pass."""
+        lowest = {"latent_size": 1, "action_size": 1, "hidden_size": 1, "num_gaussians": 1}
+        config = _checked_sizes(self, lowest, where, complete)
+        check_finite("done_pos_weight", self.done_pos_weight, 0, lo_open=True, where=where)
+        check_finite("reward_weight", self.reward_weight, 0, where=where)
+        check_finite("done_weight", self.done_weight, 0, where=where)
+        check_finite("dropout", self.dropout, 0, 1, hi_open=True, where=where)
+        return config
 
 
 MDNRNN_PRESETS: dict[str, MDNRNNConfig] = {
@@ -103,12 +144,41 @@ class ControllerConfig:
     """Read M's state (h, and c with cell_input); --no-hidden-input: C on z alone, the
     paper's "V model only" ablation (CarRacing: 99 weights instead of 867)."""
 
+    def validate(self, where: str = "", complete: bool = True) -> ControllerConfig:
+        """This config, checked (the one place Controller's hyper-parameters are), sizes as
+        ints; a :class:`ConfigError` (a ``ValueError``) starting with ``where`` otherwise.
+        Without ``complete``, unset (None) sizes and action mode pass."""
+        lowest = {"latent_size": 1, "hidden_size": 0, "output_size": 1}
+        config = _checked_sizes(self, lowest, where, complete)
+        prefix = f"{where}: " if where else ""
+        mode, outputs = self.action_mode, config.output_size
+        if mode is None and not complete:
+            return config
+        try:  # the registry of action modes (models/actions.py) knows each one's outputs
+            actions = get_action_mode(mode)  # type: ignore[arg-type]
+            if outputs is not None:
+                actions.check_outputs(outputs)
+        except ValueError as exc:
+            raise ConfigError(f"{prefix}{exc}") from None
+        return dataclasses.replace(config, action_mode=actions.name)
+
 
 CONTROLLER_PRESETS: dict[str, ControllerConfig] = {
-    "carracing": ControllerConfig(32, 256, 3, "carracing"),
-    "doom": ControllerConfig(64, 512, 1, "thirds", cell_input=True, bias=False),
+    "carracing": ControllerConfig(
+        latent_size=32, hidden_size=256, output_size=3, action_mode="carracing"
+    ),
+    "doom": ControllerConfig(
+        latent_size=64,
+        hidden_size=512,
+        output_size=1,
+        action_mode="thirds",
+        cell_input=True,
+        bias=False,
+    ),
     # the paper's summary of the Doom controller: tanh(W [z, h] + b), 577 parameters
-    "doom-zh": ControllerConfig(64, 512, 1, "thirds"),
+    "doom-zh": ControllerConfig(
+        latent_size=64, hidden_size=512, output_size=1, action_mode="thirds"
+    ),
 }
 """The paper's controllers: CarRacing 867 parameters, Doom as the original code 1,088."""
 

@@ -16,6 +16,8 @@ where I = Z + H, or Z + 2H with the cell.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -62,45 +64,25 @@ class Controller(PretrainedMixin, nn.Module):
 
     Shapes: ``z`` (N, Z), ``h`` (N, H) -> raw outputs (N, A) in [-1, 1];
     :meth:`act` maps them to env actions (see the module docstring).
+
+    Built from a :class:`ControllerConfig` (None: its defaults, the CarRacing C), with any
+    of its fields by name on top: ``Controller(CONTROLLER_PRESETS["doom"])``,
+    ``Controller(latent_size=8, hidden_size=16, output_size=1, action_mode="thirds")``.
     """
 
     config_class = ControllerConfig
 
-    def __init__(
-        self,
-        latent_size: int = 32,
-        hidden_size: int = 256,
-        output_size: int = 3,
-        action_mode: str | ActionMode = "carracing",
-        cell_input: bool = False,
-        bias: bool = True,
-        hidden_input: bool = True,
-    ) -> None:
+    def __init__(self, config: ControllerConfig | None = None, **fields: Any) -> None:
         super().__init__()
-        for name, value in (
-            ("latent_size", latent_size),
-            ("hidden_size", hidden_size),
-            ("output_size", output_size),
-        ):
-            if int(value) != value or value < (0 if name == "hidden_size" else 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.mode = get_action_mode(action_mode)
-        self.mode.check_outputs(int(output_size))
-        action_mode = self.mode.name
-        self.config = ControllerConfig(
-            int(latent_size),
-            int(hidden_size),
-            int(output_size),
-            action_mode,
-            bool(cell_input),
-            bool(bias),
-            bool(hidden_input),
-        )
-        self.latent_size, self.hidden_size = int(latent_size), int(hidden_size)
-        self.output_size, self.action_mode = int(output_size), action_mode
-        self.cell_input, self.has_bias = bool(cell_input), bool(bias)
-        self.hidden_input = bool(hidden_input)
-        state = self.hidden_size * (2 if cell_input else 1) if hidden_input else 0
+        if isinstance(fields.get("action_mode"), ActionMode):  # a mode object: by its name
+            fields["action_mode"] = fields["action_mode"].name
+        c = self.config = self.config_with(config, fields)
+        self.mode = get_action_mode(c.action_mode)
+        self.latent_size, self.hidden_size = c.latent_size, c.hidden_size
+        self.output_size, self.action_mode = c.output_size, c.action_mode
+        self.cell_input, self.has_bias, self.hidden_input = c.cell_input, c.bias, c.hidden_input
+        # inputs [z], [z, h] or [z, c, h]
+        state = self.hidden_size * (2 if c.cell_input else 1) if c.hidden_input else 0
         self.input_size = self.latent_size + state
         self.fc = nn.Linear(self.input_size, self.output_size, bias=self.has_bias)
 

@@ -24,7 +24,7 @@ the reward received after a_t, and whether the episode *terminated* after a_t.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -62,62 +62,24 @@ class MDNRNN(PretrainedMixin, nn.Module):
 
     Shapes: ``z`` (B, T, Z), ``action`` (B, T, A); outputs in :class:`MDNOutput`.
 
-    Args: see :class:`MDNRNNConfig` (one keyword per field).
+    Built from an :class:`MDNRNNConfig` (None: its defaults, the CarRacing M), with any of
+    its fields by name on top: ``MDNRNN(MDNRNN_PRESETS["doom"])``,
+    ``MDNRNN(latent_size=4, action_size=1, hidden_size=8)``.
     """
 
     config_class = MDNRNNConfig
 
-    def __init__(
-        self,
-        latent_size: int = 32,
-        action_size: int = 3,
-        hidden_size: int = 256,
-        num_gaussians: int = 5,
-        reward_head: bool = False,
-        done_head: bool = False,
-        done_pos_weight: float = 1.0,
-        reward_weight: float = 1.0,
-        done_weight: float = 1.0,
-        dropout: float = 0.0,
-        shared_mixture: bool = False,
-    ) -> None:
+    def __init__(self, config: MDNRNNConfig | None = None, **fields: Any) -> None:
         super().__init__()
-        for name, value in (
-            ("latent_size", latent_size),
-            ("action_size", action_size),
-            ("hidden_size", hidden_size),
-            ("num_gaussians", num_gaussians),
-        ):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if done_pos_weight <= 0:
-            raise ValueError(f"done_pos_weight must be > 0, got {done_pos_weight}")
-        if reward_weight < 0 or done_weight < 0:
-            raise ValueError(f"loss weights must be >= 0, got {reward_weight}, {done_weight}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.config = MDNRNNConfig(
-            int(latent_size),
-            int(action_size),
-            int(hidden_size),
-            int(num_gaussians),
-            bool(reward_head),
-            bool(done_head),
-            float(done_pos_weight),
-            float(reward_weight),
-            float(done_weight),
-            float(dropout),
-            bool(shared_mixture),
-        )
-        self.latent_size = self.config.latent_size
-        self.action_size = self.config.action_size
-        self.hidden_size = self.config.hidden_size
-        self.num_gaussians = self.config.num_gaussians
-        self.lstm = nn.LSTM(latent_size + action_size, hidden_size, batch_first=True)
-        extra = int(reward_head) + int(done_head)
-        k = num_gaussians
-        mixture = k + latent_size * k * 2 if shared_mixture else latent_size * k * 3
-        self.head = nn.Linear(hidden_size, mixture + extra)
+        self.config: MDNRNNConfig = self.config_with(config, fields)
+        c = self.config
+        self.latent_size, self.action_size = c.latent_size, c.action_size
+        self.hidden_size, self.num_gaussians = c.hidden_size, c.num_gaussians
+        self.lstm = nn.LSTM(c.latent_size + c.action_size, c.hidden_size, batch_first=True)
+        extra = int(c.reward_head) + int(c.done_head)
+        z, k = c.latent_size, c.num_gaussians
+        mixture = k + z * k * 2 if c.shared_mixture else z * k * 3
+        self.head = nn.Linear(c.hidden_size, mixture + extra)
 
     # ------------------------------------------------------------------ checks
     def _check_inputs(self, z: torch.Tensor, action: torch.Tensor, step: bool) -> None:

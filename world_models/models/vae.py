@@ -75,17 +75,16 @@ class ConvVAE(PretrainedMixin, nn.Module):
         uint8_input: bool = False,
     ) -> None:
         super().__init__()
-        if latent_size < 1 or input_channels < 1:
-            raise ValueError(
-                f"latent_size and input_channels must be >= 1, got {latent_size}, {input_channels}"
-            )
-        if kl_tolerance < 0:
-            raise ValueError(f"kl_tolerance must be >= 0, got {kl_tolerance}")
-        self.config = VAEConfig(latent_size, input_channels, float(kl_tolerance), uint8_input)
-        self.latent_size = latent_size
-        self.input_channels = input_channels
-        self.kl_tolerance = float(kl_tolerance)
-        self.uint8_input = uint8_input
+        self.config = VAEConfig(
+            latent_size=latent_size,
+            input_channels=input_channels,
+            kl_tolerance=kl_tolerance,
+            uint8_input=bool(uint8_input),
+        ).validate()
+        self.latent_size = latent_size = self.config.latent_size
+        self.input_channels = input_channels = self.config.input_channels
+        self.kl_tolerance = self.config.kl_tolerance
+        self.uint8_input = self.config.uint8_input
         self.check_inputs = True
         """Validate values (finite; warn once when outside [0, 1]); costs a device sync, so
         fast loops turn it off."""

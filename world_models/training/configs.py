@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
-from world_models.core.config import Flat, Target, check_finite
+from world_models.core.config import Flat, Target, check_finite, resumable
 from world_models.core.errors import ConfigError
 from world_models.envs.configs import DreamSettings, RolloutSettings
 from world_models.envs.presets import LAYOUTS, EnvName
@@ -19,7 +19,13 @@ CARRACING, DOOM, DEBUG = LAYOUTS["carracing"], LAYOUTS["doom"], LAYOUTS["debug"]
 
 @dataclass(frozen=True)
 class TrainVAEConfig:
-    """Training of the ConvVAE on a collected dataset."""
+    """Training of the ConvVAE on a collected dataset.
+
+    A re-run may change the fields marked ``resumable``: length, hardware and speed knobs,
+    and the learning rate (the advice after a NaN is to lower it and resume); not the batch
+    size or seed (they fix where a mid-epoch resume picks up) nor anything of the model or
+    data.
+    """
 
     data_dir: Path = CARRACING.data
     """Dataset folder made by `world-models collect` (or `data import`)."""
@@ -29,60 +35,59 @@ class TrainVAEConfig:
     """The ConvVAE to train (the original's free bits 0.5; the trainer feeds it uint8)."""
     beta: float = 1.0
     """Weight of the KL term."""
-    epochs: int = 10
+    epochs: int = resumable(10)
     """Passes over the training frames."""
     batch_size: int = 100
     """Frames per optimizer step (per process under torchrun)."""
-    lr: float = 1e-4
+    lr: float = resumable(1e-4)
     """Adam learning rate at lr_reference_batch; scaled for other batch sizes by lr_scaling."""
-    lr_reference_batch: int = 100
+    lr_reference_batch: int = resumable(100)
     """Batch size at which lr applies unscaled (the original: 1e-4 at batch 100)."""
-    lr_scaling: Literal["sqrt", "linear", "none"] = "sqrt"
+    lr_scaling: Literal["sqrt", "linear", "none"] = resumable("sqrt")
     """How lr follows the global batch: sqrt (safe for Adam), linear, or none."""
-    warmup_steps: int = 0
+    warmup_steps: int = resumable(0)
     """Linear learning-rate warm-up steps (helps large batches)."""
     holdout_fraction: float = 0.1
     """Fraction of episodes held out (chosen by a hash of the file name, stable as data grow)."""
     max_frames: int | None = None
     """Use at most this many training frames (None: all)."""
-    cache_dir: Path | None = None
+    cache_dir: Path | None = resumable(None)
     """Folder for the frames' uint8 cache (None: DATA_DIR/.cache, or, when the dataset
     cannot be written, $XDG_CACHE_HOME/world_models/frames, which a warning names)."""
-    device: str | None = None
+    device: str | None = resumable(None)
     """cpu, cuda, cuda:1 ...; None picks CUDA when present."""
-    amp: bool | None = None
+    amp: bool | None = resumable(None)
     """bf16 autocast; None: on for CUDA, and on the CPU when it has native bf16."""
-    channels_last: bool = True
+    channels_last: bool = resumable(True)
     """channels_last memory format (faster on GPUs and on this project's CPUs alike)."""
-    compile: bool = False
+    compile: bool = resumable(False)
     """torch.compile the training step (pays a compile time once)."""
     seed: int = 0
     """Seed of the weights, the data order and the sampling noise."""
-    log_every: int = 50
+    log_every: int = resumable(50)
     """Steps between metric rows (and NaN checks)."""
-    checkpoint_every_s: float = 120.0
+    checkpoint_every_s: float = resumable(120.0)
     """Seconds between mid-epoch checkpoints (an epoch's end always saves; under torchrun
     checked at log steps)."""
-    image_every: int = 1
+    image_every: int = resumable(1)
     """Epochs between reconstruction and sample grids."""
-    max_steps: int | None = None
+    max_steps: int | None = resumable(None)
     """Stop after this many optimizer steps in total (None: run all epochs)."""
-    time_budget_s: float | None = None
+    time_budget_s: float | None = resumable(None)
     """Stop after this many seconds of training in this invocation (None: no limit; under
     torchrun checked at log steps)."""
-    progress: bool = True
+    progress: bool = resumable(True)
     """Show a progress bar."""
-    tensorboard: bool = True
+    tensorboard: bool = resumable(True)
     """Write TensorBoard events when tensorboard is installed."""
 
     def __post_init__(self) -> None:
+        self.model.validate("train-vae")
         checks = [
-            ("latent_size", self.model.latent_size >= 1),
             ("epochs", self.epochs >= 1),
             ("batch_size", self.batch_size >= 1),
             ("lr", self.lr > 0),
             ("lr_reference_batch", self.lr_reference_batch >= 1),
-            ("kl_tolerance", self.model.kl_tolerance >= 0),
             ("beta", self.beta >= 0),
             ("warmup_steps", self.warmup_steps >= 0),
             ("log_every", self.log_every >= 1),
@@ -93,14 +98,12 @@ class TrainVAEConfig:
             ("max_frames", self.max_frames is None or self.max_frames >= 1),
             ("time_budget_s", self.time_budget_s is None or self.time_budget_s > 0),
         ]
-        values = {**vars(self.model), **vars(self)}
-        bad = [f"{name}={values[name]!r}" for name, ok in checks if not ok]
+        bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks if not ok]
         if bad:
             raise ConfigError(f"invalid train-vae settings: {', '.join(bad)}")
         for name, value, lo, lo_open in [  # nan fails the checks above; inf does not
             ("lr", self.lr, 0, True),
             ("beta", self.beta, 0, False),
-            ("kl_tolerance", self.model.kl_tolerance, 0, False),
             ("checkpoint_every_s", self.checkpoint_every_s, 0, False),
             ("time_budget_s", self.time_budget_s, 0, True),
         ]:
@@ -136,9 +139,10 @@ TRAIN_VAE_PRESETS: dict[str, TrainVAEConfig] = {
 
 @dataclass(frozen=True)
 class TrainMDNRNNConfig:
-    """Everything ``train-mdrnn`` needs; saved as the run folder's config.json."""
+    """Everything ``train-mdrnn`` needs; saved as the run folder's config.json. A re-run
+    may change the fields marked ``resumable`` (length, hardware, logging)."""
 
-    series_dir: Path = CARRACING.series
+    series_dir: Path = resumable(CARRACING.series)
     """Folder of per-episode .npz series (mu, logvar, action, reward, terminated, truncated)."""
     run_dir: Path = CARRACING.mdrnn_run
     """Output folder; re-running with the same folder resumes from its last checkpoint."""
@@ -148,7 +152,7 @@ class TrainMDNRNNConfig:
     """Transitions per training window (999 CarRacing, 500 Doom)."""
     batch_size: int = 100
     """Windows per batch (100 in the original)."""
-    epochs: int = 40
+    epochs: int = resumable(40)
     """Passes over the training split's transitions (see the module docstring)."""
     lr: float = 1e-3
     """Adam learning rate."""
@@ -166,25 +170,26 @@ class TrainMDNRNNConfig:
     """Fraction of episodes held out, chosen by a hash of the file name."""
     seed: int = 0
     """Seed of the weights, the windows and the z noise."""
-    device: str | None = None
+    device: str | None = resumable(None)
     """cpu, cuda, cuda:1 ...; None picks CUDA when present."""
-    bf16: bool = True
+    bf16: bool = resumable(True)
     """bf16 autocast for the head on CUDA (the LSTM and the losses stay float32: CUDA
     autocast would run cuDNN's LSTM in float16); ignored on CPU."""
-    save_every: int = 0
+    save_every: int = resumable(0)
     """Also save checkpoints/last every this many steps (0 = at epoch ends only)."""
-    time_budget_s: float | None = None
+    time_budget_s: float | None = resumable(None)
     """Stop after this many seconds of training in this invocation, checked every step
     (checkpoints/last is saved there; a re-run continues). None: no limit."""
-    log_every: int = 50
+    log_every: int = resumable(50)
     """Steps between progress-bar updates and NaN checks (each costs a device sync)."""
-    progress: bool = True
+    progress: bool = resumable(True)
     """Show a tqdm progress bar."""
-    tensorboard: bool = True
+    tensorboard: bool = resumable(True)
     """Write TensorBoard events when the tensorboard package is installed."""
 
     def __post_init__(self) -> None:
         # one-line errors for settings no run can use, before anything is written
+        self.model.validate("train-mdrnn", complete=False)  # sizes: the series'
         rules = [
             (self.seq_len >= 1, "seq_len must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
@@ -204,18 +209,9 @@ class TrainMDNRNNConfig:
         for ok, message in rules:
             if not ok:
                 raise ConfigError(f"train-mdrnn: {message}")
-        m = self.model
-        for name, value, lo, hi in [  # nan fails the rules above; inf does not
-            ("lr", self.lr, 0, None),
-            ("min_lr", self.min_lr, 0, None),
-            ("grad_clip", self.grad_clip, 0, None),
-            ("time_budget_s", self.time_budget_s, 0, None),
-            ("done_pos_weight", m.done_pos_weight, 0, None),
-            ("reward_weight", m.reward_weight, 0, None),
-            ("done_weight", m.done_weight, 0, None),
-        ]:
-            check_finite(name, value, lo, hi, where="train-mdrnn")
-        check_finite("dropout", m.dropout, 0, 1, hi_open=True, where="train-mdrnn")
+        # nan fails the rules above; inf does not
+        for name in ("lr", "min_lr", "grad_clip", "time_budget_s"):
+            check_finite(name, getattr(self, name), 0, where="train-mdrnn")
 
 
 TRAIN_MDNRNN_PRESETS: dict[str, TrainMDNRNNConfig] = {
@@ -245,7 +241,8 @@ TRAIN_MDNRNN_PRESETS: dict[str, TrainMDNRNNConfig] = {
 
 @dataclass(frozen=True)
 class TrainControllerConfig:
-    """CMA-ES training of the controller C."""
+    """CMA-ES training of the controller C. A re-run may change the fields marked
+    ``resumable``: more generations, and how (not what) the episodes run."""
 
     target: Target = "dream"
     """Where candidates are scored: inside M's dream (BatchedDream) or in the real env."""
@@ -262,7 +259,7 @@ class TrainControllerConfig:
     series_dir)."""
     run_dir: Path = DOOM.controller_run
     """Run folder: checkpoints, cma_state.npz, metrics; re-running resumes it."""
-    generations: int = 2000
+    generations: int = resumable(2000)
     """Total generations (a re-run may raise it to continue); Doom's 2000 is our choice, the
     paper does not state it."""
     popsize: int = 64
@@ -277,9 +274,11 @@ class TrainControllerConfig:
     """Episodes of that evaluation (the original: 1024)."""
     dream: Annotated[DreamSettings, Flat] = DreamSettings()
     """How the dream runs (tau, dream_max_steps, done_mode, done_offset, dream_dropout)."""
-    rollout: Annotated[RolloutSettings, Flat] = RolloutSettings()
+    rollout: Annotated[RolloutSettings, Flat] = resumable(RolloutSettings())
     """Where real episodes run (workers, envs_per_worker, backend, retries)."""
-    model: Annotated[ControllerConfig, Flat] = ControllerConfig(None, None, None, None)
+    model: Annotated[ControllerConfig, Flat] = ControllerConfig(
+        latent_size=None, hidden_size=None, output_size=None, action_mode=None
+    )
     """The controller to evolve: what it reads (--cell-input: [z, c, h] as the original Doom
     code) and --bias; its sizes and action mode come from M and the env (None)."""
     max_steps: int | None = None
@@ -292,21 +291,22 @@ class TrainControllerConfig:
     """Real env: feed C and M sampled z (as the original) or V's mean."""
     max_initial_states: int = 10_000
     """Use the first frames of at most this many episodes to start dreams."""
-    device: str | None = None
+    device: str | None = resumable(None)
     """cpu, cuda, ...; None picks CUDA when present."""
-    cuda_graph: bool = False
+    cuda_graph: bool = resumable(False)
     """Dream on CUDA: replay the dream loop as CUDA graphs of 50 steps (ignored elsewhere;
     same returns as the eager loop; falls back to it with a warning if capture fails)."""
     seed: int = 0
     """Seed of CMA-ES sampling and of the episodes."""
-    time_budget_s: float | None = None
+    time_budget_s: float | None = resumable(None)
     """Stop after this many seconds in this invocation (None: no limit)."""
-    progress: bool = True
+    progress: bool = resumable(True)
     """Show a progress bar."""
-    tensorboard: bool = True
+    tensorboard: bool = resumable(True)
     """Write TensorBoard events when tensorboard is installed."""
 
     def __post_init__(self) -> None:
+        self.model.validate("train-controller", complete=False)  # sizes: M's and the env's
         for name in ("popsize", "rollouts", "eval_every", "eval_rollouts", "generations"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -323,7 +323,14 @@ class TrainControllerConfig:
 TRAIN_CONTROLLER_PRESETS: dict[str, TrainControllerConfig] = {
     # Doom: evolved only in the dream, at tau 1.15, C as the original code: [z, c, h], no bias.
     "doom": TrainControllerConfig(
-        model=ControllerConfig(None, None, None, None, cell_input=True, bias=False)
+        model=ControllerConfig(
+            latent_size=None,
+            hidden_size=None,
+            output_size=None,
+            action_mode=None,
+            cell_input=True,
+            bias=False,
+        )
     ),
     # CarRacing: evolved in the real env (1800 generations in the paper).
     "carracing": TrainControllerConfig(

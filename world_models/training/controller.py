@@ -55,11 +55,8 @@ from world_models.models.vae import ConvVAE
 from world_models.models.world_model import check_trained_env, check_vae_matches
 from world_models.policies.controller import ControllerPolicy
 from world_models.training.configs import TrainControllerConfig
-from world_models.training.runs import ALWAYS_RESUMABLE, TrainingRun, summarize_run
+from world_models.training.runs import Trainer, TrainingRun, run_trainer, summarize_run
 
-RESUMABLE_FIELDS = ALWAYS_RESUMABLE | {"generations", "cuda_graph", "rollout"}
-"""What a re-run may change besides :data:`~world_models.training.runs.ALWAYS_RESUMABLE`:
-more generations, and how (not what) the episodes run."""
 STATE_FILE = "cma_state.npz"
 HISTORY_KEY = "fitness_history"
 """(generations, popsize) float64 in the state file: what each generation told pycma."""
@@ -139,18 +136,20 @@ def resume_es(dim: int, config, arrays: dict[str, np.ndarray], generation: int):
         warnings.warn(
             "train-controller: replaying the saved CMA-ES run lands elsewhere than its saved "
             "state (another numpy or BLAS?); resuming from the saved arrays, not bit-exactly",
-            stacklevel=3,
+            stacklevel=6,  # the caller of train_controller
         )
     return make_es(dim, config.sigma0, config.popsize, config.seed, arrays)
 
 
-def save_state(
+def write_cma_state(
     path: Path,
     es,
     trainer: dict,
     best_params: np.ndarray | None,
     history: np.ndarray | None = None,
 ) -> None:
+    """``cma_state.npz``, atomically: ``es``'s arrays, every generation's fitnesses, the
+    trainer's record and the best candidate."""
     arrays = cma_state(es)
     if history is not None:
         arrays[HISTORY_KEY] = np.asarray(history, np.float64)
@@ -161,7 +160,8 @@ def save_state(
         np.savez(fh, **arrays)
 
 
-def load_state(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+def read_cma_state(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """:func:`write_cma_state`'s arrays and trainer record (a one-line error if unreadable)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -199,7 +199,7 @@ class _Scorer:
             if given is not None and given != value:
                 raise ConfigError(f"controller {name}={given!r}, but M and the env need {value!r}")
         spec = dataclasses.replace(config.model, **derived)
-        self.controller = Controller(**dataclasses.asdict(spec)).to(device)
+        self.controller = Controller.from_config(spec).to(device)
         m_in = self.mdrnn.action_size
         if m_in not in preset.actions.model_sizes(preset.action_dim):
             raise ConfigError(
@@ -271,21 +271,10 @@ class _Scorer:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.close()
+            self.pool = None
 
 
 # ---------------------------------------------------------------------------- training
-
-
-def train_controller(config: TrainControllerConfig) -> Path:
-    """Run (or resume) CMA-ES on C; return the run folder.
-
-    The folder holds ``checkpoints/last`` (the mean of the search distribution),
-    ``checkpoints/best`` (the mean with the best periodic evaluation),
-    ``checkpoints/best_candidate`` (the single best-scoring candidate), ``cma_state.npz``,
-    ``metrics.csv``/``metrics.jsonl`` (one row per generation) and ``fitness_curve.png``.
-    """
-    with contextlib.ExitStack() as hold:  # the run folder's lock, released on any exit
-        return _train_controller(config, hold)
 
 
 def _check_vae(config: TrainControllerConfig) -> None:
@@ -307,143 +296,163 @@ def _check_env(config: TrainControllerConfig) -> None:
     check_trained_env(config.env, config.vae, "V")
 
 
-def _train_controller(config: TrainControllerConfig, hold: contextlib.ExitStack) -> Path:
+class ControllerTrainer(Trainer):
+    """C's trainer: CMA-ES over C's flat parameters, generation by generation."""
 
-    device = pick_device(config.device)
-    _check_vae(config)
-    _check_env(config)
-    run = TrainingRun(
-        config,
-        RESUMABLE_FIELDS,
-        hold=hold,
-        device=device,
-        resume_file=STATE_FILE,  # the CMA-ES state is the truth on resume
-        watched="the returns",
-        advice="Check M and V",
-    )
-    hold.callback(run.close)
-    state_path = run.path / STATE_FILE
-    scorer = _Scorer(config, device)
-    dim = scorer.controller.num_params
-    trainer = {"generation": 0, "best_candidate_fitness": None, "best_eval": None}
-    best_params = None
-    history = np.zeros((0, config.popsize))  # every generation's fitnesses: the replay
-    if state_path.exists():
-        arrays, trainer = load_state(state_path)
-        best_params = arrays.pop("best_candidate", None)
+    def __init__(self, config: TrainControllerConfig, hold: contextlib.ExitStack) -> None:
+        """``hold`` keeps the lock on the run folder until the caller closes it."""
+        self.config = config
+        self.device = pick_device(config.device)
+        _check_vae(config)
+        _check_env(config)
+        self.run = TrainingRun(
+            config,
+            hold=hold,
+            device=self.device,
+            resume_file=STATE_FILE,  # the CMA-ES state is the truth on resume
+            watched="the returns",
+            advice="Check M and V",
+        )
+        hold.callback(self.run.close)
+        self.state_path = self.run.path / STATE_FILE
+        self.scorer = _Scorer(config, self.device)
+        hold.callback(self.scorer.close)  # its env workers go on any exit, even from here
+        self.controller = self.scorer.controller
+        self.record = {"generation": 0, "best_candidate_fitness": None, "best_eval": None}
+        self.best_params: np.ndarray | None = None
+        self.history = np.zeros((0, config.popsize))  # every generation's fitnesses: the replay
+        if self.run.resuming:
+            self.load_state()
+        else:
+            dim = self.controller.num_params
+            self.es = make_es(dim, config.sigma0, config.popsize, config.seed)
+
+    # ------------------------------------------------------------------ state
+    def load_state(self) -> None:
+        arrays, self.record = read_cma_state(self.state_path)
+        self.best_params = arrays.pop("best_candidate", None)
         if arrays.get(HISTORY_KEY) is not None:
-            history = arrays[HISTORY_KEY]
-        es = resume_es(dim, config, arrays, trainer["generation"])
-    else:
-        es = make_es(dim, config.sigma0, config.popsize, config.seed)
-    start = trainer["generation"]
-    if start and _saved_generation(run.last) != start:  # killed between the state and `last`
-        _save_last(scorer.controller, es, run, trainer, config)
-    if not run.resume_verdict(
-        step=start,
-        epoch=start,
-        epochs=config.generations,
-        finished=start >= config.generations,
-        unit="generation",
-        raise_flags=("--generations",),
-    ):
-        scorer.close()
-        return run.path
-    run.open_metrics(start)
-    bar = tqdm(
-        total=config.generations,
-        initial=min(start, config.generations),
-        unit="gen",
-        disable=not config.progress,
-        dynamic_ncols=True,
-    )
-    t0 = time.perf_counter()
-    try:
-        for gen in range(start, config.generations):
-            tg = time.perf_counter()
-            seed_generation(config.seed, gen)  # the same candidates after a resume
-            candidates = np.asarray(es.ask())  # (P, D)
-            returns = scorer.score(
-                candidates, config.rollouts, seed=config.seed * 10_000_019 + gen * config.rollouts
-            )
-            fitness = returns.mean(axis=1)  # (P,)
-            run.stop_if_diverged(not np.all(np.isfinite(fitness)), f"at generation {gen + 1}")
-            es.tell(list(candidates), list(-fitness))  # pycma minimises
-            history = np.concatenate([history[:gen], fitness[None].astype(np.float64)])
-            i = int(np.argmax(fitness))
-            if (
-                trainer["best_candidate_fitness"] is None
-                or fitness[i] > trainer["best_candidate_fitness"]
-            ):
-                trainer["best_candidate_fitness"] = float(fitness[i])
-                best_params = candidates[i]
-                _save_controller(
-                    scorer.controller,
-                    best_params,
-                    run.checkpoints / "best_candidate",
-                    gen + 1,
-                    {"fitness": float(fitness[i])},
+            self.history = arrays[HISTORY_KEY]
+        generation = self.record["generation"]
+        self.es = resume_es(self.controller.num_params, self.config, arrays, generation)
+        if generation and _saved_generation(self.run.last) != generation:
+            # killed between the state and `last`: `last` is a generation behind
+            _save_last(self.controller, self.es, self.run.last, self.record, self.config)
+
+    def save_state(self, where: Path) -> None:
+        """The CMA-ES state file (the truth on resume), then the search distribution's mean
+        at ``where`` (checkpoints/last: an output, rewritten on resume when a kill left it
+        a generation behind)."""
+        write_cma_state(self.state_path, self.es, self.record, self.best_params, self.history)
+        _save_last(self.controller, self.es, where, self.record, self.config)
+
+    # ------------------------------------------------------------------ generations
+    def generation(self, gen: int) -> dict[str, float]:
+        """Ask, score and tell generation ``gen`` (from 0); its metrics row."""
+        cfg, es = self.config, self.es
+        tg = time.perf_counter()
+        seed_generation(cfg.seed, gen)  # the same candidates after a resume
+        candidates = np.asarray(es.ask())  # (P, D)
+        returns = self.scorer.score(
+            candidates, cfg.rollouts, seed=cfg.seed * 10_000_019 + gen * cfg.rollouts
+        )  # (P, R)
+        fitness = returns.mean(axis=1)  # (P,)
+        self.run.stop_if_diverged(not np.all(np.isfinite(fitness)), f"at generation {gen + 1}")
+        es.tell(list(candidates), list(-fitness))  # pycma minimises
+        self.history = np.concatenate([self.history[:gen], fitness[None].astype(np.float64)])
+        i = int(np.argmax(fitness))
+        best = self.record["best_candidate_fitness"]
+        if best is None or fitness[i] > best:
+            self.record["best_candidate_fitness"] = float(fitness[i])
+            self.best_params = candidates[i]
+            where = self.run.checkpoints / "best_candidate"
+            meta = {"fitness": float(fitness[i])}
+            _save_controller(self.controller, self.best_params, where, gen + 1, meta)
+        self.record["generation"] = gen + 1
+        secs = time.perf_counter() - tg
+        return {
+            "fitness_max": float(fitness.max()),
+            "fitness_mean": float(fitness.mean()),
+            "fitness_min": float(fitness.min()),
+            "fitness_std": float(fitness.std()),
+            "sigma": float(es.sigma),
+            "seconds": round(secs, 3),
+            "episodes_per_s": round(returns.size / secs, 1),
+            "episodes": int(returns.size),
+        }
+
+    def evaluate(self) -> dict[str, float]:
+        """The search distribution's mean on ``eval_rollouts`` episodes of fixed seeds."""
+        cfg = self.config
+        ev = self.scorer.score(
+            np.asarray(self.es.mean)[None],
+            cfg.eval_rollouts,
+            seed=cfg.seed * 10_000_019 + 7 * 10**8,
+            progress=f"evaluate the mean on {cfg.eval_rollouts} episodes",
+        )[0]  # (R,)
+        return {"eval_mean": float(ev.mean()), "eval_std": float(ev.std())}
+
+    def _keep_evaluated(self, scores: dict[str, float]) -> None:
+        """Every evaluated mean is kept (candidates to choose among on real games); the
+        best so far is checkpoints/best."""
+        gen = self.record["generation"]
+        where = self.run.checkpoints / f"eval-gen{gen:05d}"
+        _save_controller(self.controller, self.es.mean, where, gen, scores)
+        if self.record["best_eval"] is None or scores["eval_mean"] > self.record["best_eval"]:
+            self.record["best_eval"] = scores["eval_mean"]
+            meta = {**scores, "eval_rollouts": self.config.eval_rollouts}
+            _save_controller(self.controller, self.es.mean, self.run.best, gen, meta)
+
+    def fit(self) -> Path:
+        cfg, start = self.config, self.record["generation"]
+        if not self.run.resume_verdict(
+            step=start,
+            epoch=start,
+            epochs=cfg.generations,
+            finished=start >= cfg.generations,
+            unit="generation",
+            raise_flags=("--generations",),
+        ):
+            return self.run.path
+        self.run.open_metrics(start)
+        bar = tqdm(
+            total=cfg.generations,
+            initial=min(start, cfg.generations),
+            unit="gen",
+            disable=not cfg.progress,
+            dynamic_ncols=True,
+        )
+        t0 = time.perf_counter()
+        try:
+            for gen in range(start, cfg.generations):
+                row = self.generation(gen)
+                budget = cfg.time_budget_s
+                out_of_time = budget is not None and time.perf_counter() - t0 >= budget
+                last = gen + 1 == cfg.generations or out_of_time
+                # the first generation too, so `best` exists from the start of a run
+                if (gen + 1) % cfg.eval_every == 0 or last or gen == 0:
+                    scores = self.evaluate()
+                    self._keep_evaluated(scores)
+                    row.update(scores)
+                # Logged first: a run killed before its state is saved drops the row on
+                # resume and logs it again.
+                self.run.log(gen + 1, **row)
+                self.save_state(self.run.last)
+                bar.set_postfix(
+                    best=f"{row['fitness_max']:.1f}",
+                    mean=f"{row['fitness_mean']:.1f}",
+                    sigma=f"{self.es.sigma:.3f}",
                 )
-            trainer["generation"] = gen + 1
-            secs = time.perf_counter() - tg
-            row = {
-                "fitness_max": float(fitness.max()),
-                "fitness_mean": float(fitness.mean()),
-                "fitness_min": float(fitness.min()),
-                "fitness_std": float(fitness.std()),
-                "sigma": float(es.sigma),
-                "seconds": round(secs, 3),
-                "episodes_per_s": round(returns.size / secs, 1),
-            }
-            row["episodes"] = int(returns.size)
-            done = gen + 1 == config.generations
-            out_of_time = (
-                config.time_budget_s is not None
-                and time.perf_counter() - t0 >= config.time_budget_s
-            )
-            # the first generation too, so `best` exists from the start of a run
-            if (gen + 1) % config.eval_every == 0 or done or out_of_time or gen == 0:
-                ev = scorer.score(
-                    np.asarray(es.mean)[None],
-                    config.eval_rollouts,
-                    seed=config.seed * 10_000_019 + 7 * 10**8,
-                    progress=f"evaluate the mean on {config.eval_rollouts} episodes",
-                )[0]  # fixed seeds
-                row["eval_mean"], row["eval_std"] = float(ev.mean()), float(ev.std())
-                # every evaluated mean is kept: candidates to choose among on real games
-                _save_controller(
-                    scorer.controller,
-                    es.mean,
-                    run.checkpoints / f"eval-gen{gen + 1:05d}",
-                    gen + 1,
-                    {"eval_mean": float(ev.mean()), "eval_std": float(ev.std())},
-                )
-                if trainer["best_eval"] is None or ev.mean() > trainer["best_eval"]:
-                    trainer["best_eval"] = float(ev.mean())
-                    _save_controller(
-                        scorer.controller,
-                        es.mean,
-                        run.best,
-                        gen + 1,
-                        {
-                            "eval_mean": float(ev.mean()),
-                            "eval_std": float(ev.std()),
-                            "eval_rollouts": config.eval_rollouts,
-                        },
-                    )
-            # Logged first: a run killed before its state is saved drops the row on resume
-            # and logs it again. Then the state, the truth on resume; `last` is an output
-            # (a resumed run rewrites one a kill left a generation behind).
-            run.log(gen + 1, **row)
-            save_state(state_path, es, trainer, best_params, history)
-            _save_last(scorer.controller, es, run, trainer, config)
-            bar.set_postfix(
-                best=f"{fitness.max():.1f}", mean=f"{fitness.mean():.1f}", sigma=f"{es.sigma:.3f}"
-            )
-            bar.update(1)
-            if out_of_time:
-                break
-        run.plot_curve(
+                bar.update(1)
+                if out_of_time:
+                    break
+            self._plot()
+        finally:
+            bar.close()
+        return self.run.path
+
+    def _plot(self) -> None:
+        self.run.plot_curve(
             {
                 "best candidate": "fitness_max",
                 "population mean": "fitness_mean",
@@ -456,16 +465,28 @@ def _train_controller(config: TrainControllerConfig, hold: contextlib.ExitStack)
             ylabel="return",
             logy=False,
         )
-    finally:
-        bar.close()
-        scorer.close()
-    return run.path
+
+    def close(self) -> None:
+        self.scorer.close()
+        self.run.close()
 
 
-def _save_last(controller, es, run: TrainingRun, trainer: dict, config) -> None:
-    """``checkpoints/last``: the search distribution's mean after ``trainer["generation"]``."""
-    meta = {"trainer": trainer, "target": config.target}
-    _save_controller(controller, es.mean, run.last, trainer["generation"], meta)
+def train_controller(config: TrainControllerConfig) -> Path:
+    """Run (or resume) CMA-ES on C; return the run folder.
+
+    The folder holds ``checkpoints/last`` (the mean of the search distribution),
+    ``checkpoints/best`` (the mean with the best periodic evaluation),
+    ``checkpoints/best_candidate`` (the single best-scoring candidate), ``cma_state.npz``,
+    ``metrics.csv``/``metrics.jsonl`` (one row per generation) and ``fitness_curve.png``.
+    """
+    return run_trainer(ControllerTrainer, config)
+
+
+def _save_last(controller, es, where: Path, record: dict, config) -> None:
+    """``checkpoints/last`` (``where``): the search distribution's mean after
+    ``record["generation"]``."""
+    meta = {"trainer": record, "target": config.target}
+    _save_controller(controller, es.mean, where, record["generation"], meta)
 
 
 def _saved_generation(checkpoint: Path) -> int | None:

@@ -43,6 +43,7 @@ import dataclasses
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -61,14 +62,14 @@ from world_models.data.series import (
 )
 from world_models.models.mdrnn import MDNRNN, MDNRNNConfig
 from world_models.models.world_model import ENV_KEY
+from world_models.training import runs
 from world_models.training.configs import TRAIN_MDNRNN_PRESETS, TrainMDNRNNConfig
 from world_models.training.runs import (
-    ALWAYS_RESUMABLE,
     RNG_KEY,
+    Trainer,
     TrainingRun,
     at_step,
-    rng_state,
-    set_rng_state,
+    run_trainer,
     summarize_run,
 )
 
@@ -77,8 +78,6 @@ CARRY_KEY = "world_models_carry_state"
 SUMS_KEY = "world_models_epoch_sums"
 """Key of the epoch's loss sums so far in a mid-epoch checkpoint's optimizer state: the
 resumed epoch's train_* metrics average all its steps, as an uninterrupted run's do."""
-RESUMABLE_FIELDS = ALWAYS_RESUMABLE | {"series_dir", "epochs", "bf16", "save_every", "log_every"}
-"""Fields a re-run may change without starting a new run."""
 
 
 def _model_config(config: TrainMDNRNNConfig, train: SeriesSet) -> MDNRNNConfig:
@@ -191,12 +190,6 @@ def evaluate(
     return sums.means()
 
 
-def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
-    """Train (or resume training) an MDN-RNN; return the run folder (see module docstring)."""
-    with contextlib.ExitStack() as hold:  # the run folder's lock, released on any exit
-        return _train_mdrnn(config, hold)
-
-
 def _window(config: TrainMDNRNNConfig, train: SeriesSet, held: SeriesSet | None) -> int:
     """The window length actually gathered: ``seq_len``, cut (with a warning) to the longest
     episode. Steps past it are all padding, masked out of every loss: the cut keeps the same
@@ -209,7 +202,7 @@ def _window(config: TrainMDNRNNConfig, train: SeriesSet, held: SeriesSet | None)
         f"train-mdrnn: seq_len {config.seq_len} is longer than the longest episode in "
         f"{config.series_dir} ({longest} steps); windows are cut to {longest} steps "
         f"(the rest would be padding)",
-        stacklevel=4,
+        stacklevel=5,  # the caller of train_mdrnn
     )
     return longest
 
@@ -229,204 +222,244 @@ def _check_batch(config: TrainMDNRNNConfig, train: SeriesSet) -> None:
         )
 
 
-def _train_mdrnn(config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> Path:
+class MDNRNNTrainer(Trainer):
+    """M's trainer: Adam on the MDN-RNN over windows of the series, epoch by epoch (lanes
+    of consecutive windows, carrying the LSTM state, with ``carry_state``)."""
 
-    device = pick_device(config.device)
-    autocast = device.type == "cuda" and config.bf16
-    train, held = load_series(config.series_dir, config.holdout_fraction)
-    model_config = _model_config(config, train)
-    _check_batch(config, train)  # before _window's warning: a refusal is one line
-    window = _window(config, train, held)
-    vae_sha256 = series_vae_digest(config.series_dir)  # recorded in M: which V it speaks
-    env = series_env(config.series_dir)  # and which env: later commands refuse another
-    try:  # the model's own checks (sizes, K, pos_weight) before the folder is written
-        MDNRNN.from_config(model_config)
-    except ValueError as e:
-        raise ConfigError(f"train-mdrnn: {e}") from None
-    # Opened (config.json written) once the settings proved usable: a typo'd first try
-    # does not stick to the folder.
-    run = TrainingRun(config, RESUMABLE_FIELDS, hold=hold, device=device)  # locked by `hold`
-    hold.callback(run.close)
-    train.to(device)
-    if held is not None:
-        held.to(device)
+    def __init__(self, config: TrainMDNRNNConfig, hold: contextlib.ExitStack) -> None:
+        """``hold`` keeps the lock on the run folder until the caller closes it."""
+        self.config = config
+        self.device = pick_device(config.device)
+        self.autocast = self.device.type == "cuda" and config.bf16
+        self.train, self.held = load_series(config.series_dir, config.holdout_fraction)
+        self.model_config = _model_config(config, self.train)
+        _check_batch(config, self.train)  # before _window's warning: a refusal is one line
+        self.window = _window(config, self.train, self.held)
+        self.vae_sha256 = series_vae_digest(config.series_dir)  # recorded in M: which V
+        self.env = series_env(config.series_dir)  # and which env: later commands refuse another
+        # the model's own checks (sizes, K, pos_weight) before the folder is written
+        self.model_config = self.model_config.validate("train-mdrnn")
+        # Opened (config.json written) once the settings proved usable: a typo'd first try
+        # does not stick to the folder.
+        self.run = TrainingRun(config, hold=hold, device=self.device)
+        hold.callback(self.run.close)
+        self.train.to(self.device)
+        if self.held is not None:
+            self.held.to(self.device)
+        torch.manual_seed(config.seed)
+        self.model = MDNRNN.from_config(self.model_config).to(self.device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.step, self.epoch, self.best = 0, 0, math.inf
+        self.skip = 0  # batches of the current epoch done
+        self.lr = max(config.lr * config.lr_decay**self.step, config.min_lr)
+        self.lstm_state = None  # the lanes' LSTM state, with carry_state
+        self.sums = _Sums()  # the epoch's loss sums so far
+        self._carry = None  # the lanes' LSTM state when resuming mid-epoch with carry_state
+        self._carry_sums = None  # the epoch's loss sums so far, when resuming mid-epoch
+        self._metrics_rows = None  # rows logged when the checkpoint resumed from was saved
+        self._t_start = time.perf_counter()
+        if self.run.resuming:
+            self.load_state()
 
-    torch.manual_seed(config.seed)
-    model = MDNRNN.from_config(model_config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    step, epoch, skip, best = 0, 0, 0, math.inf
-    carry = None  # the lanes' LSTM state when resuming mid-epoch with carry_state
-    carry_sums = None  # the epoch's loss sums so far, when resuming mid-epoch
-    metrics_rows = None  # rows logged when the checkpoint resumed from was saved
-    last_dir, best_dir = run.last, run.best
-    if run.resuming:
-        ckpt = read_checkpoint(last_dir, expected_kind="MDNRNN", device=device)
-        if from_dict(MDNRNNConfig, ckpt.config) != model_config:
-            raise ConfigError(f"{last_dir} holds another model config than this run's")
-        load_state_strict(model, ckpt.tensors, f"checkpoint {last_dir}")
-        opt_state = read_optimizer_state(last_dir)
+    # ------------------------------------------------------------------ state
+    def load_state(self) -> None:
+        last = self.run.last
+        ckpt = read_checkpoint(last, expected_kind="MDNRNN", device=self.device)
+        if from_dict(MDNRNNConfig, ckpt.config) != self.model_config:
+            raise ConfigError(f"{last} holds another model config than this run's")
+        load_state_strict(self.model, ckpt.tensors, f"checkpoint {last}")
+        opt_state = read_optimizer_state(last)
         if opt_state is not None:
-            carry = opt_state.pop(CARRY_KEY, None)
-            carry_sums = opt_state.pop(SUMS_KEY, None)
-            set_rng_state(opt_state.pop(RNG_KEY, None), device)  # dropout's masks go on
-            optimizer.load_state_dict(opt_state)
-        if vae_sha256 and ckpt.meta.get("vae_sha256") not in (None, vae_sha256):
+            self._carry = opt_state.pop(CARRY_KEY, None)
+            self._carry_sums = opt_state.pop(SUMS_KEY, None)
+            runs.set_rng_state(opt_state.pop(RNG_KEY, None), self.device)  # dropout's masks go on
+            self.opt.load_state_dict(opt_state)
+        if self.vae_sha256 and ckpt.meta.get("vae_sha256") not in (None, self.vae_sha256):
             raise ConfigError(
-                f"{config.series_dir} was re-encoded by another VAE since this run started: "
-                f"use a new --run-dir"
+                f"{self.config.series_dir} was re-encoded by another VAE since this run "
+                f"started: use a new --run-dir"
             )
-        step, epoch = int(ckpt.meta["step"]), int(ckpt.meta["epoch"])
-        skip, best = int(ckpt.meta["batch_in_epoch"]), float(ckpt.meta["best"])
-        metrics_rows = ckpt.meta.get("metrics_rows")
-    if not run.resume_verdict(
-        step=step, epoch=epoch, epochs=config.epochs, finished=epoch >= config.epochs
-    ):
-        return run.path
-    run.open_metrics(step, metrics_rows)
+        self.step, self.epoch = int(ckpt.meta["step"]), int(ckpt.meta["epoch"])
+        self.skip, self.best = int(ckpt.meta["batch_in_epoch"]), float(ckpt.meta["best"])
+        self._metrics_rows = ckpt.meta.get("metrics_rows")
 
-    def save(target: Path) -> None:
-        opt_state = {**optimizer.state_dict(), RNG_KEY: rng_state(device)}
-        if config.carry_state and skip and state is not None:
+    def save_state(self, where: Path) -> None:
+        opt_state = {**self.opt.state_dict(), RNG_KEY: runs.rng_state(self.device)}
+        if self.config.carry_state and self.skip and self.lstm_state is not None:
             # mid-epoch: the lanes' LSTM state too, so a resumed run continues exactly
-            opt_state = {**opt_state, CARRY_KEY: [s.detach().float().cpu() for s in state]}
-        if skip:  # mid-epoch: the epoch's loss sums so far
-            sums_now = sums.state()
+            opt_state[CARRY_KEY] = [s.detach().float().cpu() for s in self.lstm_state]
+        if self.skip:  # mid-epoch: the epoch's loss sums so far
             opt_state[SUMS_KEY] = {
                 part: {k: torch.as_tensor(v).detach().cpu() for k, v in d.items()}
-                for part, d in sums_now.items()
+                for part, d in self.sums.state().items()
             }
         meta = {
-            "epoch": epoch,
-            "batch_in_epoch": skip,
-            "best": best,
-            "train_config": to_dict(config),
-            "metrics_rows": run.rows_logged,
-            **({"vae_sha256": vae_sha256} if vae_sha256 else {}),
-            **({ENV_KEY: env} if env else {}),
+            "epoch": self.epoch,
+            "batch_in_epoch": self.skip,
+            "best": self.best,
+            "train_config": to_dict(self.config),
+            "metrics_rows": self.run.rows_logged,
+            **({"vae_sha256": self.vae_sha256} if self.vae_sha256 else {}),
+            **({ENV_KEY: self.env} if self.env else {}),
         }
-        model.save_pretrained(target, step=step, meta=meta, optimizer_state=opt_state)
+        self.model.save_pretrained(where, step=self.step, meta=meta, optimizer_state=opt_state)
 
-    model.train()
-    bpe = train.batches_per_epoch(config.batch_size, config.seq_len)
-    lr = max(config.lr * config.lr_decay**step, config.min_lr)
-    t_start = time.perf_counter()
-    out_of_time = False
+    # ------------------------------------------------------------------ steps
+    def _spent(self) -> bool:
+        """This invocation's time budget is used up."""
+        budget = self.config.time_budget_s
+        return budget is not None and time.perf_counter() - self._t_start >= budget
 
-    def spent() -> bool:  # this invocation's time budget is used up
-        budget = config.time_budget_s
-        return budget is not None and time.perf_counter() - t_start >= budget
+    def _batches(self) -> tuple[Iterator[tuple[int, SeriesBatch]], int]:
+        """The current epoch's ``(index, batch)`` from batch ``skip`` on, and how many it has."""
+        cfg, train, window = self.config, self.train, self.window
+        epoch, skip = self.epoch, self.skip
+        if cfg.carry_state:
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            plan = train.lane_plan(cfg.batch_size, window, gen)
+            lanes = ((i, train.gather(s, e, window, a)) for i, (s, e, a) in enumerate(plan))
+            return ((i, b) for i, b in lanes if i >= skip), len(plan)
+        bpe = train.batches_per_epoch(cfg.batch_size, cfg.seq_len)
 
-    while epoch < config.epochs and not out_of_time:
-        sums, started, steps0 = _Sums(), time.perf_counter(), step
-        if skip and carry_sums is not None:
-            sums = _Sums.from_state(carry_sums, device)
-        carry_sums = None
-        state = None
-        if config.carry_state and skip and carry is not None:
-            state = tuple(x.to(device) for x in carry)  # (1, B, H) each
-        carry = None
-        if config.carry_state:
-            gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-            plan = train.lane_plan(config.batch_size, window, gen)
-            batches = (
-                (i, train.gather(s, e, window, a)) for i, (s, e, a) in enumerate(plan) if i >= skip
-            )
-            total = len(plan)
-        else:
+        def sampled() -> Iterator[tuple[int, SeriesBatch]]:
             # One generator per step: a resumed run draws the very windows it would have.
-            def sampled(epoch: int = epoch, skip: int = skip):
-                for i in range(skip, bpe):
-                    g = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * bpe + i)
-                    yield i, train.sample(config.batch_size, window, g)
+            for i in range(skip, bpe):
+                g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * bpe + i)
+                yield i, train.sample(cfg.batch_size, window, g)
 
-            batches, total = sampled(), bpe
+        return sampled(), bpe
+
+    def _step(self, batch: SeriesBatch) -> dict[str, torch.Tensor]:
+        """One optimizer step (z's noise seeded by the step); the loss parts."""
+        cfg = self.config
+        zgen = torch.Generator(device=self.device).manual_seed(cfg.seed + 31 * self.step + 1)
+        if cfg.carry_state:
+            self.lstm_state = _reset_state(self.lstm_state, batch.first)
+        self.lr = max(cfg.lr * cfg.lr_decay**self.step, cfg.min_lr)
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr
+        parts, new_state = train_step(
+            self.model,
+            self.opt,
+            batch,
+            state=self.lstm_state,
+            sample_z=cfg.sample_z,
+            grad_clip=cfg.grad_clip,
+            generator=zgen,
+            autocast=self.autocast,
+        )
+        self.lstm_state = new_state if cfg.carry_state else None
+        self.sums.add(parts, batch)
+        self.step += 1
+        return parts
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Loss parts over every step of the held-out episodes (none without them)."""
+        if self.held is None:
+            return {}
+        config = dataclasses.replace(self.config, seq_len=self.window)
+        return evaluate(self.model, self.held, config, self.device)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> Path:
+        cfg = self.config
+        if not self.run.resume_verdict(
+            step=self.step, epoch=self.epoch, epochs=cfg.epochs, finished=self.epoch >= cfg.epochs
+        ):
+            return self.run.path
+        self.run.open_metrics(self.step, self._metrics_rows)
+        self.model.train()
+        self.lr = max(cfg.lr * cfg.lr_decay**self.step, cfg.min_lr)
+        self._t_start = time.perf_counter()
+        while self.epoch < cfg.epochs:
+            started, steps0 = time.perf_counter(), self.step
+            if not self._train_epoch():
+                break
+            self._end_of_epoch(time.perf_counter() - started, self.step - steps0)
+            if self.epoch < cfg.epochs and self._spent():  # the epoch's end used the rest
+                self.run.say(f"time budget reached {at_step(self.step, self.epoch - 1)}")
+                break
+        self.run.plot_curve(
+            {"train loss": "train_total", "held-out loss": "heldout_total"},
+            title="MDN-RNN loss (nll + weighted reward and done terms)",
+        )
+        return self.run.path
+
+    def _train_epoch(self) -> bool:
+        """The current epoch's batches from batch ``skip`` on; False when the time budget
+        ran out within it (checkpoints/last is saved there, and a re-run continues)."""
+        cfg = self.config
+        resumed = self.skip and self._carry_sums is not None
+        self.sums = _Sums.from_state(self._carry_sums, self.device) if resumed else _Sums()
+        self.lstm_state = None
+        if cfg.carry_state and self.skip and self._carry is not None:
+            self.lstm_state = tuple(x.to(self.device) for x in self._carry)  # (1, B, H) each
+        self._carry = self._carry_sums = None
+        batches, total = self._batches()
         bar = tqdm(
             total=total,
-            initial=skip,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=not config.progress,
+            initial=self.skip,
+            desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+            disable=not cfg.progress,
             leave=False,
             dynamic_ncols=True,
         )
         for i, batch in batches:
-            zgen = torch.Generator(device=device).manual_seed(config.seed + 31 * step + 1)
-            if config.carry_state:
-                state = _reset_state(state, batch.first)
-            lr = max(config.lr * config.lr_decay**step, config.min_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            parts, new_state = train_step(
-                model,
-                optimizer,
-                batch,
-                state=state,
-                sample_z=config.sample_z,
-                grad_clip=config.grad_clip,
-                generator=zgen,
-                autocast=autocast,
-            )
-            state = new_state if config.carry_state else None
-            sums.add(parts, batch)
-            step, skip = step + 1, i + 1
+            parts = self._step(batch)
+            self.skip = i + 1
             bar.update(1)
             # The clock every step (free; at log steps only, slow steps ran 4x over budget);
             # a device sync only at log steps and before a checkpoint.
-            over_budget = spent()
-            saving = (over_budget and skip < total) or bool(
-                config.save_every and step % config.save_every == 0
-            )
-            if step % config.log_every == 0 or saving:
+            over_budget = self._spent() and self.skip < total
+            saving = over_budget or bool(cfg.save_every and self.step % cfg.save_every == 0)
+            if self.step % cfg.log_every == 0 or saving:
                 value = float(parts["total"].detach())  # the one sync: NaN check and display
-                run.stop_if_diverged(not math.isfinite(value), at_step(step, epoch))
-                bar.set_postfix(nll=f"{float(parts['nll'].detach()):.4f}", lr=f"{lr:.2e}")
+                self.run.stop_if_diverged(not math.isfinite(value), at_step(self.step, self.epoch))
+                bar.set_postfix(nll=f"{float(parts['nll'].detach()):.4f}", lr=f"{self.lr:.2e}")
             if saving:
-                save(last_dir)  # mid-epoch: a re-run continues from here
-            if over_budget and skip < total:
-                out_of_time = True
-                run.say(f"time budget reached {at_step(step, epoch)}")
-                break
+                self.save_state(self.run.last)  # mid-epoch: a re-run continues from here
+            if over_budget:
+                bar.close()
+                self.run.say(f"time budget reached {at_step(self.step, self.epoch)}")
+                return False
         bar.close()
-        if out_of_time:
-            break
-        seconds = time.perf_counter() - started
-        train_means = sums.means()
+        return True
+
+    def _end_of_epoch(self, seconds: float, steps: int) -> None:
+        """Score the epoch, log its row, keep the best and save checkpoints/last."""
+        cfg = self.config
+        train_means = self.sums.means()
         bad = not all(math.isfinite(v) for v in train_means.values())
-        run.stop_if_diverged(bad, at_step(step, epoch))
-        held_means = (
-            evaluate(model, held, dataclasses.replace(config, seq_len=window), device)
-            if held is not None
-            else {}
-        )
-        epoch, skip = epoch + 1, 0
+        self.run.stop_if_diverged(bad, at_step(self.step, self.epoch))
+        held_means = self.evaluate()
+        self.epoch, self.skip = self.epoch + 1, 0
         score = held_means.get("total", train_means.get("total", math.inf))
         row = {
-            "epoch": epoch,
-            "lr": lr,
+            "epoch": self.epoch,
+            "lr": self.lr,
             **{f"train_{k}": v for k, v in train_means.items()},
             **{f"heldout_{k}": v for k, v in held_means.items()},
             "seconds": seconds,
-            "seq_steps_per_s": (step - steps0) * config.batch_size * window / seconds,
+            "seq_steps_per_s": steps * cfg.batch_size * self.window / seconds,
         }
         # Logged before saving: if killed in between, the resumed run drops and redoes it.
-        run.log(step, **row)
-        if score < best:
-            best = score
-            save(best_dir)
-        save(last_dir)
+        self.run.log(self.step, **row)
+        if score < self.best:
+            self.best = score
+            self.save_state(self.run.best)
+        self.save_state(self.run.last)
         held_text = f", held-out nll {held_means['nll']:.4f}" if held_means else ""
         print(
-            f"epoch {epoch}/{config.epochs}: train nll {train_means.get('nll', math.nan):.4f}"
+            f"epoch {self.epoch}/{cfg.epochs}: train nll {train_means.get('nll', math.nan):.4f}"
             f"{held_text} ({seconds:.1f}s)",
             flush=True,
         )
-        if epoch < config.epochs and spent():  # the epoch's end used the rest of it
-            run.say(f"time budget reached {at_step(step, epoch - 1)}")
-            break
-    run.plot_curve(
-        {"train loss": "train_total", "held-out loss": "heldout_total"},
-        title="MDN-RNN loss (nll + weighted reward and done terms)",
-    )
-    return run.path
+
+
+def train_mdrnn(config: TrainMDNRNNConfig) -> Path:
+    """Train (or resume training) an MDN-RNN; return the run folder (see module docstring)."""
+    return run_trainer(MDNRNNTrainer, config)
 
 
 def default_config(**overrides) -> TrainMDNRNNConfig:

@@ -12,11 +12,13 @@ One place per training run, resumable by re-running the same command::
       images/                  grids and plots
 
 :class:`TrainingRun` is what a trainer holds while it trains: it locks and opens the folder
-(a re-run may change only :data:`ALWAYS_RESUMABLE` and the trainer's own resumable
-fields), says whether a re-run resumes or finds the run finished, logs metrics, stops a
-diverged run with :class:`TrainingDivergedError` and plots the curve; under torchrun rank
-0 alone does the folder's work and decides, the other ranks follow. :func:`summarize_run`
-is the text printed at the end. What a trainer keeps is only its own: model, optimizer,
+(a re-run may change only the fields its config marks
+:func:`~world_models.core.config.resumable`), says whether a re-run resumes or finds the
+run finished, logs metrics, stops a diverged run with :class:`TrainingDivergedError` and
+plots the curve; under torchrun rank 0 alone does the folder's work and decides, the other
+ranks follow. :func:`summarize_run` is the text printed at the end. :class:`Trainer` is
+the one shape of the three trainers, and :func:`run_trainer` drives one. What a trainer
+keeps is only its own: model, optimizer,
 data, loop, checkpoint contents, and which metrics make its curve and summary.
 """
 
@@ -27,7 +29,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -41,7 +43,7 @@ from world_models.core.atomic import (
     recover_dir,
 )
 from world_models.core.checkpoint import META_FILE, WEIGHTS_FILE
-from world_models.core.config import to_dict
+from world_models.core.config import resumable_fields, to_dict
 from world_models.core.errors import ConfigError, TrainingDivergedError
 from world_models.core.locking import LOCK_FILE, check_output_dir, lock_folder
 from world_models.core.media import plot_curves
@@ -49,10 +51,6 @@ from world_models.training.distributed import DistContext
 
 if TYPE_CHECKING:
     from world_models.training.distributed import DistContext
-
-ALWAYS_RESUMABLE = frozenset({"device", "progress", "tensorboard", "time_budget_s"})
-"""Fields any trainer's re-run may change: hardware, display and this invocation's time.
-Each trainer adds its own (length, speed switches, ...) in its ``RESUMABLE_FIELDS``."""
 
 RNG_KEY = "world_models_rng"
 """Key of torch's global RNG state in a checkpoint's optimizer state. V's sampled z and M's
@@ -258,7 +256,7 @@ class TrainingRun(RunDir):
 
     Opening it locks it (for as long as ``hold``, an ExitStack the caller closes on any
     exit, lives; without ``hold`` it is not locked), checks the config against the stored
-    one, allowing :data:`ALWAYS_RESUMABLE` and ``resumable`` to differ, and sets
+    one, allowing the fields the config marks resumable to differ, and sets
     :attr:`resuming`: whether ``resume_file`` (relative to the folder; None: a
     checkpoints/last checkpoint) exists. It writes nothing: :meth:`start` (called by
     :meth:`open_metrics`, once the trainer has loaded its data and models) writes the
@@ -273,7 +271,6 @@ class TrainingRun(RunDir):
     def __init__(
         self,
         config: Any,
-        resumable: frozenset[str] = frozenset(),
         *,
         hold: contextlib.ExitStack | None = None,
         dist: DistContext | None = None,
@@ -296,7 +293,7 @@ class TrainingRun(RunDir):
                     missing = [p for p in (self.path, *self.path.parents) if not p.exists()]
                     hold.enter_context(self.lock())
                     hold.callback(self._remove_if_unstarted, missing)  # before the unlock
-                resuming = self.open(config, ALWAYS_RESUMABLE | resumable, write=False)
+                resuming = self.open(config, resumable_fields(config), write=False)
                 if resume_file is not None:
                     resuming = (self.path / resume_file).exists()
             except Exception as exc:  # noqa: BLE001 - re-raised below, once the others know
@@ -423,6 +420,50 @@ class TrainingRun(RunDir):
         """Flush and close the metrics (the lock goes with ``hold``)."""
         if self.metrics is not None:
             self.metrics.close()
+
+
+class Trainer:
+    """The one shape of V's, M's and C's trainers, driven by :func:`run_trainer`.
+
+    ``__init__(config, hold)`` sets up: it opens the run folder as :attr:`run` (locked for
+    as long as ``hold`` lives), loads the data, builds the model from its config and, when
+    the run resumes, calls :meth:`load_state`. :meth:`fit` trains on (by steps or
+    generations) to the end or the time budget, scoring with :meth:`evaluate` and saving
+    with :meth:`save_state`; :meth:`close` frees what the trainer holds, on any exit.
+    """
+
+    run: TrainingRun
+
+    def load_state(self) -> None:
+        """Continue from the run folder's saved state (called by ``__init__`` on resume)."""
+        raise NotImplementedError
+
+    def save_state(self, where: Path) -> None:
+        """Save a checkpoint at ``where``; at ``run.last``, all a re-run resumes from."""
+        raise NotImplementedError
+
+    def evaluate(self) -> dict[str, float]:
+        """The model's held-out scores now, by metric name."""
+        raise NotImplementedError
+
+    def fit(self) -> Path:
+        """Train to the end (or this invocation's time budget); return the run folder."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free the trainer's resources; the metrics are flushed and closed."""
+        self.run.close()
+
+
+def run_trainer(trainer_class: Callable[[Any, contextlib.ExitStack], Trainer], config: Any) -> Path:
+    """Train (or resume) ``config``'s run with ``trainer_class``; return the run folder.
+    The folder stays locked until the trainer is closed, which it is on any exit."""
+    with contextlib.ExitStack() as hold:
+        trainer = trainer_class(config, hold)
+        try:
+            return trainer.fit()
+        finally:
+            trainer.close()
 
 
 def rng_state(device: torch.device) -> dict[str, torch.Tensor]:

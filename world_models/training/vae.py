@@ -38,34 +38,17 @@ from world_models.models.world_model import ENV_KEY
 from world_models.training import distributed
 from world_models.training.configs import TrainVAEConfig
 from world_models.training.runs import (
-    ALWAYS_RESUMABLE,
     RNG_KEY,
     RUN_OUTPUTS,
+    Trainer,
     TrainingRun,
     at_step,
     rng_state,
+    run_trainer,
     set_rng_state,
     summarize_run,
 )
 
-# A re-run may change these without starting a new run: length, hardware and speed knobs,
-# and the learning rate (the advice after a NaN is to lower it and resume). Not the batch
-# size or seed (they fix where a mid-epoch resume picks up) nor anything of the model/data.
-RESUMABLE_FIELDS = ALWAYS_RESUMABLE | {
-    "lr",
-    "lr_reference_batch",
-    "lr_scaling",
-    "warmup_steps",
-    "epochs",
-    "amp",
-    "channels_last",
-    "compile",
-    "log_every",
-    "checkpoint_every_s",
-    "max_steps",
-    "image_every",
-    "cache_dir",
-}
 WINDOW_KEY = "world_models_log_window"
 """Key, in a mid-epoch checkpoint's optimizer state, of the loss sums since the last metrics
 row: the resumed run's next row averages the same steps as an uninterrupted run's."""
@@ -96,7 +79,9 @@ def _auto_amp(device: torch.device) -> bool:
         return False
 
 
-class _Trainer:
+class VAETrainer(Trainer):
+    """V's trainer: fused Adam on the ConvVAE over the frame sources, step by step."""
+
     def __init__(self, config: TrainVAEConfig, hold: contextlib.ExitStack | None = None) -> None:
         """``hold`` keeps rank 0's lock on the run folder until the caller closes it."""
 
@@ -104,7 +89,6 @@ class _Trainer:
         self.dist, self.device = distributed.setup(config.device)
         self.run = TrainingRun(
             config,
-            RESUMABLE_FIELDS,
             hold=hold,
             dist=self.dist,
             device=self.device,
@@ -145,10 +129,7 @@ class _Trainer:
                 f"one batch of {config.batch_size * self.dist.world_size}; lower --batch-size"
             )
         torch.manual_seed(config.seed)
-        vae = config.model
-        self.model = ConvVAE(
-            vae.latent_size, vae.input_channels, vae.kl_tolerance, uint8_input=True
-        )
+        self.model = ConvVAE.from_config(dataclasses.replace(config.model, uint8_input=True))
         self.model.check_inputs = False  # FrameSource yields valid uint8; skip the sync
         self.model.to(self.device)
         if self.channels_last:  # before the optimizer state exists, which follows its layout
@@ -160,7 +141,7 @@ class _Trainer:
         self._resumed_window: dict | None = None
         self._metrics_rows = None  # rows logged when the checkpoint resumed from was saved
         if self.run.resuming:
-            self._resume()
+            self.load_state()
         self.net: torch.nn.Module = self.model
         if self.dist.enabled:
             self.net = DDP(
@@ -206,7 +187,7 @@ class _Trainer:
                 if v.stride() != p.stride():  # fused kernels walk both as flat memory
                     moments[k] = torch.empty_like(p).copy_(v)
 
-    def _resume(self) -> None:
+    def load_state(self) -> None:
         ckpt = read_checkpoint(self.run.last, expected_kind="ConvVAE", device=self.device)
         if ckpt.config != dataclasses.asdict(self.model.config):
             raise CheckpointError(
@@ -228,7 +209,7 @@ class _Trainer:
             **{k: trainer[k] for k in trainer if k in TrainerState.__dataclass_fields__}
         )
 
-    def _save(self, where: Path) -> None:
+    def save_state(self, where: Path) -> None:
         if not self.dist.is_main:
             return
         state = dataclasses.asdict(self.state)
@@ -375,7 +356,7 @@ class _Trainer:
                     self.run.stop_if_diverged(bad, f"before the checkpoint {at_step(st.step)}")
                     if since:
                         self._window = {"sums": sums.detach().cpu(), "since": since}
-                    self._save(self.run.last)
+                    self.save_state(self.run.last)
                     self._window = None
                     last_ckpt = time.perf_counter()
                 if stop:
@@ -389,7 +370,7 @@ class _Trainer:
             last_ckpt = time.perf_counter()
         st.finished = st.epoch >= cfg.epochs or st.step >= total_steps
         bar.close()
-        self._save(self.run.last)
+        self.save_state(self.run.last)
         return self.run.path
 
     def _end_of_epoch(self, epoch_done: bool) -> None:
@@ -401,8 +382,8 @@ class _Trainer:
             self.run.log(self.state.step, epoch=self.state.epoch, **scores)
             if scores["holdout_loss"] < self.state.best_holdout:
                 self.state.best_holdout = scores["holdout_loss"]
-                self._save(self.run.best)
-            self._save(self.run.last)
+                self.save_state(self.run.best)
+            self.save_state(self.run.last)
             if epoch_done and (self.state.epoch % self.config.image_every == 0):
                 self.write_pictures(f"epoch{self.state.epoch:03d}")
             self.run.plot_curve(
@@ -424,7 +405,6 @@ class _Trainer:
         self.model.train()
 
     def close(self) -> None:
-
         self.run.close()
         # DDP holds the process group, and self.step_fn (a bound method) makes a cycle that
         # only the garbage collector frees: left to interpreter exit, gloo's threads die
@@ -441,12 +421,7 @@ def train_vae(config: TrainVAEConfig) -> Path:
     The folder holds ``checkpoints/{last,best}`` (ConvVAE checkpoints with optimizer and
     trainer state), ``metrics.csv``/``metrics.jsonl``, ``images/`` and ``loss_curve.png``.
     """
-    with contextlib.ExitStack() as hold:  # the run folder's lock, released on any exit
-        trainer = _Trainer(config, hold)
-        try:
-            return trainer.fit()
-        finally:
-            trainer.close()
+    return run_trainer(VAETrainer, config)
 
 
 def summarize(run_dir: Path) -> str:
