@@ -63,7 +63,7 @@ The paper: full World Model 906 +- 21, V only 632 +- 251 (solved: 900).
 - V: the seed's ConvVAE, z = 32; {v_meta.get("step")} steps (batch 64, Adam).
 - M: MDN-RNN, LSTM 256, 5 Gaussians per dimension, no reward or done head;
   {m_meta.get("step")} steps; best held-out NLL {m_meta.get("best", float("nan")):.4f}.
-- C: tanh/sigmoid of W [z, h] + b, 867 weights; CMA-ES popsize {c_cfg.get("popsize")} x
+- C: a = tanh(W [z, h] + b) as steer, gas (a + 1) / 2 and brake clipped to [0, 1]; 867 weights; CMA-ES popsize {c_cfg.get("popsize")} x
   {c_cfg.get("rollouts")} tracks (the same tracks for a generation's candidates), training
   episodes cut after {c_cfg.get("stall_steps")} steps without a new tile;
   {len(rows)} generations. The mean scored every {c_cfg.get("eval_every")} generations on
@@ -88,7 +88,14 @@ def main() -> None:
     a = p.parse_args()
     root = a.root
     # play --in dream: M has no done head, so a dream ends at max_steps (CarRacing's 1,000)
-    settings = {"env": "carracing", "tau": 1.0, "done_mode": "threshold", "max_steps": 1000}
+    settings = {
+        "env": "carracing",
+        "tau": 1.0,
+        "done_mode": "threshold",
+        "dream_dropout": False,
+        "max_steps": 1000,
+        "done_offset": 0.0,
+    }
     out = export_pretrained(
         _ckpt(root / "vae"),
         _ckpt(root / "mdrnn"),
