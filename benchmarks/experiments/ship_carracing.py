@@ -63,11 +63,12 @@ The paper: full World Model 906 +- 21, V only 632 +- 251 (solved: 900).
 - V: the seed's ConvVAE, z = 32; {v_meta.get("step")} steps (batch 64, Adam).
 - M: MDN-RNN, LSTM 256, 5 Gaussians per dimension, no reward or done head;
   {m_meta.get("step")} steps; best held-out NLL {m_meta.get("best", float("nan")):.4f}.
-- C: a = tanh(W [z, h] + b) as steer, gas (a + 1) / 2 and brake clipped to [0, 1]; 867 weights; CMA-ES popsize {c_cfg.get("popsize")} x
-  {c_cfg.get("rollouts")} tracks (the same tracks for a generation's candidates), training
-  episodes cut after {c_cfg.get("stall_steps")} steps without a new tile;
-  {len(rows)} generations. The mean scored every {c_cfg.get("eval_every")} generations on
-  {c_cfg.get("eval_rollouts")} fixed tracks (generation: mean return): {curve}. This C is
+- C: a = tanh(W [z, h] + b) as steer, gas (a + 1) / 2 and brake clipped to [0, 1];
+  867 weights. CMA-ES: popsize {c_cfg.get("popsize")} x {c_cfg.get("rollouts")} tracks
+  (the same tracks for a generation's candidates), a training episode cut after
+  {c_cfg.get("stall_steps")} steps without a new tile; {len(rows)} generations. The mean
+  was scored every {c_cfg.get("eval_every")} generations on {c_cfg.get("eval_rollouts")}
+  fixed tracks (generation: mean return): {curve}. This C is
   the mean with the best such evaluation.
 
 ## Stage wall times (s)
