@@ -149,7 +149,7 @@ def override(config: C, **changes: Any) -> C:
 
 
 def _resolved_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    return typing.get_type_hints(cls, include_extras=True)  # keeps registered() names' checks
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -189,6 +189,8 @@ def from_dict(cls: type[C], data: dict[str, Any], *, source: str = "config") -> 
 
 def _describe(tp: Any) -> str:
     base, optional = _unwrap_optional(tp)
+    if typing.get_origin(base) is Annotated:
+        base = typing.get_args(base)[0]
     origin = typing.get_origin(base)
     if origin is typing.Literal:
         text = "one of " + ", ".join(json.dumps(c) for c in typing.get_args(base))
@@ -223,6 +225,17 @@ def _typed(tp: Any, value: Any, name: str, source: str) -> Any:
         if optional:
             return None
         raise bad()
+    if origin is Annotated:  # flags' extras; a registered() name is checked by its registry
+        for extra in base.__metadata__:
+            check = getattr(extra, "instance_from_str", None)
+            if check is not None and isinstance(value, str):
+                try:
+                    check([value])
+                except ConfigError:
+                    raise ConfigError(
+                        f"{source}: field {name!r} must be one of {extra.metavar}, got {value!r}"
+                    ) from None
+        return _typed(typing.get_args(base)[0], value, name, source)
     if origin is typing.Literal:
         if not any(value == c and type(value) is type(c) for c in typing.get_args(base)):
             raise bad()
