@@ -339,3 +339,23 @@ def test_cli_defaults_follow_env(monkeypatch, capsys):
     assert main(["collect", "--help"]) == 0
     shown = capsys.readouterr().out
     assert "or the one --env names" in shown and "None: data/ENV" in shown
+
+
+def test_raw_frames_resized_per_episode_equal_per_step_frames():
+    # collect resizes a random policy's frames in chunks: the same frames as the env's own
+    from world_models.data.collect import _CHUNK, run_episode
+    from world_models.envs.make import make_env
+    from world_models.envs.presets import FAKE
+    from world_models.policies import make_random_policy
+
+    eps = []
+    for raw in (False, True):
+        n = _CHUNK + 44
+        env = make_env(FAKE, env_kwargs={"min_len": n, "max_len": n}, raw_frames=raw)
+        policy = make_random_policy("brownian", env.action_space)
+        eps.append(run_episode(env, policy, 7, preprocess=FAKE.preprocess if raw else None))
+        env.close()
+    per_step, chunked = eps
+    assert len(chunked) == _CHUNK + 44 and chunked.obs.shape[1:] == (64, 64, 3)
+    np.testing.assert_array_equal(chunked.obs, per_step.obs)
+    np.testing.assert_array_equal(chunked.action, per_step.action)

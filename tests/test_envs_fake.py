@@ -39,6 +39,21 @@ def test_doom_preprocess_resizes_whole_screen_antialiased():
     assert nearest.std() > 100  # aliasing: the filter choice really is applied
 
 
+def test_bilinear_preprocess_matches_pil_within_one():
+    # torch's uint8 kernel stands in for PIL's (speed): the same frames to within 1 level
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    smooth = rng.integers(0, 255, (15, 20, 3)).repeat(8, 0).repeat(8, 1).astype(np.uint8)
+    for frame, pre in ((smooth, DOOM.preprocess), (smooth[:96, :96], CARRACING.preprocess)):
+        out = preprocess_frame(frame, pre)
+        crop = frame if pre.crop is None else frame[pre.crop[0] : pre.crop[1]]
+        pil = np.asarray(Image.fromarray(crop).resize((64, 64), resample=Image.BILINEAR))
+        diff = np.abs(out.astype(int) - pil.astype(int))
+        assert out.shape == pil.shape and out.dtype == np.uint8
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.05
+
+
 def test_preprocess_passthrough_and_errors():
     frame = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     np.testing.assert_array_equal(preprocess_frame(frame, Preprocess()), frame)

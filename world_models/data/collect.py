@@ -40,7 +40,7 @@ from world_models.core.processes import bind_to_parent, start_resource_tracker
 from world_models.data import store
 from world_models.data.configs import CollectConfig
 from world_models.envs.make import check_available, make_env, resolve_backend
-from world_models.envs.presets import EnvPreset, register_preset
+from world_models.envs.presets import EnvPreset, Preprocess, preprocess_frames, register_preset
 from world_models.policies import ExplorePolicy, make_random_policy
 
 
@@ -92,14 +92,28 @@ def episode_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0])
 
 
-def run_episode(env, policy, seed: int, one_hot: int | None = None) -> store.Episode:
-    """Play one episode from ``env.reset(seed=seed)``; ``obs[t]`` is the frame acted on."""
+_CHUNK = 256
+"""Raw frames resized per call in :func:`run_episode` (a Doom chunk holds 15 MB)."""
+
+
+def run_episode(
+    env, policy, seed: int, one_hot: int | None = None, preprocess: Preprocess | None = None
+) -> store.Episode:
+    """Play one episode from ``env.reset(seed=seed)``; ``obs[t]`` is the frame acted on.
+
+    With ``preprocess`` the env hands out raw frames (``make_env(raw_frames=True)``) and
+    they are preprocessed here, ``_CHUNK`` at a time, for a policy that never looks at them
+    (a random one: it is handed the raw frame)."""
     obs, _ = env.reset(seed=seed)
     policy.reset(1, seed=[seed])
     frames, actions, rewards, terms, truncs = [], [], [], [], []
+    chunks: list[np.ndarray] = []
     while True:
         action = policy.act(obs[None])[0]
         frames.append(obs)
+        if preprocess is not None and len(frames) == _CHUNK:
+            chunks.append(preprocess_frames(np.stack(frames), preprocess))
+            frames = []
         actions.append(action)
         obs, reward, terminated, truncated, _ = env.step(action)
         rewards.append(reward)
@@ -107,12 +121,18 @@ def run_episode(env, policy, seed: int, one_hot: int | None = None) -> store.Epi
         truncs.append(truncated)
         if terminated or truncated:
             break
+    if preprocess is not None:
+        if frames:
+            chunks.append(preprocess_frames(np.stack(frames), preprocess))
+        seen = np.concatenate(chunks)  # (T, 64, 64, 3)
+    else:
+        seen = np.stack(frames)
     act = np.asarray(actions)
     if one_hot is not None:  # discrete actions are stored one-hot: (T,) int -> (T, k)
         act = np.eye(one_hot, dtype=np.float32)[act.astype(np.int64)]
     return store.Episode(
-        obs=np.stack(frames).astype(np.uint8),  # (T, 64, 64, 3)
-        action=act.astype(np.float32).reshape(len(frames), -1),  # (T, A)
+        obs=seen.astype(np.uint8, copy=False),  # (T, 64, 64, 3)
+        action=act.astype(np.float32).reshape(len(seen), -1),  # (T, A)
         reward=np.asarray(rewards, np.float32),  # (T,)
         terminated=np.asarray(terms, bool),  # (T,)
         truncated=np.asarray(truncs, bool),  # (T,)
@@ -126,17 +146,20 @@ class _Collector:
 
         self.config = config
         preset = config.env_preset()
+        models = config.world_model()
+        # a random policy never looks at the frames: they are resized per episode, in chunks
+        self.preprocess = config.preprocess() if models is None else None
         self.env = make_env(
             preset,
             preprocess=config.preprocess(),
             max_steps=config.max_steps,
             backend=config.backend,
             env_kwargs=config.env_kwargs,
+            raw_frames=self.preprocess is not None,
         )
         self.policy = make_random_policy(
             config.policy_name(), self.env.action_space, dt=config.dt, max_repeat=config.max_repeat
         )
-        models = config.world_model()
         if models is not None:
             mode = preset.action_mode
             self.policy = _controller_policy(models, self.policy, config.explore, mode)
@@ -144,7 +167,7 @@ class _Collector:
 
     def __call__(self, index: int) -> tuple[int, int, float]:
         seed = episode_seed(self.config.seed, index)
-        ep = run_episode(self.env, self.policy, seed, self.one_hot)
+        ep = run_episode(self.env, self.policy, seed, self.one_hot, self.preprocess)
         out = Path(self.config.out_dir) / store.episode_name(index)
         store.write_episode(out, ep, self.config.compress_level)
         return index, len(ep), ep.total_reward
@@ -219,6 +242,8 @@ def _init_worker(config: CollectConfig, preset: EnvPreset, parent: int | None = 
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     # nothing else closes the env when the worker exits, and VizDoom's game would outlive it
     multiprocessing.util.Finalize(None, _close_worker, exitpriority=10)
+    # one thread each, as the workers share the cores (torch resizes the frames)
+    os.environ["OMP_NUM_THREADS"] = "1"
     try:
         _WORKER = _Collector(config)
     except Exception as exc:  # noqa: BLE001 - re-raised by _work, so the parent sees it

@@ -97,7 +97,23 @@ def save_npz(path: str | Path, arrays: dict[str, np.ndarray], compresslevel: int
             level = "compress_level" if hasattr(info, "compress_level") else "_compresslevel"
             setattr(info, level, compresslevel)
             with zf.open(info, "w", force_zip64=True) as member:
+                _use_isal(member, compresslevel)
                 np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
+
+
+def _use_isal(member: Any, level: int) -> None:
+    """Deflate a zip member with ISA-L (python-isal) at levels 1-3: the same deflate format,
+    any reader's, ~5x faster than zlib's level 1 for ~4% more bytes on Doom frames, where
+    zlib took a sixth of a collection's time. zipfile has no public hook for its compressor,
+    so the member's own is swapped before the first byte; without isal (or a zipfile that
+    names it otherwise) zlib does it."""
+    if not 1 <= level <= 3 or not hasattr(member, "_compressor"):
+        return
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return
+    member._compressor = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)
 
 
 def _check_zip(path: Path) -> None:

@@ -21,18 +21,26 @@ Backend = Literal["gymnasium", "envpool"]
 
 
 class FrameObservation(gym.ObservationWrapper):
-    """Take the RGB screen out of the observation (VizDoom's is a dict) and preprocess it."""
+    """Take the RGB screen out of the observation (VizDoom's is a dict) and preprocess it.
 
-    def __init__(self, env: gym.Env, preprocess: Preprocess) -> None:
+    With ``raw`` the screen comes as it is, (H, W, 3) uint8, for a caller that preprocesses
+    whole batches itself (:func:`~world_models.envs.presets.preprocess_frames`, a fraction
+    of the per-frame cost): collect, whose random policies never look at the frames.
+    """
+
+    def __init__(self, env: gym.Env, preprocess: Preprocess, raw: bool = False) -> None:
         super().__init__(env)
-        self.preprocess = preprocess
+        self.preprocess, self.raw = preprocess, raw
+        space = env.observation_space
+        if isinstance(space, spaces.Dict):
+            space = space["screen"]
         s = preprocess.size
-        self.observation_space = spaces.Box(0, 255, (s, s, 3), np.uint8)
+        self.observation_space = space if raw else spaces.Box(0, 255, (s, s, 3), np.uint8)
 
     def observation(self, observation: Any) -> np.ndarray:
         if isinstance(observation, dict):
             observation = observation["screen"]  # VizDoom: {"screen", "gamevariables"}
-        return self.preprocess(observation)  # (64, 64, 3) uint8
+        return observation if self.raw else self.preprocess(observation)  # (64, 64, 3) uint8
 
 
 def check_available(preset: EnvPreset, backend: Backend = "gymnasium") -> None:
@@ -63,6 +71,7 @@ def make_env(
     backend: Backend = "gymnasium",
     env_kwargs: dict[str, Any] | None = None,
     stall_steps: int | None = None,
+    raw_frames: bool = False,
 ) -> gym.Env:
     """A Gymnasium env for ``preset`` emitting preprocessed frames.
 
@@ -70,7 +79,8 @@ def make_env(
     the env's own limit (CarRacing-v3: 1000 steps). ``env_kwargs`` go to the env's
     constructor (for the fake env: ``step_delay``, ``min_len``, ...). ``stall_steps`` ends
     an episode (truncated) after that many steps in a row without a positive reward
-    (:class:`StallLimit`).
+    (:class:`StallLimit`). ``raw_frames`` leaves the frames to the caller
+    (:class:`FrameObservation`).
     """
     check_available(preset, backend)
     preprocess = preprocess or preset.preprocess
@@ -83,7 +93,7 @@ def make_env(
         env = make_gymnasium(preset, max_steps, kwargs)
     if stall_steps is not None:
         env = StallLimit(env, stall_steps)
-    return FrameObservation(env, preprocess)
+    return FrameObservation(env, preprocess, raw=raw_frames)
 
 
 def make_gymnasium(preset: EnvPreset, max_steps: int | None, env_kwargs: dict[str, Any]):

@@ -265,17 +265,39 @@ _FILTERS = {"bilinear": 2, "lanczos": 1, "box": 4, "bicubic": 3, "nearest": 0}  
 
 def preprocess_frame(frame: np.ndarray, pre: Preprocess) -> np.ndarray:
     """Crop and resize one raw RGB frame (H, W, 3) uint8 -> (size, size, 3) uint8."""
-
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise DataError(f"expected an (H, W, 3) uint8 frame, got {frame.shape} {frame.dtype}")
+    return preprocess_frames(frame[None], pre)[0]
+
+
+def preprocess_frames(frames: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """:func:`preprocess_frame` for a batch (T, H, W, 3) uint8 -> (T, size, size, 3) uint8,
+    the same values; in one call a Doom frame costs a third of its own call's time."""
+    if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
+        raise DataError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
     if pre.crop is not None:
         top, bottom, left, right = pre.crop
-        if bottom > frame.shape[0] or right > frame.shape[1]:
+        if bottom > frames.shape[1] or right > frames.shape[2]:
             raise DataError(
-                f"frame of shape {frame.shape[:2]} is smaller than the crop {list(pre.crop)}"
+                f"frame of shape {frames.shape[1:3]} is smaller than the crop {list(pre.crop)}"
             )
-        frame = frame[top:bottom, left:right]  # (84, 96, 3) for CarRacing
-    if frame.shape[:2] == (pre.size, pre.size):
-        return np.ascontiguousarray(frame)
-    img = Image.fromarray(np.ascontiguousarray(frame))
-    return np.asarray(img.resize((pre.size, pre.size), resample=_FILTERS[pre.resample]))
+        frames = frames[:, top:bottom, left:right]  # (T, 84, 96, 3) for CarRacing
+    frames = np.ascontiguousarray(frames)
+    if frames.shape[1:3] == (pre.size, pre.size):
+        return frames
+    if pre.resample == "bilinear":
+        return _resize_bilinear(frames, pre.size)
+    size, f = (pre.size, pre.size), _FILTERS[pre.resample]
+    return np.stack([np.asarray(Image.fromarray(x).resize(size, resample=f)) for x in frames])
+
+
+def _resize_bilinear(frames: np.ndarray, size: int) -> np.ndarray:
+    """PIL's antialiased bilinear resize by torch's uint8 kernel (written to match PIL): a
+    third of PIL's CPU time a 160x120 Doom frame (0.08 against 0.25 ms), a tenth in
+    batches, where PIL took a quarter of a collection's time; values differ from PIL's by
+    at most 1, on ~0.6% of them (tests/test_envs_fake.py)."""
+    import torch  # late: a command that never resizes a frame does not load torch for it
+
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, 3, H, W), channels-last strides
+    y = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+    return np.ascontiguousarray(y.permute(0, 2, 3, 1).numpy())  # (T, S, S, 3) uint8
