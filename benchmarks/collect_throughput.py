@@ -1,9 +1,13 @@
 """Doom collection speed: today's settings against the earlier ones, in one run.
 
 * ``before``: VizDoom's own 320x240 screen without damage flashes, episodes deflated at
-  level 6 (the collection of 2026-12-03's issue: ~1,560 frames/s on 2 workers);
+  level 6 (the settings of 2026-12-03's issue: ~1,560 frames/s on 2 workers);
 * ``now``: the preset's 160x120 screen with flashes (the same 64x64 frames after the
-  resize, but half the render and resize work) and level 1 (deflate took 40% before).
+  resize, but half the render and resize work) and level 1.
+
+Both run the current code (batched torch resize; ISA-L deflate at levels 1-3, where ``isal`` is
+installed), so the ratio is the settings' alone. To compare code, run this script in two
+checkouts one after the other (docs/results-doom.md, session 7, quotes such figures).
 
 Both run ``world_models.data.collect.collect`` with the same seeds, workers and episode
 count, alternating ``--rounds`` times so a drifting machine load hits both alike; frames/s
