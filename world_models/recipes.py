@@ -168,19 +168,20 @@ CARRACING_CPU_BUDGET: dict[str, dict[str, Any]] = {
     # ~3 min with envpool (~2,750 frames/s on 2 threads): 400 Brownian-policy tracks,
     # 400k frames (the original: 10,000 tracks, beyond this CPU's V budget anyway)
     "collect": {"episodes": 400, "backend": "auto"},
-    # 25 min (~250 img/s on an AVX2-only 2-core CPU): about one pass over the frames
+    # 18 min (~250 img/s on an AVX2-only 2-core CPU): about 0.65 of a pass over the frames.
+    # Cut from 25 min on 2026-12-04, with M's 15: C's curve was still rising at 65 min
     "vae": {
         "batch_size": 64,
         "lr": 6e-4,
         "lr_scaling": "none",
         "epochs": 20,
-        "time_budget_s": 25 * 60,
+        "time_budget_s": 18 * 60,
     },
-    # 15 min at ~32,750 seq-steps/s: windows of 200 and batches of 16 give ~9k steps
-    "mdrnn": {"batch_size": 16, "seq_len": 200, "epochs": 500, "time_budget_s": 15 * 60},
-    # 65 min in the real env: 16 candidates x 2 tracks (the same two for all candidates of
-    # a generation), episodes cut after 100 steps without a new tile, the mean scored on
-    # 16 fixed tracks every 10 generations
+    # 12 min at ~32,750 seq-steps/s: windows of 200 and batches of 16 give ~7k steps
+    "mdrnn": {"batch_size": 16, "seq_len": 200, "epochs": 500, "time_budget_s": 12 * 60},
+    # 78 min in the real env (~80 generations): 16 candidates x 2 tracks (the same two for
+    # all candidates of a generation), episodes cut after 100 steps without a new tile, the
+    # mean scored on 16 fixed tracks every 10 generations
     "controller": {
         "popsize": 16,
         "rollouts": 2,
@@ -189,7 +190,7 @@ CARRACING_CPU_BUDGET: dict[str, dict[str, Any]] = {
         "eval_rollouts": 16,
         "stall_steps": 100,
         "env_backend": "auto",
-        "time_budget_s": 65 * 60,
+        "time_budget_s": 78 * 60,
     },
     "evaluate": {"trials": 100},
 }
