@@ -26,11 +26,13 @@ from world_models.models.world_model import load_world_model
 from world_models.training.runs import read_rows
 
 
-def _read(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
+    """A run's JSON record, or None where the stage has not written it."""
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _ckpt(run: Path) -> Path:
+def checkpoint(run: Path) -> Path:
+    """A training run's best checkpoint, or its last where no best was kept."""
     best = run / "checkpoints" / "best"
     return best if best.exists() else run / "checkpoints" / "last"
 
@@ -43,10 +45,10 @@ def held_out_episode(root: Path, holdout_fraction: float) -> Path:
 
 @torch.no_grad()
 def pictures(root: Path, out: Path, steps: int, every: int, tau: float, seed: int) -> dict:
-    v_cfg = _read(root / "vae" / "config.json") or {}
+    v_cfg = read_json(root / "vae" / "config.json") or {}
     episode_path = held_out_episode(root, float(v_cfg.get("holdout_fraction", 0.05)))
     ep = read_episode(episode_path)
-    wm = load_world_model(_ckpt(root / "vae"), _ckpt(root / "mdrnn"))
+    wm = load_world_model(checkpoint(root / "vae"), checkpoint(root / "mdrnn"))
     vae, mdrnn = wm.vae.eval(), wm.mdrnn.eval()
     # 8 frames spread over the episode (after the opening zoom of ~50 frames)
     idx = np.linspace(60, len(ep) - 1, 8).astype(int)
@@ -103,7 +105,7 @@ def curves(root: Path, out: Path) -> dict[str, dict]:
 
 def tables(root: Path) -> str:
     lines = ["| stage | wall s |", "|---|---|"]
-    stages = _read(root / "stages.json") or {}
+    stages = read_json(root / "stages.json") or {}
     lines += [f"| {k} | {v:,.0f} |" for k, v in stages.items()]
     lines += [f"| total | {sum(stages.values()):,.0f} ({sum(stages.values()) / 60:.0f} min) |"]
     lines += ["", "| policy (100 Gymnasium CarRacing-v3 tracks) | return | min | max |"]
@@ -113,7 +115,7 @@ def tables(root: Path) -> str:
         ("evaluation-z", "C on z (V only)"),
         ("eval-random", "random (Brownian data policy)"),
     ):
-        r = _read(root / folder / "results.json")
+        r = read_json(root / folder / "results.json")
         if r is not None:
             lines.append(
                 f"| {what} | {r['mean']:.1f} +- {r['std']:.1f} | {r['min']:.1f} | {r['max']:.1f} |"

@@ -11,31 +11,25 @@ import argparse
 import json
 from pathlib import Path
 
+from carracing_report import checkpoint, read_json  # this folder: run as a script
+
 from world_models.shipped import ASSETS, export_pretrained
 from world_models.training.runs import read_rows
-
-
-def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _score(r: dict | None) -> str:
     return "not run" if r is None else f"{r['mean']:.1f} +- {r['std']:.1f}"
 
 
-def _ckpt(run: Path) -> Path:
-    best = run / "checkpoints" / "best"
-    return best if best.exists() else run / "checkpoints" / "last"
-
-
 def card(root: Path, seed: int) -> str:
-    stages = _read(root / "stages.json") or {}
-    real, rand = _read(root / "evaluation/results.json"), _read(root / "eval-random/results.json")
-    z_only = _read(root / "evaluation-z/results.json")
-    c_cfg = _read(root / "controller/config.json") or {}
-    v_meta = _read(_ckpt(root / "vae") / "meta.json") or {}
-    m_meta = _read(_ckpt(root / "mdrnn") / "meta.json") or {}
-    data = _read(root / "data/manifest.json") or {}
+    stages = read_json(root / "stages.json") or {}
+    real = read_json(root / "evaluation/results.json")
+    rand = read_json(root / "eval-random/results.json")
+    z_only = read_json(root / "evaluation-z/results.json")
+    c_cfg = read_json(root / "controller/config.json") or {}
+    v_meta = read_json(checkpoint(root / "vae") / "meta.json") or {}
+    m_meta = read_json(checkpoint(root / "mdrnn") / "meta.json") or {}
+    data = read_json(root / "data/manifest.json") or {}
     rows = read_rows(root / "controller/metrics.jsonl")
     evals = [(r["step"], r["eval_mean"]) for r in rows if "eval_mean" in r]
     curve = ", ".join(f"{g}: {m:.0f}" for g, m in evals)
@@ -98,8 +92,8 @@ def main() -> None:
         "done_offset": 0.0,
     }
     out = export_pretrained(
-        _ckpt(root / "vae"),
-        _ckpt(root / "mdrnn"),
+        checkpoint(root / "vae"),
+        checkpoint(root / "mdrnn"),
         root / "controller/checkpoints/best",
         root / "series",
         a.out or ASSETS / a.name,
