@@ -184,7 +184,7 @@ def _controller_policy(models: dict[str, Path], random, explore: float, action_m
     from world_models.models.world_model import load_world_model
     from world_models.policies.controller import ControllerPolicy
 
-    torch.set_num_threads(1)  # the workers share the cores already
+    torch.set_num_threads(1)  # the workers share the cores already (and _init_worker's)
     wm = load_world_model(**models, action_mode=action_mode, device="cpu")
     return ExplorePolicy(ControllerPolicy(wm.vae, wm.mdrnn, wm.controller, "cpu"), random, explore)
 
@@ -242,8 +242,11 @@ def _init_worker(config: CollectConfig, preset: EnvPreset, parent: int | None = 
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     # nothing else closes the env when the worker exits, and VizDoom's game would outlive it
     multiprocessing.util.Finalize(None, _close_worker, exitpriority=10)
-    # one thread each, as the workers share the cores (torch resizes the frames)
-    os.environ["OMP_NUM_THREADS"] = "1"
+    # one thread each, as the workers share the cores (torch resizes the frames). An env
+    # variable would come too late where torch was loaded before the fork
+    import torch
+
+    torch.set_num_threads(1)
     try:
         _WORKER = _Collector(config)
     except Exception as exc:  # noqa: BLE001 - re-raised by _work, so the parent sees it
