@@ -8,7 +8,6 @@ written from the run's own records (stages.json, metrics, the evaluations), not 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from carracing_report import checkpoint, read_json  # this folder: run as a script
@@ -19,6 +18,11 @@ from world_models.training.runs import read_rows
 
 def _score(r: dict | None) -> str:
     return "not run" if r is None else f"{r['mean']:.1f} +- {r['std']:.1f}"
+
+
+def _stage_rows(stages: dict[str, float]) -> str:
+    rows = [f"| {name} | {wall:,.0f} |" for name, wall in stages.items()]
+    return "\n".join([*rows, f"| total | {sum(stages.values()):,.0f} |"])
 
 
 def card(root: Path, seed: int) -> str:
@@ -60,13 +64,16 @@ The paper: full World Model 906 +- 21, V only 632 +- 251 (solved: 900).
 - C: a = tanh(W [z, h] + b) as steer, gas (a + 1) / 2 and brake clipped to [0, 1];
   867 weights. CMA-ES: popsize {c_cfg.get("popsize")} x {c_cfg.get("rollouts")} tracks
   (the same tracks for a generation's candidates), a training episode cut after
-  {c_cfg.get("stall_steps")} steps without a new tile; {len(rows)} generations. The mean
-  was scored every {c_cfg.get("eval_every")} generations on {c_cfg.get("eval_rollouts")}
-  fixed tracks (generation: mean return): {curve}. This C is
-  the mean with the best such evaluation.
+  {c_cfg.get("stall_steps")} steps without a new tile; {len(rows)} generations.
+- The mean was scored every {c_cfg.get("eval_every")} generations on
+  {c_cfg.get("eval_rollouts")} fixed tracks; this C is the mean with the best such
+  evaluation. Generation: mean return on those tracks:
+  {curve}.
 
-## Stage wall times (s)
-{json.dumps(stages, indent=1)}
+## Stage wall times
+| stage | wall s |
+|---|---|
+{_stage_rows(stages)}
 
 ## Use
 `world-models evaluate --pretrained carracing`, `watch --pretrained carracing`,
