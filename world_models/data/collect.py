@@ -143,15 +143,15 @@ class _Collector:
     """An env and a policy that write episodes by index; one per worker process."""
 
     def __init__(self, config: CollectConfig) -> None:
-
         self.config = config
         preset = config.env_preset()
         models = config.world_model()
         # a random policy never looks at the frames: they are resized per episode, in chunks
-        self.preprocess = config.preprocess() if models is None else None
+        preprocess = config.preprocess()
+        self.preprocess = preprocess if models is None else None
         self.env = make_env(
             preset,
-            preprocess=config.preprocess(),
+            preprocess=preprocess,
             max_steps=config.max_steps,
             backend=config.backend,
             env_kwargs=config.env_kwargs,
